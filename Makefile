@@ -1,0 +1,35 @@
+# Two commands do everything: `make repro` (the offline run: Table I in results/) and
+# `make test` (what CI runs). Both create the environment first. See README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Notebooks run quietly under test: progress bars would make every output cell differ.
+QUIET := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error
+
+.PHONY: env data repro test notebook-outputs clean-smoke
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV)
+	touch $(STAMP)
+
+data:
+	bash scripts/install_data.sh
+
+repro: env data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@echo "Table I: results/table1.md   figure: results/figures/accuracy_vs_shots.png"
+
+test: env data
+	$(QUIET) $(BIN)/python -m pytest
+
+# After a deliberate change of a notebook or of what it shows: re-run notebooks/ under the
+# smoke overlay so the outputs nbval compares against are current.
+notebook-outputs: env data clean-smoke
+	for nb in notebooks/0*.ipynb; do \
+	  $(QUIET) $(BIN)/jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; done
+
+clean-smoke:
+	rm -rf build/smoke

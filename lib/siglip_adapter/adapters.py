@@ -1,0 +1,98 @@
+"""Zero-shot and the training-free SigLIP-Adapter (the paper's eq. 6), with a validation search.
+
+Names follow the paper: ``alpha`` weighs the caption keys against the image keys, ``theta``
+sharpens the affinities, ``beta`` weighs the few-shot term against zero-shot. (Tip-Adapter
+calls the sharpness beta and the residual weight alpha; we keep the paper's names.)
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def zero_shot_logits(images: torch.Tensor, class_text: torch.Tensor, scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
+    """Class-prompt logits ``scale * (i . T_class) + bias``.
+
+    images (M, D), class_text (N, D), both L2-normalised -> (M, N). scale=1, bias=0 is plain
+    cosine; SigLIP's own is scale=exp(logit_scale), bias=logit_bias.
+    """
+    return scale * images @ class_text.T + bias
+
+
+def caption_zero_shot_logits(images: torch.Tensor, captions: torch.Tensor, class_text: torch.Tensor, alpha: float,
+                             scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
+    """Zero-shot with captions: each class prompt is matched against the image and the image's
+    own generated caption, ``(1 - alpha) zs(i) + alpha zs(c)``.
+
+    images (M, D), captions (M, D) caption features of the same images, class_text (N, D).
+    """
+    return (1 - alpha) * zero_shot_logits(images, class_text, scale, bias) + alpha * zero_shot_logits(captions, class_text, scale, bias)
+
+
+def few_shot_logits(images: torch.Tensor, image_keys: torch.Tensor, caption_keys: torch.Tensor, key_labels: torch.Tensor,
+                    n_classes: int, alpha: float, theta: float) -> torch.Tensor:
+    """The cache term of eq. 6 before beta.
+
+    images (M, D) test features; image_keys (N*K, D) = I_train; caption_keys (N*K, D) = T_train,
+    the features of the shots' captions; key_labels (N*K,) class of each shot -> (M, N):
+    ``sum over each class's shots of exp(theta (s - 1))``, ``s = (1-alpha) I_train i + alpha T_train i``.
+    """
+    s = (1 - alpha) * images @ image_keys.T + alpha * images @ caption_keys.T
+    s = torch.exp(theta * (s - 1))
+    return s @ F.one_hot(key_labels, n_classes).to(s.dtype)
+
+
+def adapter_logits(images, image_keys, caption_keys, key_labels, class_text, alpha: float, theta: float, beta: float,
+                   scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
+    """Training-free SigLIP-Adapter: ``beta * fewshot + zero-shot`` -> (M, N).
+
+    alpha = 0 is Tip-Adapter's cache; beta = 0 is zero-shot.
+    """
+    fewshot = few_shot_logits(images, image_keys, caption_keys, key_labels, class_text.shape[0], alpha, theta)
+    return beta * fewshot + zero_shot_logits(images, class_text, scale, bias)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == labels).float().mean())
+
+
+@dataclass(frozen=True)
+class Choice:
+    alpha: float
+    theta: float
+    beta: float
+    val_accuracy: float
+
+
+def search_adapter(val_images, val_labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,
+                   scale: float = 1.0, bias: float = 0.0) -> Choice:
+    """Grid search of (alpha, theta, beta) by validation accuracy; ties go to the first in grid
+    order (smaller alpha, theta, beta). The test split is never seen here."""
+    n = class_text.shape[0]
+    zs = zero_shot_logits(val_images, class_text, scale, bias)
+    a_img, a_txt = val_images @ image_keys.T, val_images @ caption_keys.T
+    onehot = F.one_hot(key_labels, n).to(zs.dtype)
+    b = torch.tensor(list(betas), dtype=zs.dtype)
+    best = None
+    for alpha, theta in itertools.product(alphas, thetas):
+        fewshot = torch.exp(theta * ((1 - alpha) * a_img + alpha * a_txt - 1)) @ onehot  # (M, N)
+        logits = zs.unsqueeze(0) + b[:, None, None] * fewshot.unsqueeze(0)  # (B, M, N)
+        accs = (logits.argmax(-1) == val_labels).float().mean(-1)
+        for beta, acc in zip(betas, accs.tolist()):
+            if best is None or acc > best.val_accuracy:
+                best = Choice(float(alpha), float(theta), float(beta), acc)
+    return best
+
+
+def search_caption_alpha(val_images, val_captions, val_labels, class_text, alphas, scale=1.0, bias=0.0) -> tuple[float, float]:
+    """The caption weight of zero-shot-with-captions chosen on validation: (alpha, val accuracy)."""
+    best = None
+    for a in alphas:
+        acc = accuracy(caption_zero_shot_logits(val_images, val_captions, class_text, a, scale, bias), val_labels)
+        if best is None or acc > best[1]:
+            best = (float(a), acc)
+    return best

@@ -1,0 +1,199 @@
+"""Captions: describe an image, clean the text, summarise it under the encoder's token limit.
+
+Hub profile: SmolVLM-256M-Instruct describes, T5 summarises (``summarize: `` prefix through
+``generate``), then the token limit is enforced. Offline profile: the ConSE encoder's ImageNet
+tower names its top labels in a sentence, and the token limit is enforced. Captioning writes
+resumable part files, so an interrupted run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .encoders import autocast_for, batched, resolve_device
+
+_CHAT_PREFIX = re.compile(r"^\s*(assistant|answer|caption)\s*:\s*", re.IGNORECASE)
+
+
+def clean_caption(text: str) -> str:
+    """One tidy sentence-ish string: no chat prefix, quotes, line breaks or doubled spaces."""
+    text = _CHAT_PREFIX.sub("", text.strip())
+    text = text.strip().strip('"').strip("'")
+    text = re.sub(r"\s+", " ", text).strip()
+    if text and text[-1] not in ".!?":
+        text += "."
+    return text
+
+
+class LabelCaptioner:
+    """Offline captioner: a sentence naming the image model's top ImageNet labels."""
+
+    def __init__(self, encoder, n_labels: int = 3):
+        if not hasattr(encoder, "top_labels"):
+            raise TypeError("the offline captioner needs an encoder with an ImageNet tower (offline-conse)")
+        self.encoder, self.n_labels = encoder, n_labels
+        self.model_id = f"offline-labels/{encoder.model_id}"
+        self.prompt = f"top-{n_labels} ImageNet labels"
+
+    def describe(self, images: Sequence[Image.Image]) -> list[str]:
+        out = []
+        for labels in self.encoder.top_labels(images, self.n_labels):
+            names = [n for n, _ in labels]
+            rest = " or ".join(f"a {n}" for n in names[1:])
+            out.append(f"a photo of a {names[0]}" + (f", or possibly {rest}" if rest else ""))
+        return out
+
+
+class VLMCaptioner:
+    """SmolVLM (or another image-text-to-text model) describing images in batches."""
+
+    def __init__(self, model, processor, model_id: str, prompt: str, max_new_tokens: int = 48, device: str = "auto", precision: str = "auto"):
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.model = model.eval().to(self.device)
+        self.processor = processor
+        # Batched generation with a decoder-only model needs the prompts aligned on the right.
+        self.processor.tokenizer.padding_side = "left"
+        self.model_id, self.prompt, self.max_new_tokens = model_id, prompt, max_new_tokens
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, prompt: str, **kw) -> "VLMCaptioner":
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        # Without image splitting SmolVLM spends 64 image tokens per image instead of up to ~1,100.
+        processor = AutoProcessor.from_pretrained(model_id, do_image_splitting=False)
+        dtype = torch.bfloat16 if resolve_device(kw.get("device", "auto")).type == "cuda" else torch.float32
+        model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype)
+        return cls(model, processor, model_id, prompt, **kw)
+
+    @torch.inference_mode()
+    def describe(self, images: Sequence[Image.Image]) -> list[str]:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = self.processor(text=[text] * len(images), images=[[im.convert("RGB")] for im in images], return_tensors="pt", padding=True)
+        inputs.pop("token_type_ids", None)  # some tokenizers add them; generate() rejects unknown kwargs
+        inputs = inputs.to(self.device)
+        with autocast_for(self.device, self.precision):
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+class T5Summariser:
+    """T5 summaries through ``generate`` with the ``summarize: `` task prefix."""
+
+    def __init__(self, model, tokenizer, model_id: str, max_new_tokens: int = 48, device: str = "auto"):
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.tokenizer, self.model_id, self.max_new_tokens = tokenizer, model_id, max_new_tokens
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, **kw) -> "T5Summariser":
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        return cls(AutoModelForSeq2SeqLM.from_pretrained(model_id), AutoTokenizer.from_pretrained(model_id), model_id, **kw)
+
+    @torch.inference_mode()
+    def summarise(self, texts: Sequence[str]) -> list[str]:
+        tok = self.tokenizer([f"summarize: {t}" for t in texts], padding=True, truncation=True, max_length=512, return_tensors="pt")
+        inputs = {k: tok[k].to(self.device) for k in ("input_ids", "attention_mask")}
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+def build_captioner(cfg: dict, encoder):
+    c = cfg["captions"]
+    if c["captioner"] == "offline-labels":
+        return LabelCaptioner(encoder, c["top_labels"])
+    if c["captioner"] == "smolvlm":
+        return VLMCaptioner.from_pretrained(c["vlm_model_id"], c["vlm_prompt"], max_new_tokens=c["vlm_max_new_tokens"],
+                                            device=cfg["encoder"]["device"], precision=cfg["encoder"]["precision"])
+    raise ValueError(f"captions.captioner '{c['captioner']}' is not one of ['offline-labels', 'smolvlm']")
+
+
+def build_summariser(cfg: dict):
+    """The optional model summariser (None for ``token-limit``: the limit alone is applied)."""
+    c = cfg["captions"]
+    if c["summariser"] == "token-limit":
+        return None
+    if c["summariser"] == "t5":
+        return T5Summariser.from_pretrained(c["t5_model_id"], max_new_tokens=c["t5_max_new_tokens"], device=cfg["encoder"]["device"])
+    raise ValueError(f"captions.summariser '{c['summariser']}' is not one of ['token-limit', 't5']")
+
+
+def caption_settings(captioner, summariser, encoder, manifest_hash: str) -> dict:
+    return {"captioner": captioner.model_id, "prompt": captioner.prompt,
+            "summariser": summariser.model_id if summariser else "token-limit",
+            "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id, "manifest": manifest_hash}
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, work_dir: Path,
+                   batch_size: int = 8, chunk_size: int = 256) -> pd.DataFrame:
+    """Describe -> clean -> summarise -> enforce the token limit, for every id.
+
+    Parts of ``chunk_size`` captions are written to ``work_dir/<settings key>/`` as they finish;
+    a rerun with the same ids and settings reuses them. Returns one row per id with the raw,
+    cleaned and final caption and its token count.
+    """
+    ids = sorted(ids)
+    parts_dir = Path(work_dir) / settings_key(settings)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    frames = []
+    chunks = list(batched(ids, chunk_size))
+    for n, chunk in enumerate(tqdm(chunks, desc="caption parts", unit="part")):
+        part = parts_dir / f"part-{n:05d}.parquet"
+        if part.is_file():
+            done = pd.read_parquet(part)
+            if done["image_id"].tolist() == list(chunk):
+                frames.append(done)
+                continue
+        rows = []
+        for batch in batched(chunk, batch_size):
+            raw = captioner.describe(source.load(batch))
+            clean = [clean_caption(t) for t in raw]
+            summary = [clean_caption(t) for t in summariser.summarise(clean)] if summariser else clean
+            final = [encoder.truncate(t) for t in summary]
+            rows += [(i, r, c, f, encoder.count_tokens(f)) for i, r, c, f in zip(batch, raw, clean, final)]
+        df = pd.DataFrame(rows, columns=["image_id", "raw", "clean", "caption", "n_tokens"])
+        tmp = part.with_suffix(".tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(part)  # a part is either whole or absent
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_id", "raw", "clean", "caption", "n_tokens"])
+    for k, v in settings.items():
+        out[k] = v
+    return out
+
+
+def write_captions(df: pd.DataFrame, path: Path, work_dir: Path | None = None) -> None:
+    """Write the captions table atomically, then drop the finished run's part files."""
+    tmp = path.with_suffix(".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    if work_dir is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def read_captions(path: Path, ids: Sequence[str]) -> pd.DataFrame:
+    """Captions for ``ids`` in that order; an id without a caption is an error naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no captions; run notebooks/01_captions first")
+    df = pd.read_parquet(path).set_index("image_id")
+    missing = [i for i in ids if i not in df.index]
+    if missing:
+        raise ValueError(f"{path}: no caption for {len(missing)} images (e.g. {missing[:3]}); rerun 01_captions")
+    return df.loc[list(ids)].reset_index()

@@ -1,0 +1,90 @@
+"""Stage helpers for 01_captions and 02_embed: the split manifest, which images get captions,
+and the content-keyed features every later stage reads."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+
+from .captions import caption_images, caption_settings, read_captions, settings_key, write_captions
+from .config import seeds as seed_list
+from .data import make_manifest, manifest_hash, shot_image_ids
+from .encoders import encode_image_ids, encode_text_list
+from .paths import RunPaths
+from .prompts import class_prompts
+from .store import FeatureStore
+
+
+def build_manifest(cfg: dict, paths: RunPaths, source) -> pd.DataFrame:
+    d = cfg["dataset"]
+    manifest = make_manifest(source, d.get("per_class"), cfg["split"]["fractions"], cfg["split"]["seed"])
+    tmp = paths.manifest.with_suffix(".tmp")
+    manifest.to_parquet(tmp, index=False)
+    tmp.replace(paths.manifest)
+    return manifest
+
+
+def ids_to_caption(manifest: pd.DataFrame, cfg: dict) -> list[str]:
+    """Images any seed's K-shot set uses (K up to max(shots)), plus every val and test image:
+    zero-shot with captions is chosen on val and scored on test, so those need captions too."""
+    shots = shot_image_ids(manifest, max(cfg["shots"]), seed_list(cfg))
+    evaluated = manifest.loc[manifest["split"].isin(["val", "test"]), "image_id"].tolist()
+    return sorted(set(shots) | set(evaluated))
+
+
+def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
+    ids = ids_to_caption(manifest, cfg)
+    settings = caption_settings(captioner, summariser, encoder, manifest_hash(manifest))
+    work = paths.cache / ".partial" / "captions"
+    df = caption_images(source, ids, captioner, summariser, encoder, settings, work,
+                        batch_size=cfg["captions"]["batch_size"], chunk_size=cfg["captions"]["chunk_size"])
+    write_captions(df, paths.captions, work / settings_key(settings))
+    return df
+
+
+def _content_hash(values) -> str:
+    h = hashlib.sha256()
+    for v in values:
+        h.update(str(v).encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.DataFrame | None = None) -> dict[str, dict]:
+    """The cache-key fields of each feature kind: everything that changes its content."""
+    d = cfg["dataset"]
+    data = {"dataset": d["name"], "source": d["source"], "invert": d.get("invert", False), "manifest": manifest_hash(manifest)}
+    enc = encoder.cache_fields()
+    fields = {
+        "image": {"kind": "image", **enc, **data},
+        "class_prompt": {"kind": "class_prompt", **enc, "template": d["template"], "classnames": list(d["classnames"])},
+    }
+    if captions is not None:
+        settings = {k: captions[k].iloc[0] for k in ("captioner", "prompt", "summariser", "token_limit", "manifest")}
+        fields["caption"] = {"kind": "caption", **enc, **data, **settings,
+                             "captions": _content_hash(zip(captions["image_id"], captions["caption"]))}
+    return fields
+
+
+def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder) -> pd.DataFrame:
+    """Image, caption and class-prompt features into the cache; returns what was done per kind."""
+    store = FeatureStore(paths.features)
+    all_ids = manifest["image_id"].tolist()
+    captioned = read_captions(paths.captions, sorted(pd.read_parquet(paths.captions, columns=["image_id"])["image_id"]))
+    fields = feature_fields(cfg, encoder, manifest, captioned)
+    bs = cfg["encoder"]["batch_size"]
+    texts = dict(zip(captioned["image_id"], captioned["caption"]))
+    prompts = class_prompts(cfg["dataset"]["classnames"], cfg["dataset"]["template"])
+    jobs = {
+        "image": (all_ids, lambda ids: encode_image_ids(encoder, source, ids, bs, desc="image features")),
+        "caption": (captioned["image_id"].tolist(), lambda ids: encode_text_list(encoder, [texts[i] for i in ids], desc="caption features")),
+        "class_prompt": (cfg["dataset"]["classnames"], lambda ids: encoder.encode_texts(prompts)),
+    }
+    meta = {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
+    report = []
+    for kind, (ids, compute) in jobs.items():
+        feats, reused = store.get_or_compute(kind, fields[kind], ids, compute, meta=meta)
+        report.append({"kind": kind, "rows": len(feats.ids), "dim": feats.values.shape[1], "reused": reused,
+                       "file": store.path(kind, fields[kind]).name})
+    store.write_index(fields)
+    return pd.DataFrame(report)

@@ -1,0 +1,78 @@
+"""The adapter formulas against a direct, loop-by-loop reading of the paper's eq. 6."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from siglip_adapter import adapters
+from helpers import unit
+from siglip_adapter.trainable import TrainableAdapter, fit_trainable
+
+
+def eq6_loop(i, image_keys, caption_keys, key_labels, class_text, alpha, theta, beta, scale=1.0, bias=0.0):
+    """Eq. 6 for one test feature, one shot and one class at a time."""
+    n = class_text.shape[0]
+    fewshot = [0.0] * n
+    for j in range(image_keys.shape[0]):
+        s = (1 - alpha) * float(image_keys[j] @ i) + alpha * float(caption_keys[j] @ i)
+        fewshot[int(key_labels[j])] += math.exp(theta * (s - 1))
+    return [beta * fewshot[c] + scale * float(class_text[c] @ i) + bias for c in range(n)]
+
+
+@pytest.mark.parametrize("alpha,theta,beta,scale,bias", [(0.0, 1.0, 1.0, 1.0, 0.0), (0.3, 5.5, 2.0, 1.0, 0.0), (1.0, 10.0, 0.5, 117.3, -12.7)])
+def test_adapter_logits_match_direct_loop(toy_cache, alpha, theta, beta, scale, bias):
+    c = toy_cache
+    got = adapters.adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], alpha, theta, beta, scale, bias)
+    want = torch.tensor([eq6_loop(i, c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], alpha, theta, beta, scale, bias) for i in c["images"]])
+    assert got.shape == (c["images"].shape[0], c["n"])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_beta_zero_is_zero_shot_and_alpha_zero_ignores_captions(toy_cache):
+    c = toy_cache
+    zs = adapters.zero_shot_logits(c["images"], c["class_text"])
+    torch.testing.assert_close(adapters.adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], 0.7, 3.0, 0.0), zs)
+    scrambled = c["caption_keys"][torch.randperm(c["caption_keys"].shape[0])] * -1
+    a = adapters.adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], 0.0, 3.0, 2.0)
+    b = adapters.adapter_logits(c["images"], c["image_keys"], scrambled, c["key_labels"], c["class_text"], 0.0, 3.0, 2.0)
+    torch.testing.assert_close(a, b)
+
+
+def test_caption_zero_shot_interpolates(toy_cache):
+    c = toy_cache
+    caps = unit(*c["images"].shape, seed=9)  # each test image's own caption feature
+    zs_img = adapters.zero_shot_logits(c["images"], c["class_text"])
+    zs_cap = adapters.zero_shot_logits(caps, c["class_text"])
+    torch.testing.assert_close(adapters.caption_zero_shot_logits(c["images"], caps, c["class_text"], 0.0), zs_img)
+    torch.testing.assert_close(adapters.caption_zero_shot_logits(c["images"], caps, c["class_text"], 1.0), zs_cap)
+    torch.testing.assert_close(adapters.caption_zero_shot_logits(c["images"], caps, c["class_text"], 0.25), 0.75 * zs_img + 0.25 * zs_cap)
+
+
+def test_search_finds_the_grid_maximum_with_first_tie(toy_cache):
+    c = toy_cache
+    grid = ([0.0, 0.5, 1.0], [1.0, 4.0], [0.0, 0.5, 2.0])
+    choice = adapters.search_adapter(c["images"], c["labels"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], *grid)
+    best = None
+    for a, t, b in itertools.product(*grid):
+        acc = adapters.accuracy(adapters.adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], a, t, b), c["labels"])
+        if best is None or acc > best[3]:
+            best = (a, t, b, acc)
+    assert (choice.alpha, choice.theta, choice.beta) == best[:3]
+    assert choice.val_accuracy == pytest.approx(best[3])
+
+
+def test_trainable_starts_as_training_free_and_learns_the_shots(toy_cache):
+    c = toy_cache
+    args = (c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], 0.4, 2.0, 0.1)
+    model = TrainableAdapter(*args)
+    with torch.no_grad():
+        torch.testing.assert_close(model(c["images"]), adapters.adapter_logits(c["images"], *args))
+    # Validation = the shots themselves: training must not make it worse, and the epoch kept is the best seen.
+    fit = fit_trainable(c["image_keys"], c["key_labels"], c["caption_keys"], c["class_text"], c["image_keys"], c["key_labels"],
+                        0.4, 2.0, 0.1, lrs=[0.01], epochs=30)
+    start = adapters.accuracy(adapters.adapter_logits(c["image_keys"], *args), c["key_labels"])
+    assert fit.val_accuracy >= start
+    with torch.no_grad():
+        assert adapters.accuracy(fit.model(c["image_keys"]), c["key_labels"]) == pytest.approx(fit.val_accuracy)

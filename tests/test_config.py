@@ -1,0 +1,56 @@
+"""Parameters: merge order, profiles, and clear errors that name the file."""
+
+import shutil
+
+import pytest
+import yaml
+
+from siglip_adapter.config import ConfigError, load_config, run_datasets
+
+
+@pytest.fixture
+def params_root(tmp_path, root):
+    shutil.copytree(root / "params", tmp_path / "params")
+    return tmp_path
+
+
+def test_real_params_load(root):
+    cfg = load_config("fashion_mnist", root=root)
+    assert cfg["encoder"]["name"] == "offline-conse" and cfg["dataset"]["per_class"] == 300
+    smoke = load_config("fashion_mnist", "smoke", root=root)
+    assert smoke["dataset"]["per_class"] < cfg["dataset"]["per_class"] and smoke["run"]["overlay"] == "smoke"
+    assert smoke["dataset"]["classnames"] == cfg["dataset"]["classnames"]  # overlays merge, not replace
+    assert run_datasets(root) == ["fashion_mnist"]
+
+
+def test_hub_profile_switches_encoder_and_captioner(params_root):
+    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
+    ds["profile"] = "hub"
+    (params_root / "params" / "fm_hub.yaml").write_text(yaml.safe_dump(ds))
+    cfg = load_config("fm_hub", root=params_root)
+    assert cfg["encoder"]["name"] == "siglip" and cfg["encoder"]["model_id"] == "google/siglip-base-patch16-224"
+    assert cfg["captions"]["captioner"] == "smolvlm" and cfg["captions"]["summariser"] == "t5"
+    assert cfg["encoder"]["max_text_tokens"] == 64
+
+
+def test_unknown_key_names_file_and_key(params_root):
+    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
+    ds["adapter"] = {"thetta": [1.0]}
+    (params_root / "params" / "typo.yaml").write_text(yaml.safe_dump(ds))
+    with pytest.raises(ConfigError, match=r"typo.yaml.*adapter.thetta"):
+        load_config("typo", root=params_root)
+
+
+@pytest.mark.parametrize("change,match", [({"adapter": {"alpha": [1.5]}}, "alpha in"), ({"shots": [0, 1]}, "shots"),
+                                          ({"split": {"fractions": {"train": 0.5, "val": 0.2, "test": 0.1}}}, "summing to 1")])
+def test_bad_values_are_refused(params_root, change, match):
+    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
+    ds.update(change)
+    (params_root / "params" / "bad.yaml").write_text(yaml.safe_dump(ds))
+    with pytest.raises(ConfigError, match=match):
+        load_config("bad", root=params_root)
+
+
+def test_missing_file_is_named(params_root):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config("nope", root=params_root)

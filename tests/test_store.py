@@ -1,0 +1,64 @@
+"""The content-keyed feature cache: reuse when nothing changed, refuse anything stale."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from siglip_adapter.store import FeatureStore, StaleCacheError, cache_key
+
+FIELDS = {"kind": "image", "encoder": "siglip", "model_id": "google/siglip-base-patch16-224", "revision": "", "manifest": "abc"}
+
+
+def test_roundtrip_is_safetensors_with_ids(tmp_path):
+    store = FeatureStore(tmp_path)
+    values = torch.randn(3, 5)
+    path = store.save("image", FIELDS, ["a", "b", "c"], values, meta={"logit_scale": 2.0})
+    assert set(load_file(str(path))) == {"values"}  # plain tensors, no pickled objects
+    got = store.load("image", FIELDS)
+    torch.testing.assert_close(got.values, values)
+    assert got.ids == ["a", "b", "c"] and got.meta == {"logit_scale": 2.0}
+    torch.testing.assert_close(got.take(["c", "a"]), values[[2, 0]])
+
+
+@pytest.mark.parametrize("field,value", [("model_id", "google/siglip2-base-patch16-224"), ("revision", "abc123"), ("manifest", "def")])
+def test_key_changes_with_what_changes_the_content(field, value):
+    assert cache_key({**FIELDS, field: value}) != cache_key(FIELDS)
+
+
+def test_stale_entry_is_refused(tmp_path):
+    store = FeatureStore(tmp_path)
+    path = store.save("image", FIELDS, ["a"], torch.ones(1, 2))
+    other = {**FIELDS, "model_id": "something-else"}
+    # An entry copied under another settings' name (or a hash collision) is not silently reused.
+    path.rename(store.path("image", other))
+    with pytest.raises(StaleCacheError, match="model_id"):
+        store.load("image", other)
+
+
+def test_get_or_compute_reuses_and_recomputes(tmp_path):
+    store = FeatureStore(tmp_path)
+    calls = []
+
+    def compute(ids):
+        calls.append(list(ids))
+        return torch.randn(len(ids), 4)
+
+    first, reused = store.get_or_compute("image", FIELDS, ["a", "b"], compute)
+    assert not reused
+    again, reused = store.get_or_compute("image", FIELDS, ["a", "b"], compute)
+    assert reused and torch.equal(first.values, again.values) and len(calls) == 1
+    _, reused = store.get_or_compute("image", FIELDS, ["a", "b", "c"], compute)
+    assert not reused and calls[-1] == ["a", "b", "c"]
+    _, reused = store.get_or_compute("image", {**FIELDS, "manifest": "new"}, ["a", "b", "c"], compute)
+    assert not reused and len(calls) == 3
+
+
+def test_index_names_the_current_entries(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.save("image", FIELDS, ["a"], torch.ones(1, 2))
+    store.save("image", {**FIELDS, "manifest": "old"}, ["z"], torch.zeros(1, 2))
+    store.write_index({"image": FIELDS})
+    assert json.loads((tmp_path / "index.json").read_text())["image"]["fields"] == FIELDS
+    assert store.load_index()["image"].ids == ["a"]
