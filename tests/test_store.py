@@ -62,3 +62,25 @@ def test_index_names_the_current_entries(tmp_path):
     store.write_index({"image": FIELDS})
     assert json.loads((tmp_path / "index.json").read_text())["image"]["fields"] == FIELDS
     assert store.load_index()["image"].ids == ["a"]
+
+
+def test_chunked_compute_resumes_after_a_crash(tmp_path):
+    store = FeatureStore(tmp_path)
+    ids = [f"i{n}" for n in range(10)]
+    full = torch.randn(10, 3)
+    calls = []
+
+    def crashing(chunk):
+        calls.append(list(chunk))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed while computing the third chunk
+        return full[[ids.index(i) for i in chunk]]
+
+    with pytest.raises(KeyboardInterrupt):
+        store.get_or_compute("image", FIELDS, ids, crashing, chunk_size=4)
+    assert not store.path("image", FIELDS).exists()  # no half-written entry
+    calls.clear()
+    feats, reused = store.get_or_compute("image", FIELDS, ids, crashing, chunk_size=4)
+    assert not reused and calls == [ids[8:]]  # only the unfinished chunk is computed again
+    torch.testing.assert_close(feats.values, full)
+    assert not (tmp_path / ".partial").exists()  # finished: no leftovers

@@ -188,11 +188,14 @@ def write_captions(df: pd.DataFrame, path: Path, work_dir: Path | None = None) -
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def read_captions(path: Path, ids: Sequence[str]) -> pd.DataFrame:
-    """Captions for ``ids`` in that order; an id without a caption is an error naming the file."""
+def read_captions(path: Path, ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Captions for ``ids`` in that order (all, sorted by id, for None); an id without a
+    caption is an error naming the file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no captions; run notebooks/01_captions first")
     df = pd.read_parquet(path).set_index("image_id")
+    if ids is None:
+        return df.sort_index().reset_index()
     missing = [i for i in ids if i not in df.index]
     if missing:
         raise ValueError(f"{path}: no caption for {len(missing)} images (e.g. {missing[:3]}); rerun 01_captions")

@@ -32,17 +32,17 @@ class Inputs:
     scale: float
     bias: float
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(images (M, D), captions (M, D), labels (M,)) of a split."""
-        rows = self.manifest[self.manifest["split"] == name]
+    def _take(self, rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids = rows["image_id"].tolist()
         return self.image.take(ids), self.caption.take(ids), torch.tensor(rows["label"].to_numpy(), dtype=torch.long)
 
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images (M, D), captions (M, D), labels (M,)) of a split."""
+        return self._take(self.manifest[self.manifest["split"] == name])
+
     def shots(self, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(I_train (N*K, D), T_train (N*K, D), labels (N*K,)) of one K-shot sample."""
-        rows = sample_shots(self.manifest, k, seed)
-        ids = rows["image_id"].tolist()
-        return self.image.take(ids), self.caption.take(ids), torch.tensor(rows["label"].to_numpy(), dtype=torch.long)
+        return self._take(sample_shots(self.manifest, k, seed))
 
 
 def load_inputs(paths: RunPaths, cfg: dict) -> Inputs:

@@ -70,20 +70,20 @@ def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encode
     """Image, caption and class-prompt features into the cache; returns what was done per kind."""
     store = FeatureStore(paths.features)
     all_ids = manifest["image_id"].tolist()
-    captioned = read_captions(paths.captions, sorted(pd.read_parquet(paths.captions, columns=["image_id"])["image_id"]))
+    captioned = read_captions(paths.captions)
     fields = feature_fields(cfg, encoder, manifest, captioned)
     bs = cfg["encoder"]["batch_size"]
     texts = dict(zip(captioned["image_id"], captioned["caption"]))
-    prompts = class_prompts(cfg["dataset"]["classnames"], cfg["dataset"]["template"])
+    prompt_of = dict(zip(cfg["dataset"]["classnames"], class_prompts(cfg["dataset"]["classnames"], cfg["dataset"]["template"])))
     jobs = {
         "image": (all_ids, lambda ids: encode_image_ids(encoder, source, ids, bs, desc="image features")),
         "caption": (captioned["image_id"].tolist(), lambda ids: encode_text_list(encoder, [texts[i] for i in ids], desc="caption features")),
-        "class_prompt": (cfg["dataset"]["classnames"], lambda ids: encoder.encode_texts(prompts)),
+        "class_prompt": (cfg["dataset"]["classnames"], lambda ids: encoder.encode_texts([prompt_of[c] for c in ids])),
     }
     meta = {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
     report = []
     for kind, (ids, compute) in jobs.items():
-        feats, reused = store.get_or_compute(kind, fields[kind], ids, compute, meta=meta)
+        feats, reused = store.get_or_compute(kind, fields[kind], ids, compute, meta=meta, chunk_size=cfg["encoder"]["chunk_size"])
         report.append({"kind": kind, "rows": len(feats.ids), "dim": feats.values.shape[1], "reused": reused,
                        "file": store.path(kind, fields[kind]).name})
     store.write_index(fields)

@@ -9,9 +9,11 @@ of the current run for the later stages.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -83,18 +85,39 @@ class FeatureStore:
         return self.load_path(self.path(kind, fields), fields)
 
     def get_or_compute(self, kind: str, fields: dict, ids: Sequence[str], compute: Callable[[Sequence[str]], torch.Tensor],
-                       meta: dict | None = None) -> tuple[Features, bool]:
+                       meta: dict | None = None, chunk_size: int | None = None) -> tuple[Features, bool]:
         """The entry for ``fields`` if it holds exactly ``ids``; else compute, save and return it.
 
-        Returns (features, reused).
+        With ``chunk_size``, rows are computed in chunks, each saved under ``.partial/`` as it
+        finishes, so an interrupted run resumes at the first missing chunk. Returns
+        (features, reused).
         """
+        ids = list(ids)
         path = self.path(kind, fields)
         if path.is_file():
             feats = self.load_path(path, fields)
-            if feats.ids == list(ids):
+            if feats.ids == ids:
                 return feats, True
-        values = compute(ids)
+        if chunk_size is None:
+            values = compute(ids)
+        else:
+            parts = FeatureStore(self.root / ".partial" / path.stem)
+            chunks = []
+            for n, start in enumerate(range(0, len(ids), chunk_size)):
+                chunk_ids = ids[start : start + chunk_size]
+                part_fields = {**fields, "part": n, "part_ids": cache_key({"ids": chunk_ids})}
+                if parts.path(kind, part_fields).is_file():
+                    chunk = parts.load(kind, part_fields).values
+                else:
+                    chunk = compute(chunk_ids)
+                    parts.save(kind, part_fields, chunk_ids, chunk)
+                chunks.append(chunk)
+            values = torch.cat(chunks) if chunks else torch.empty(0)
         self.save(kind, fields, ids, values, meta)
+        if chunk_size is not None:
+            shutil.rmtree(self.root / ".partial" / path.stem, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.root / ".partial").rmdir()  # only if no other entry is half done
         return self.load(kind, fields), False
 
     # The index names the entries of the current run, so later stages need no encoder settings.
@@ -110,3 +133,4 @@ class FeatureStore:
             raise FileNotFoundError(f"{path}: no feature index; run notebooks/02_embed")
         index = json.loads(path.read_text())
         return {kind: self.load_path(self.root / e["file"], e["fields"]) for kind, e in index.items()}
+
