@@ -72,3 +72,11 @@ def test_source_loads_rgb_and_inverts():
     assert plain.mode == "RGB" and np.asarray(plain)[0, 0, 0] == 10 and np.asarray(inverted)[0, 0, 0] == 245
     with pytest.raises(KeyError):
         ArraySource({"p": (x, np.array([0]))}, ["a"]).load(["p/5"])
+
+
+def test_missing_data_without_hub_is_a_clear_error(tmp_path, monkeypatch):
+    from siglip_adapter.data import fashion_mnist_source
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match=r"no IDX files.*make data"):
+        fashion_mnist_source({"idx_dir": str(tmp_path), "hub_id": "zalando-datasets/fashion_mnist", "classnames": ["a"]})
