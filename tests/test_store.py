@@ -84,3 +84,27 @@ def test_chunked_compute_resumes_after_a_crash(tmp_path):
     assert not reused and calls == [ids[8:]]  # only the unfinished chunk is computed again
     torch.testing.assert_close(feats.values, full)
     assert not (tmp_path / ".partial").exists()  # finished: no leftovers
+
+
+def test_caption_features_key_on_caption_text_and_refuse_another_split():
+    import pandas as pd
+
+    from siglip_adapter.data import manifest_hash
+    from siglip_adapter.pipeline import feature_fields
+
+    class Encoder:
+        def cache_fields(self):
+            return {"encoder": "fake", "model_id": "fake"}
+
+    cfg = {"dataset": {"name": "d", "source": "s", "template": "a {}.", "classnames": ["x", "y"]}}
+    manifest = pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "classname": ["x", "y"], "split": ["train", "test"]})
+    caps = pd.DataFrame({"image_id": ["a", "b"], "caption": ["a red x.", "a blue y."], "captioner": "m", "prompt": "p",
+                         "summariser": "t5", "token_limit": 64, "manifest": "0" * 16})
+    with pytest.raises(StaleCacheError, match="rerun 01_captions"):
+        feature_fields(cfg, Encoder(), manifest, caps)
+    caps["manifest"] = manifest_hash(manifest)
+    before = feature_fields(cfg, Encoder(), manifest, caps)
+    caps.loc[1, "caption"] = "a green y."
+    after = feature_fields(cfg, Encoder(), manifest, caps)
+    assert cache_key(after["caption"]) != cache_key(before["caption"])
+    assert after["image"] == before["image"] and after["class_prompt"] == before["class_prompt"]

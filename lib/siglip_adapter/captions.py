@@ -8,8 +8,6 @@ resumable part files, so an interrupted run picks up where it stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .encoders import autocast_for, batched, resolve_device
+from .store import cache_key
 
 _CHAT_PREFIX = re.compile(r"^\s*(assistant|answer|caption)\s*:\s*", re.IGNORECASE)
 
@@ -137,10 +136,6 @@ def caption_settings(captioner, summariser, encoder, manifest_hash: str) -> dict
             "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id, "manifest": manifest_hash}
 
 
-def settings_key(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, work_dir: Path,
                    batch_size: int = 8, chunk_size: int = 256) -> pd.DataFrame:
     """Describe -> clean -> summarise -> enforce the token limit, for every id.
@@ -150,7 +145,7 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
     cleaned and final caption and its token count.
     """
     ids = sorted(ids)
-    parts_dir = Path(work_dir) / settings_key(settings)
+    parts_dir = Path(work_dir) / cache_key(settings)
     parts_dir.mkdir(parents=True, exist_ok=True)
     frames = []
     chunks = list(batched(ids, chunk_size))

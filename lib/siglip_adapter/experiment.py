@@ -17,7 +17,7 @@ from . import adapters
 from .config import seeds as seed_list
 from .data import read_manifest, sample_shots
 from .paths import RunPaths
-from .store import FeatureStore
+from .store import Features, FeatureStore
 from .trainable import fit_trainable
 
 
@@ -26,8 +26,8 @@ class Inputs:
     """Features of one run, read from the cache that 02_embed wrote."""
 
     manifest: pd.DataFrame
-    image: "object"   # store.Features over every manifest image
-    caption: "object"  # store.Features over every captioned image
+    image: Features  # over every manifest image
+    caption: Features  # over every captioned image
     class_text: torch.Tensor  # (N, D)
     scale: float
     bias: float

@@ -3,17 +3,15 @@ and the content-keyed features every later stage reads."""
 
 from __future__ import annotations
 
-import hashlib
-
 import pandas as pd
 
-from .captions import caption_images, caption_settings, read_captions, settings_key, write_captions
+from .captions import caption_images, caption_settings, read_captions, write_captions
 from .config import seeds as seed_list
 from .data import make_manifest, manifest_hash, shot_image_ids
 from .encoders import encode_image_ids, encode_text_list
 from .paths import RunPaths
 from .prompts import class_prompts
-from .store import FeatureStore
+from .store import FeatureStore, StaleCacheError, cache_key
 
 
 def build_manifest(cfg: dict, paths: RunPaths, source) -> pd.DataFrame:
@@ -39,31 +37,25 @@ def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, enc
     work = paths.cache / ".partial" / "captions"
     df = caption_images(source, ids, captioner, summariser, encoder, settings, work,
                         batch_size=cfg["captions"]["batch_size"], chunk_size=cfg["captions"]["chunk_size"])
-    write_captions(df, paths.captions, work / settings_key(settings))
+    write_captions(df, paths.captions, work / cache_key(settings))
     return df
 
 
-def _content_hash(values) -> str:
-    h = hashlib.sha256()
-    for v in values:
-        h.update(str(v).encode() + b"\n")
-    return h.hexdigest()[:16]
-
-
-def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.DataFrame | None = None) -> dict[str, dict]:
+def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.DataFrame) -> dict[str, dict]:
     """The cache-key fields of each feature kind: everything that changes its content."""
     d = cfg["dataset"]
     data = {"dataset": d["name"], "source": d["source"], "invert": d.get("invert", False), "manifest": manifest_hash(manifest)}
+    made_for = captions["manifest"].iloc[0] if len(captions) else data["manifest"]
+    if made_for != data["manifest"]:
+        raise StaleCacheError(f"captions were made for split {made_for}, the manifest is {data['manifest']}; rerun 01_captions")
     enc = encoder.cache_fields()
-    fields = {
+    caption_settings = {k: captions[k].iloc[0] for k in ("captioner", "prompt", "summariser", "token_limit")}
+    return {
         "image": {"kind": "image", **enc, **data},
+        "caption": {"kind": "caption", **enc, **data, **caption_settings,
+                    "captions": cache_key({"captions": list(zip(captions["image_id"], captions["caption"]))})},
         "class_prompt": {"kind": "class_prompt", **enc, "template": d["template"], "classnames": list(d["classnames"])},
     }
-    if captions is not None:
-        settings = {k: captions[k].iloc[0] for k in ("captioner", "prompt", "summariser", "token_limit", "manifest")}
-        fields["caption"] = {"kind": "caption", **enc, **data, **settings,
-                             "captions": _content_hash(zip(captions["image_id"], captions["caption"]))}
-    return fields
 
 
 def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder) -> pd.DataFrame:
