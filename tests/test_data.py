@@ -3,7 +3,6 @@
 import gzip
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from siglip_adapter.data import ArraySource, make_manifest, manifest_hash, read_idx, sample_shots, shot_image_ids
