@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Notebooks run quietly under test: progress bars would make every output cell differ.
+# Notebooks run quietly under test: no model-loading bars or log lines in the compared outputs
+# (the kit's own bars are notebook widgets, whose stored text is stable).
 QUIET := TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error
 
 .PHONY: env data repro test notebook-outputs clean-smoke

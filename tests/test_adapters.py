@@ -69,10 +69,11 @@ def test_trainable_starts_as_training_free_and_learns_the_shots(toy_cache):
     model = TrainableAdapter(*args)
     with torch.no_grad():
         torch.testing.assert_close(model(c["images"]), adapters.adapter_logits(c["images"], *args))
-    # Validation = the shots themselves: training must not make it worse, and the epoch kept is the best seen.
+    # Validation = the shots themselves: the learned parts must fit them (0.33 -> 0.58 when measured),
+    # and the model returned is the one whose validation accuracy was recorded.
     fit = fit_trainable(c["image_keys"], c["key_labels"], c["caption_keys"], c["class_text"], c["image_keys"], c["key_labels"],
                         0.4, 2.0, 0.1, lrs=[0.01], epochs=30)
     start = adapters.accuracy(adapters.adapter_logits(c["image_keys"], *args), c["key_labels"])
-    assert fit.val_accuracy >= start
+    assert fit.epoch > 0 and fit.val_accuracy > start + 0.15
     with torch.no_grad():
         assert adapters.accuracy(fit.model(c["image_keys"]), c["key_labels"]) == pytest.approx(fit.val_accuracy)

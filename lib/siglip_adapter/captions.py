@@ -19,7 +19,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .encoders import autocast_for, batched, resolve_device
-from .store import cache_key
 
 _CHAT_PREFIX = re.compile(r"^\s*(assistant|answer|caption)\s*:\s*", re.IGNORECASE)
 
@@ -136,16 +135,16 @@ def caption_settings(captioner, summariser, encoder, manifest_hash: str) -> dict
             "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id, "manifest": manifest_hash}
 
 
-def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, work_dir: Path,
+def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, parts_dir: Path,
                    batch_size: int = 8, chunk_size: int = 256) -> pd.DataFrame:
     """Describe -> clean -> summarise -> enforce the token limit, for every id.
 
-    Parts of ``chunk_size`` captions are written to ``work_dir/<settings key>/`` as they finish;
-    a rerun with the same ids and settings reuses them. Returns one row per id with the raw,
-    cleaned and final caption and its token count.
+    Parts of ``chunk_size`` captions are written to ``parts_dir`` (one folder per ``settings``)
+    as they finish; a rerun with the same ids reuses them. Returns one row per id with the raw,
+    cleaned and final caption and its token count, plus the settings as columns.
     """
     ids = sorted(ids)
-    parts_dir = Path(work_dir) / cache_key(settings)
+    parts_dir = Path(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
     frames = []
     chunks = list(batched(ids, chunk_size))
@@ -174,13 +173,13 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
     return out
 
 
-def write_captions(df: pd.DataFrame, path: Path, work_dir: Path | None = None) -> None:
+def write_captions(df: pd.DataFrame, path: Path, parts_dir: Path | None = None) -> None:
     """Write the captions table atomically, then drop the finished run's part files."""
     tmp = path.with_suffix(".tmp")
     df.to_parquet(tmp, index=False)
     tmp.replace(path)
-    if work_dir is not None:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    if parts_dir is not None:
+        shutil.rmtree(parts_dir, ignore_errors=True)
 
 
 def read_captions(path: Path, ids: Sequence[str] | None = None) -> pd.DataFrame:

@@ -34,10 +34,10 @@ def ids_to_caption(manifest: pd.DataFrame, cfg: dict) -> list[str]:
 def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
     ids = ids_to_caption(manifest, cfg)
     settings = caption_settings(captioner, summariser, encoder, manifest_hash(manifest))
-    work = paths.cache / ".partial" / "captions"
-    df = caption_images(source, ids, captioner, summariser, encoder, settings, work,
+    parts = paths.cache / ".partial" / f"captions-{cache_key(settings)}"
+    df = caption_images(source, ids, captioner, summariser, encoder, settings, parts,
                         batch_size=cfg["captions"]["batch_size"], chunk_size=cfg["captions"]["chunk_size"])
-    write_captions(df, paths.captions, work / cache_key(settings))
+    write_captions(df, paths.captions, parts)
     return df
 
 
