@@ -20,6 +20,8 @@ data:
 	bash scripts/install_data.sh
 
 repro: env data
+	@# A copy without .git (a Kaggle input, an unpacked archive): DVC needs to be told there is no git.
+	@[ -d .git ] || $(BIN)/dvc config --local core.no_scm true
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo "Table I: results/table1.md   figure: results/figures/accuracy_vs_shots.png"
 

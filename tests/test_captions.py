@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from siglip_adapter.captions import T5Summariser, VLMCaptioner, caption_images, clean_caption
-from siglip_adapter.data import ArraySource
+from siglip_adapter.sources.fashion_mnist import ArraySource
 from siglip_adapter.encoders import TokenizerText
 
 

@@ -20,7 +20,7 @@ def test_real_params_load(root):
     smoke = load_config("fashion_mnist", "smoke", root=root)
     assert smoke["dataset"]["per_class"] < cfg["dataset"]["per_class"] and smoke["run"]["overlay"] == "smoke"
     assert smoke["dataset"]["classnames"] == cfg["dataset"]["classnames"]  # overlays merge, not replace
-    assert run_datasets(root) == ["fashion_mnist"]
+    assert run_datasets(root) == ["fashion_mnist", "digits"]
 
 
 def test_hub_profile_switches_encoder_and_captioner(params_root):

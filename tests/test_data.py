@@ -5,7 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
-from siglip_adapter.data import ArraySource, make_manifest, manifest_hash, read_idx, sample_shots, shot_image_ids
+from siglip_adapter.data import make_manifest, manifest_hash, sample_shots, shot_image_ids
+from siglip_adapter.sources.fashion_mnist import ArraySource, read_idx
 
 FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
 
@@ -74,7 +75,7 @@ def test_source_loads_rgb_and_inverts():
 
 
 def test_missing_data_without_hub_is_a_clear_error(tmp_path, monkeypatch):
-    from siglip_adapter.data import fashion_mnist_source
+    from siglip_adapter.sources.fashion_mnist import fashion_mnist_source
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match=r"no IDX files.*make data"):

@@ -79,3 +79,123 @@ def test_conse_embeds_images_in_the_text_space(conse):
     assert conse.imagenet_names[770] == "sneaker"  # the packaged, cleaned ImageNet-1k names
     text = conse.encode_texts(["a photo of a sneaker."])
     assert (text @ conse.label_embeddings.T).argmax().item() == 770
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU precision, SigLIP's unmasked text, and cache keys that see every setting
+
+
+@pytest.mark.parametrize("capability,auto,bf16_ok", [((7, 5), "fp16", False), ((6, 0), "fp16", False), ((8, 0), "bf16", True), ((9, 0), "bf16", True)])
+def test_precision_follows_the_gpu(monkeypatch, capability, auto, bf16_ok):
+    from siglip_adapter.captions import t5_precision
+    from siglip_adapter.encoders import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cuda = torch.device("cuda")
+    assert resolve_precision(cuda, "auto") == auto  # T4 (7.5) and P100 (6.0) get fp16, A100 / H100 bf16
+    assert t5_precision(cuda, "auto") == ("bf16" if bf16_ok else "fp32")  # T5 overflows in fp16
+    if bf16_ok:
+        assert resolve_precision(cuda, "bf16") == "bf16"
+    else:
+        with pytest.raises(ValueError, match="compute capability"):
+            resolve_precision(cuda, "bf16")
+    assert resolve_precision(torch.device("cpu"), "auto") == "fp32"
+
+
+def test_siglip_text_tower_gets_no_attention_mask(tiny_siglip, minilm_tokenizer):
+    enc, _ = tiny_siglip
+    tok = minilm_tokenizer(["a shoe"], padding="max_length", max_length=64, return_tensors="pt")
+    assert "attention_mask" in tok  # the tokenizer offers one; SigLIP was trained without
+    with torch.no_grad():
+        unmasked = torch.nn.functional.normalize(enc.model.get_text_features(input_ids=tok["input_ids"]).pooler_output, dim=-1)
+        masked = torch.nn.functional.normalize(enc.model.get_text_features(**tok).pooler_output, dim=-1)
+    got = enc.encode_texts(["a shoe"])
+    torch.testing.assert_close(got, unmasked, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, masked, atol=1e-4)  # the mask would change the feature
+    assert enc.cache_fields()["text_attention_mask"] is False
+
+
+class _Proc:
+    class tokenizer:
+        padding_side = "right"
+
+
+def _vlm(**kw):
+    from siglip_adapter.captions import VLMCaptioner
+
+    args = dict(model_id="HuggingFaceTB/SmolVLM-256M-Instruct", prompt="Describe it.", max_new_tokens=48, device="cpu",
+                precision="fp32", revision="abc")
+    return VLMCaptioner(torch.nn.Linear(1, 1), _Proc(), **{**args, **kw})
+
+
+def _t5(**kw):
+    from siglip_adapter.captions import T5Summariser
+
+    args = dict(model_id="google-t5/t5-small", max_new_tokens=48, device="cpu", precision="fp32", revision="def")
+    return T5Summariser(torch.nn.Linear(1, 1), None, **{**args, **kw})
+
+
+def test_every_caption_setting_changes_the_cache_key(tiny_siglip):
+    from siglip_adapter.captions import caption_settings
+    from siglip_adapter.store import cache_key
+
+    enc, _ = tiny_siglip
+    base = cache_key(caption_settings(_vlm(), _t5(), enc, "m1"))
+    variants = [caption_settings(_vlm(model_id="HuggingFaceTB/SmolVLM-500M-Instruct"), _t5(), enc, "m1"),
+                caption_settings(_vlm(revision="zzz"), _t5(), enc, "m1"),
+                caption_settings(_vlm(prompt="Describe it!"), _t5(), enc, "m1"),
+                caption_settings(_vlm(max_new_tokens=64), _t5(), enc, "m1"),
+                caption_settings(_vlm(precision="bf16"), _t5(), enc, "m1"),
+                caption_settings(_vlm(), _t5(model_id="google-t5/t5-base"), enc, "m1"),
+                caption_settings(_vlm(), _t5(revision="yyy"), enc, "m1"),
+                caption_settings(_vlm(), _t5(max_new_tokens=30), enc, "m1"),
+                caption_settings(_vlm(), None, enc, "m1"),
+                caption_settings(_vlm(), _t5(), enc, "m2")]
+    keys = [cache_key(v) for v in variants]
+    assert base not in keys and len(set(keys)) == len(keys)
+
+
+def test_every_encoder_setting_changes_the_cache_key(tiny_siglip):
+    from siglip_adapter.store import cache_key
+
+    enc, _ = tiny_siglip
+    def fields(**kw):
+        args = dict(model_id="tiny-siglip", revision="", device="cpu", precision="fp32", max_text_tokens=64, image_mean=None, image_std=None)
+        return SiglipEncoder(enc.model, enc.image_processor, enc.tokenizer, **{**args, **kw}).cache_fields()
+    base = cache_key(fields())
+    variants = [fields(model_id="other"), fields(revision="abc"), fields(precision="bf16"), fields(max_text_tokens=32),
+                fields(image_mean=[0.4] * 3, image_std=[0.5] * 3), fields(image_mean=[0.5] * 3, image_std=[0.3] * 3)]
+    keys = [cache_key(v) for v in variants]
+    assert base not in keys and len(set(keys)) == len(keys)
+    conse = dict(top_k=5, image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, max_text_tokens=64, precision="fp32")
+
+    class Conse(ConseEncoder):  # cache_fields only: no weights needed
+        def __init__(self, **kw):
+            kw = {**conse, **kw}
+            self.name, self.model_id, self.top_k, self.image_size = "offline-conse", "m", kw["top_k"], kw["image_size"]
+            self.mean, self.std, self.max_text_tokens, self.precision = list(kw["mean"]), list(kw["std"]), kw["max_text_tokens"], kw["precision"]
+            self.label_template = "a photo of a {}."
+    base = cache_key(Conse().cache_fields())
+    keys = [cache_key(Conse(**{k: v}).cache_fields()) for k, v in
+            [("top_k", 3), ("image_size", 192), ("mean", (0.4,) * 3), ("std", (0.4,) * 3), ("max_text_tokens", 32), ("precision", "bf16")]]
+    assert base not in keys and len(set(keys)) == len(keys)
+
+
+def test_class_prompt_key_holds_the_exact_prompt_strings():
+    import pandas as pd
+
+    from siglip_adapter.pipeline import feature_fields
+    from siglip_adapter.store import cache_key
+
+    class Enc:
+        def cache_fields(self):
+            return {"encoder": "fake"}
+
+    manifest = pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "classname": ["sea or lake", "river"], "split": ["train", "test"]})
+    from siglip_adapter.data import manifest_hash
+
+    caps = pd.DataFrame({"image_id": ["a", "b"], "caption": ["x.", "y."], "captioner": "c", "manifest": manifest_hash(manifest)})
+    f = lambda t: feature_fields({"dataset": {"name": "d", "source": "folder", "template": t}}, Enc(), manifest, caps)  # noqa: E731
+    assert f("a centered satellite photo of {}.")["class_prompt"]["prompts"] == ["a centered satellite photo of sea or lake.",
+                                                                                  "a centered satellite photo of river."]
+    assert cache_key(f("a photo of {}.")["class_prompt"]) != cache_key(f("a photo of {}!")["class_prompt"])

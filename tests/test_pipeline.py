@@ -1,13 +1,20 @@
-"""The DVC pipeline and the notebooks agree with params and with each other."""
+"""The DVC pipeline and the notebooks agree with params, with the code they run and with each other."""
 
+import ast
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from siglip_adapter.config import load_config, read_yaml, run_datasets
+from siglip_adapter.config import read_yaml, run_datasets
 
 NOTEBOOKS = ["01_captions", "02_embed", "03_zero_shot", "04_adapter", "05_trainable", "06_analysis"]
+NOTEBOOK_STAGES = ["captions", "embed", "zero_shot", "adapter", "trainable", "analysis"]
+LIB = Path("lib/siglip_adapter")
 
 
 @pytest.fixture(scope="module")
@@ -15,25 +22,94 @@ def dvc(root):
     return yaml.safe_load((root / "dvc.yaml").read_text())
 
 
-def test_every_stage_runs_its_notebook_and_tracks_existing_params(dvc, root):
-    defaults = read_yaml(root / "params" / "defaults.yaml")
-    stages = dvc["stages"]
-    assert list(stages) == ["captions", "embed", "zero_shot", "adapter", "trainable", "analysis"]
-    for (name, stage), nb in zip(stages.items(), NOTEBOOKS):
-        body = stage.get("do", stage)
+def _module_file(root: Path, dotted: str) -> Path | None:
+    parts = dotted.split(".")
+    if parts[0] != "siglip_adapter":
+        return None
+    base = root / "lib" / Path(*parts)
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imports(source: str, module: str | None, is_package: bool) -> set[str]:
+    """Dotted names of the siglip_adapter modules a piece of code imports (function-level too)."""
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("siglip_adapter"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                pkg = module.split(".") if is_package else module.split(".")[:-1]
+                pkg = pkg[: len(pkg) - (node.level - 1)]
+                base = ".".join(pkg + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if not base.startswith("siglip_adapter"):
+                continue
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+    return out
+
+
+def modules_run_by(root: Path, notebook: Path) -> set[Path]:
+    """Every lib file a notebook's code runs, following imports transitively (packages' __init__ too)."""
+    code = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+    todo = list(_imports(code, None, False))
+    seen: set[Path] = set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for n in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            f = _module_file(root, ".".join(parts[:n]))
+            if f is None or f in seen:
+                continue
+            seen.add(f)
+            mod = ".".join(parts[:n])
+            todo += _imports(f.read_text(), mod, f.name == "__init__.py")
+    return {f.relative_to(root) for f in seen}
+
+
+def _covered(path: Path, deps: list[str]) -> bool:
+    return any(path == Path(d) or Path(d) in path.parents for d in deps)
+
+
+def test_every_stage_depends_on_all_the_code_it_runs(dvc, root):
+    for name, nb in zip(NOTEBOOK_STAGES, NOTEBOOKS):
+        body = dvc["stages"][name].get("do", dvc["stages"][name])
+        nb_path = root / "notebooks" / f"{nb}.ipynb"
         assert f"notebooks/{nb}.ipynb" in body["cmd"] and f"notebooks/{nb}.ipynb" in body["deps"]
+        used = modules_run_by(root, nb_path)
+        missing = sorted(str(p) for p in used if not _covered(p, body["deps"]))
+        assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
+
+
+def test_the_import_scan_sees_a_module_a_stage_misses(dvc, root):
+    """The guard above can fail: drop data.py from the adapter stage's deps and it is reported."""
+    body = dvc["stages"]["adapter"]["do"]
+    used = modules_run_by(root, root / "notebooks" / "04_adapter.ipynb")
+    assert LIB / "data.py" in used and LIB / "sources" / "folder.py" in used  # through experiment -> data -> sources
+    deps = [d for d in body["deps"] if d != str(LIB / "data.py")]
+    assert not _covered(LIB / "data.py", deps)
+
+
+def test_stage_params_exist_in_defaults(dvc, root):
+    defaults = read_yaml(root / "params" / "defaults.yaml")
+    for name, stage in dvc["stages"].items():
+        body = stage.get("do", stage)
         for entry in body.get("params", []):
             for file, keys in entry.items():
                 if file == "params/defaults.yaml":
                     assert set(keys) <= set(defaults), f"{name}: {set(keys) - set(defaults)} not in defaults.yaml"
 
 
-def test_analysis_depends_on_every_dataset_it_tabulates(dvc, root):
-    deps = dvc["stages"]["analysis"]["deps"]
-    for ds in run_datasets(root):
-        load_config(ds, root=root)
-        for stage in ("03_zero_shot", "04_adapter", "05_trainable"):
-            assert f"results/{ds}/{stage}.csv" in deps
+def test_adding_a_dataset_needs_no_edit_of_dvc_yaml(dvc):
+    """Per-dataset stages iterate params/run.yaml; the analysis reads the whole results/runs/ folder."""
+    for name in NOTEBOOK_STAGES[:-1]:
+        assert dvc["stages"][name]["foreach"] == "${datasets}"
+    assert "results/runs" in dvc["stages"]["analysis"]["deps"]
+    assert "${" not in yaml.safe_dump(dvc["stages"]["analysis"])
 
 
 def test_notebooks_have_a_parameters_cell_defaulting_to_smoke(root):
@@ -44,28 +120,27 @@ def test_notebooks_have_a_parameters_cell_defaulting_to_smoke(root):
         assert 'overlay = "smoke"' in "".join(tagged[0]["source"]), nb
 
 
-def _dvc_changed_deps(repo) -> dict:
-    """{stage: changed deps} from ``dvc status``; missing outputs (no cache/ in a fresh clone) aside."""
-    import subprocess
-    import sys
-
+def _dvc_stale(repo) -> dict:
+    """{stage: what changed} from ``dvc status``: changed deps, edited outputs and changed commands.
+    Outputs that are only absent (caches not pulled into a fresh clone) are not a change."""
     out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=repo, capture_output=True, text=True, check=True)
-    changed = {}
+    stale = {}
     for stage, entries in json.loads(out.stdout or "{}").items():
         for entry in entries:
-            deps = entry.get("changed deps", {}) if isinstance(entry, dict) else {}
-            deps = {path: how for path, how in deps.items() if how != "deleted"}  # a cache not pulled is not a change
-            if deps:
-                changed[stage] = deps
-    return changed
+            if entry == "changed command" or (isinstance(entry, dict) and "changed command" in entry):
+                stale.setdefault(stage, {})["command"] = "changed"
+            if not isinstance(entry, dict):
+                continue
+            for kind in ("changed deps", "changed outs"):
+                hits = {p: how for p, how in entry.get(kind, {}).items() if how not in ("deleted", "not in cache")}
+                if hits:
+                    stale.setdefault(stage, {})[kind] = hits
+    return stale
 
 
 @pytest.fixture(scope="module")
 def dvc_copy(tmp_path_factory, root):
-    """A copy of the tracked pipeline (code, params, notebooks, results, dvc.lock) in its own git repo."""
-    import shutil
-    import subprocess
-
+    """A copy of the tracked pipeline (code, params, notebooks, results, dvc.lock), no .git (as a Kaggle input is)."""
     repo = tmp_path_factory.mktemp("dvcrepo")
     files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
     if "dvc.lock" not in files:
@@ -73,13 +148,25 @@ def dvc_copy(tmp_path_factory, root):
     for f in files:
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / f, repo / f)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    # What `make repro` does in a copy without .git (and the README's one command for it).
+    subprocess.run([sys.executable, "-m", "dvc", "config", "--local", "core.no_scm", "true"], cwd=repo, check=True)
     return repo
 
 
 def test_committed_results_match_the_code_and_params(dvc_copy):
-    stale = _dvc_changed_deps(dvc_copy)
-    assert stale == {}, f"dvc.lock is behind the code or params (run `make repro` and commit results/): {stale}"
+    stale = _dvc_stale(dvc_copy)
+    assert stale == {}, f"dvc.lock is behind the code, params or outputs (run `make repro` and commit results/): {stale}"
+
+
+def test_an_edited_output_is_stale(dvc_copy):
+    """The guard above reads outputs too: a hand-edited result is caught."""
+    csv = dvc_copy / "results" / "runs" / run_datasets(dvc_copy)[0] / "04_adapter.csv"
+    original = csv.read_text()
+    try:
+        csv.write_text(original.replace("0.", "0.9", 1))
+        assert any("changed outs" in v for v in _dvc_stale(dvc_copy).values())
+    finally:
+        csv.write_text(original)
 
 
 def test_an_adapter_parameter_reruns_only_the_adapter_stage(dvc_copy):
@@ -89,7 +176,6 @@ def test_an_adapter_parameter_reruns_only_the_adapter_stage(dvc_copy):
         cfg = yaml.safe_load(original)
         defaults.write_text(original.replace(f"theta: {cfg['adapter']['theta']}".replace("'", ""), "theta: [1.0, 99.0]"))
         assert yaml.safe_load(defaults.read_text())["adapter"]["theta"] == [1.0, 99.0]
-        changed = _dvc_changed_deps(dvc_copy)
-        assert set(changed) == {f"adapter@{ds}" for ds in run_datasets(dvc_copy)}, changed
+        assert set(_dvc_stale(dvc_copy)) == {f"adapter@{ds}" for ds in run_datasets(dvc_copy)}
     finally:
         defaults.write_text(original)

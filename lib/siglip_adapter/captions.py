@@ -18,7 +18,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .encoders import autocast_for, batched, resolve_device
+from .data import load_images
+from .encoders import batched, resolve_device, resolve_precision, torch_dtype
+from .paths import model_path
 
 _CHAT_PREFIX = re.compile(r"^\s*(assistant|answer|caption)\s*:\s*", re.IGNORECASE)
 
@@ -43,6 +45,14 @@ class LabelCaptioner:
         self.model_id = f"offline-labels/{encoder.model_id}"
         self.prompt = f"top-{n_labels} ImageNet labels"
 
+    def settings(self) -> dict:
+        from .store import cache_key
+
+        # The labels come from the encoder's ImageNet tower: its whole setting (weights,
+        # preprocessing, precision) decides them, recorded as one hash.
+        return {"captioner": self.model_id, "prompt": self.prompt, "labels": self.n_labels,
+                "label_model": cache_key(self.encoder.cache_fields())}
+
     def describe(self, images: Sequence[Image.Image]) -> list[str]:
         out = []
         for labels in self.encoder.top_labels(images, self.n_labels):
@@ -53,26 +63,35 @@ class LabelCaptioner:
 
 
 class VLMCaptioner:
-    """SmolVLM (or another image-text-to-text model) describing images in batches."""
+    """SmolVLM (or another image-text-to-text model) describing images in batches.
 
-    def __init__(self, model, processor, model_id: str, prompt: str, max_new_tokens: int = 48, device: str = "auto", precision: str = "auto"):
+    The weights are loaded in the encoder's precision (``encoder.precision``: bf16 where the GPU
+    has it natively, fp16 on T4 / P100, fp32 on the CPU), so no autocast is needed."""
+
+    def __init__(self, model, processor, model_id: str, prompt: str, max_new_tokens: int = 48, device: str = "auto",
+                 precision: str = "auto", revision: str = ""):
         self.device = resolve_device(device)
-        self.precision = precision
-        self.model = model.eval().to(self.device)
+        self.precision = resolve_precision(self.device, precision)
+        self.model = model.eval().to(self.device, dtype=torch_dtype(self.precision))
         self.processor = processor
         # Batched generation with a decoder-only model needs the prompts aligned on the right.
         self.processor.tokenizer.padding_side = "left"
-        self.model_id, self.prompt, self.max_new_tokens = model_id, prompt, max_new_tokens
+        self.model_id, self.prompt, self.max_new_tokens, self.revision = model_id, prompt, max_new_tokens, revision
 
     @classmethod
-    def from_pretrained(cls, model_id: str, prompt: str, **kw) -> "VLMCaptioner":
+    def from_pretrained(cls, model_id: str, prompt: str, revision: str = "", device: str = "auto", precision: str = "auto", **kw) -> "VLMCaptioner":
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        dtype = torch_dtype(resolve_precision(resolve_device(device), precision))
+        rev = revision or None
         # Without image splitting SmolVLM spends 64 image tokens per image instead of up to ~1,100.
-        processor = AutoProcessor.from_pretrained(model_id, do_image_splitting=False)
-        dtype = torch.bfloat16 if resolve_device(kw.get("device", "auto")).type == "cuda" else torch.float32
-        model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype)
-        return cls(model, processor, model_id, prompt, **kw)
+        processor = AutoProcessor.from_pretrained(model_id, revision=rev, do_image_splitting=False)
+        model = AutoModelForImageTextToText.from_pretrained(model_id, revision=rev, dtype=dtype)
+        return cls(model, processor, model_id, prompt, device=device, precision=precision, revision=revision, **kw)
+
+    def settings(self) -> dict:
+        return {"captioner": self.model_id, "captioner_revision": self.revision, "prompt": self.prompt,
+                "max_new_tokens": self.max_new_tokens, "decoding": "greedy", "dtype": self.precision}
 
     @torch.inference_mode()
     def describe(self, images: Sequence[Image.Image]) -> list[str]:
@@ -81,25 +100,41 @@ class VLMCaptioner:
         inputs = self.processor(text=[text] * len(images), images=[[im.convert("RGB")] for im in images], return_tensors="pt", padding=True)
         inputs.pop("token_type_ids", None)  # some tokenizers add them; generate() rejects unknown kwargs
         inputs = inputs.to(self.device)
-        with autocast_for(self.device, self.precision):
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(torch_dtype(self.precision))
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def t5_precision(device: torch.device, precision: str) -> str:
+    """T5 v1 overflows in fp16 (its activations exceed fp16's range), so it runs in bf16 where the
+    GPU has it natively and in fp32 otherwise."""
+    p = resolve_precision(device, precision)
+    return "fp32" if p == "fp16" else p
 
 
 class T5Summariser:
     """T5 summaries through ``generate`` with the ``summarize: `` task prefix."""
 
-    def __init__(self, model, tokenizer, model_id: str, max_new_tokens: int = 48, device: str = "auto"):
+    def __init__(self, model, tokenizer, model_id: str, max_new_tokens: int = 48, device: str = "auto", precision: str = "auto",
+                 revision: str = ""):
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
-        self.tokenizer, self.model_id, self.max_new_tokens = tokenizer, model_id, max_new_tokens
+        self.precision = t5_precision(self.device, precision)
+        self.model = model.eval().to(self.device, dtype=torch_dtype(self.precision))
+        self.tokenizer, self.model_id, self.max_new_tokens, self.revision = tokenizer, model_id, max_new_tokens, revision
 
     @classmethod
-    def from_pretrained(cls, model_id: str, **kw) -> "T5Summariser":
+    def from_pretrained(cls, model_id: str, revision: str = "", **kw) -> "T5Summariser":
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        return cls(AutoModelForSeq2SeqLM.from_pretrained(model_id), AutoTokenizer.from_pretrained(model_id), model_id, **kw)
+        rev = revision or None
+        return cls(AutoModelForSeq2SeqLM.from_pretrained(model_id, revision=rev), AutoTokenizer.from_pretrained(model_id, revision=rev),
+                   model_id, revision=revision, **kw)
+
+    def settings(self) -> dict:
+        return {"summariser": self.model_id, "summariser_revision": self.revision, "summariser_max_new_tokens": self.max_new_tokens,
+                "summariser_dtype": self.precision}
 
     @torch.inference_mode()
     def summarise(self, texts: Sequence[str]) -> list[str]:
@@ -114,8 +149,11 @@ def build_captioner(cfg: dict, encoder):
     if c["captioner"] == "offline-labels":
         return LabelCaptioner(encoder, c["top_labels"])
     if c["captioner"] == "smolvlm":
-        return VLMCaptioner.from_pretrained(c["vlm_model_id"], c["vlm_prompt"], max_new_tokens=c["vlm_max_new_tokens"],
-                                            device=cfg["encoder"]["device"], precision=cfg["encoder"]["precision"])
+        cap = VLMCaptioner.from_pretrained(model_path(c["vlm_model_id"]), c["vlm_prompt"], revision=c["vlm_revision"],
+                                           max_new_tokens=c["vlm_max_new_tokens"], device=cfg["encoder"]["device"],
+                                           precision=cfg["encoder"]["precision"])
+        cap.model_id = c["vlm_model_id"]  # the configured id, not a machine's path, keys the cache
+        return cap
     raise ValueError(f"captions.captioner '{c['captioner']}' is not one of ['offline-labels', 'smolvlm']")
 
 
@@ -125,22 +163,28 @@ def build_summariser(cfg: dict):
     if c["summariser"] == "token-limit":
         return None
     if c["summariser"] == "t5":
-        return T5Summariser.from_pretrained(c["t5_model_id"], max_new_tokens=c["t5_max_new_tokens"], device=cfg["encoder"]["device"])
+        summ = T5Summariser.from_pretrained(model_path(c["t5_model_id"]), revision=c["t5_revision"], max_new_tokens=c["t5_max_new_tokens"],
+                                            device=cfg["encoder"]["device"], precision=cfg["encoder"]["precision"])
+        summ.model_id = c["t5_model_id"]
+        return summ
     raise ValueError(f"captions.summariser '{c['summariser']}' is not one of ['token-limit', 't5']")
 
 
 def caption_settings(captioner, summariser, encoder, manifest_hash: str) -> dict:
-    return {"captioner": captioner.model_id, "prompt": captioner.prompt,
-            "summariser": summariser.model_id if summariser else "token-limit",
-            "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id, "manifest": manifest_hash}
+    """Everything that changes a caption's text: the captioner's model, revision, exact prompt,
+    generation settings and dtype, the summariser's, and the token limit with its tokenizer."""
+    return {**captioner.settings(), **(summariser.settings() if summariser else {"summariser": "token-limit"}),
+            "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id,
+            "token_counter_revision": getattr(encoder, "revision", ""), "manifest": manifest_hash}
 
 
 def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, parts_dir: Path,
-                   batch_size: int = 8, chunk_size: int = 256) -> pd.DataFrame:
+                   batch_size: int = 8, chunk_size: int = 256, num_workers: int | str = "auto") -> pd.DataFrame:
     """Describe -> clean -> summarise -> enforce the token limit, for every id.
 
-    Parts of ``chunk_size`` captions are written to ``parts_dir`` (one folder per ``settings``)
-    as they finish; a rerun with the same ids reuses them. Returns one row per id with the raw,
+    Images decode in DataLoader workers. Parts of ``chunk_size`` captions are written to
+    ``parts_dir`` (one folder per ``settings``) as they finish; a rerun with the same ids reuses
+    them. Returns one row per id with the raw,
     cleaned and final caption and its token count, plus the settings as columns.
     """
     ids = sorted(ids)
@@ -156,8 +200,8 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
                 frames.append(done)
                 continue
         rows = []
-        for batch in batched(chunk, batch_size):
-            raw = captioner.describe(source.load(batch))
+        for batch, images in load_images(source, chunk, batch_size, num_workers, desc=f"part {n}"):
+            raw = captioner.describe(images)
             clean = [clean_caption(t) for t in raw]
             summary = [clean_caption(t) for t in summariser.summarise(clean)] if summariser else clean
             final = [encoder.truncate(t) for t in summary]

@@ -67,7 +67,7 @@ def load_config(dataset: str, overlay: str = "", root: Path | None = None) -> di
     ds = read_yaml(ds_file)
     _check_known(ds, defaults, str(ds_file.relative_to(root)))
     if "dataset" not in ds:
-        raise ConfigError(f"{ds_file}: missing the 'dataset' section (name, source, classnames, ...)")
+        raise ConfigError(f"{ds_file}: missing the 'dataset' section (name, source, template, ...)")
     layers = [ds]
     if overlay:
         ov_file = params / "overlays" / f"{overlay}.yaml"
@@ -94,11 +94,21 @@ def load_config(dataset: str, overlay: str = "", root: Path | None = None) -> di
 
 def _validate(cfg: dict, ds_file: Path) -> None:
     d = cfg["dataset"]
-    for key in ("name", "source", "classnames", "template"):
+    for key in ("name", "source", "template"):
         if key not in d:
             raise ConfigError(f"{ds_file}: dataset.{key} is required")
+    from .sources import SOURCE_KINDS
+
+    if d["source"] not in SOURCE_KINDS:
+        raise ConfigError(f"{ds_file}: dataset.source '{d['source']}' is not one of {list(SOURCE_KINDS)}")
     if "{}" not in d["template"]:
         raise ConfigError(f"{ds_file}: dataset.template must contain '{{}}' for the class name")
+    from .data import SPLIT_METHODS
+
+    if cfg["split"]["method"] not in SPLIT_METHODS:
+        raise ConfigError(f"{ds_file}: split.method '{cfg['split']['method']}' is not one of {list(SPLIT_METHODS)}")
+    if not 0 <= cfg["data"]["max_skipped_fraction"] <= 1:
+        raise ConfigError(f"{ds_file}: data.max_skipped_fraction must be in [0, 1]")
     fr = cfg["split"]["fractions"]
     if abs(sum(fr.values()) - 1.0) > 1e-6 or set(fr) != {"train", "val", "test"}:
         raise ConfigError(f"split.fractions must be train/val/test summing to 1, got {fr}")

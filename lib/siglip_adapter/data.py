@@ -1,146 +1,91 @@
-"""Data: image sources, the stratified split manifest, and K-shot sampling.
+"""Data: the split manifest, K-shot sampling, and batched image loading in DataLoader workers.
 
-A source is anything with ``classnames``, ``ids`` (stable string ids), ``labels`` (one int per
-id) and ``load(ids) -> list[PIL.Image]``. The manifest is a table (image_id, label, classname,
-split) written to parquet; every later stage reads images through it, so the split is fixed
-once and its hash enters every cache key.
+Sources live in ``siglip_adapter.sources`` (one module per kind). The manifest is a table
+(image_id, label, classname, split, split_method) written to parquet; every later stage reads
+images through it, so the split is fixed once and its hash enters every cache key.
+
+``split.method``:
+- ``stratified`` (default; the paper's stated protocol): per class, ``split.fractions`` (70/20/10)
+  of ``dataset.per_class`` images (all if unset);
+- ``official``: the source's own train / test (Pets' trainval / test, Food-101's train / test, a hub
+  dataset's splits); validation is the source's own where it has one, else
+  ``split.val_from_train`` of each class's training images;
+- ``coop``: the train / val / test of a CoOp split file, as given.
+Within a class, images are ordered by a seeded hash of their id, never by listing order, so the
+manifest does not depend on how a folder was listed, and dropping a bad image moves no other image
+to another split.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-from pathlib import Path
-from typing import Protocol, Sequence
+import os
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+import torch
+from tqdm.auto import tqdm
 
-SPLITS = ("train", "val", "test")
+from .sources import SPLITS, ImageError, Source, build_source  # noqa: F401  (build_source: the notebooks' entry)
 
-
-class ImageSource(Protocol):
-    classnames: list[str]
-    ids: list[str]
-    labels: np.ndarray
-
-    def load(self, ids: Sequence[str]) -> list[Image.Image]: ...
+SPLIT_METHODS = ("stratified", "official", "coop")
+MANIFEST_COLUMNS = ["image_id", "label", "classname", "split", "split_method"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Fashion-MNIST: the IDX files of Debian's dataset-fashion-mnist, else the hub
+def _order_key(seed: int, image_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}\0{image_id}".encode(), digest_size=8).digest(), "big")
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzip or plain) as a uint8 array; the format is MNIST's: magic, dims, data."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims} but holds {data.size} bytes (truncated?)")
-    return data.reshape(dims)
+def _ordered(ids: np.ndarray, seed: int) -> np.ndarray:
+    return ids[np.argsort([_order_key(seed, i) for i in ids], kind="stable")]
 
 
-class ArraySource:
-    """Grey or RGB images held in memory as uint8 arrays, with ids ``<part>/<index>``."""
+def make_manifest(source: Source, per_class: int | None, fractions: dict[str, float], seed: int, method: str = "stratified",
+                  val_from_train: float = 0.2, exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """The split of ``source`` (bad images in ``exclude`` left out), one row per image used.
 
-    def __init__(self, parts: dict[str, tuple[np.ndarray, np.ndarray]], classnames: list[str], invert: bool = False):
-        self.classnames = list(classnames)
-        self.invert = invert
-        self._images = {p: x for p, (x, _) in parts.items()}
-        self.ids = [f"{p}/{i}" for p, (x, _) in parts.items() for i in range(len(x))]
-        self.labels = np.concatenate([np.asarray(y, dtype=np.int64) for _, y in parts.values()])
-        if self.labels.min() < 0 or self.labels.max() >= len(self.classnames):
-            raise ValueError(f"labels span {self.labels.min()}..{self.labels.max()} but there are {len(self.classnames)} classnames")
-
-    def load(self, ids: Sequence[str]) -> list[Image.Image]:
-        out = []
-        for image_id in ids:
-            part, _, index = image_id.partition("/")
-            if part not in self._images or not index.isdigit() or int(index) >= len(self._images[part]):
-                raise KeyError(f"unknown image id {image_id!r}")
-            a = self._images[part][int(index)]
-            if self.invert:
-                a = 255 - a
-            out.append(Image.fromarray(a).convert("RGB"))
-        return out
-
-
-def fashion_mnist_source(cfg_dataset: dict) -> ArraySource:
-    d = Path(cfg_dataset.get("idx_dir", "/usr/share/datasets/fashion-mnist"))
-    names = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-    parts = {}
-    for part, (img, lab) in names.items():
-        found = [d / f"{n}{ext}" for n in (img, lab) for ext in (".gz", "") if (d / f"{n}{ext}").is_file()]
-        if len(found) != 2:
-            return _fashion_mnist_from_hub(cfg_dataset, reason=f"no IDX files for '{part}' in {d}")
-        parts[part] = (read_idx(found[0]), read_idx(found[1]))
-    return ArraySource(parts, cfg_dataset["classnames"], invert=cfg_dataset.get("invert", False))
-
-
-def _fashion_mnist_from_hub(cfg_dataset: dict, reason: str) -> ArraySource:
-    try:
-        import datasets
-    except ImportError as e:  # pragma: no cover - datasets is a core dependency
-        raise RuntimeError(f"{reason}, and the datasets package is missing") from e
-    hub_id = cfg_dataset.get("hub_id", "zalando-datasets/fashion_mnist")
-    try:
-        ds = datasets.load_dataset(hub_id)
-    except Exception as e:
-        raise RuntimeError(
-            f"{reason}; loading '{hub_id}' from the Hugging Face hub failed too ({type(e).__name__}: {e}). "
-            "Install Debian's dataset-fashion-mnist (make data) or give hub access."
-        ) from e
-    parts = {}
-    for part in ("train", "test"):
-        images = np.stack([np.asarray(im.convert("L")) for im in ds[part]["image"]])
-        parts[part] = (images, np.asarray(ds[part]["label"]))
-    return ArraySource(parts, cfg_dataset["classnames"], invert=cfg_dataset.get("invert", False))
-
-
-SOURCES = {"fashion-mnist": fashion_mnist_source}
-
-
-def build_source(cfg: dict) -> ImageSource:
-    kind = cfg["dataset"]["source"]
-    if kind not in SOURCES:
-        raise ValueError(f"dataset.source '{kind}' is not one of {sorted(SOURCES)}")
-    return SOURCES[kind](cfg["dataset"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Split manifest and K-shot sampling
-
-
-def make_manifest(source: ImageSource, per_class: int | None, fractions: dict[str, float], seed: int) -> pd.DataFrame:
-    """Draw ``per_class`` images of each class (all if None) and split each class 70/20/10.
-
-    Per class, the counts are rounded so train gets the remainder; every class keeps at least
-    one image in each split, so a class too small for that is an error.
+    stratified: per class, counts are rounded so train gets the remainder; every class keeps at
+    least one image in each split, so a class too small for that is an error naming it.
     """
-    rng = np.random.default_rng(seed)
-    ids = np.asarray(source.ids)
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"split.method '{method}' is not one of {list(SPLIT_METHODS)}")
+    ids = np.asarray(source.ids, dtype=object)
+    keep = ~np.isin(ids, list(set(exclude))) if exclude else np.ones(len(ids), dtype=bool)
+    own = source.splits
+    if method != "stratified":
+        if own is None:
+            raise ValueError(f"split.method '{method}' needs a source with its own splits; {source.root} ({source.kind}) has none")
+        present = set(own[keep].tolist())
+        if method == "coop" and (source.kind != "coop" or present != set(SPLITS)):
+            raise ValueError(f"split.method 'coop' needs the 'coop' source (a split_zhou_*.json); got '{source.kind}' with splits {sorted(present)}")
+        if not {"train", "test"} <= present:
+            raise ValueError(f"split.method '{method}': {source.root} has splits {sorted(present)}, needs train and test")
     rows = []
     for label, name in enumerate(source.classnames):
-        members = np.flatnonzero(source.labels == label)
-        n = len(members) if per_class is None else min(per_class, len(members))
-        if n < 3:
-            raise ValueError(f"class {name!r} has {len(members)} images; each split needs at least one")
-        chosen = rng.permutation(members)[:n]
-        n_val = max(1, int(round(fractions["val"] * n)))
-        n_test = max(1, int(round(fractions["test"] * n)))
-        n_train = n - n_val - n_test
-        if n_train < 1:
-            raise ValueError(f"class {name!r}: {n} images leave no training images")
-        split = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
-        rows += [(ids[i], label, name, s) for i, s in zip(chosen, split)]
-    df = pd.DataFrame(rows, columns=["image_id", "label", "classname", "split"])
+        in_class = keep & (source.labels == label)
+        if method == "stratified":
+            members = _ordered(ids[in_class], seed)
+            n = len(members) if per_class is None else min(per_class, len(members))
+            if n < 3:
+                raise ValueError(f"class {name!r} has {len(members)} usable images; each split needs at least one")
+            n_val = max(1, int(round(fractions["val"] * n)))
+            n_test = max(1, int(round(fractions["test"] * n)))
+            n_train = n - n_val - n_test
+            if n_train < 1:
+                raise ValueError(f"class {name!r}: {n} images leave no training images")
+            assigned = zip(members[:n], ["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
+        else:
+            by = {s: _ordered(ids[in_class & (own == s)], seed) for s in SPLITS}
+            if method == "official" and len(by["val"]) == 0:
+                n_val = max(1, int(round(val_from_train * len(by["train"]))))
+                by["val"], by["train"] = by["train"][:n_val], by["train"][n_val:]
+            for s in SPLITS:
+                if len(by[s]) == 0:
+                    raise ValueError(f"class {name!r} has no usable '{s}' images under split.method '{method}'")
+            assigned = [(i, s) for s in SPLITS for i in by[s]]
+        rows += [(i, label, name, s, method) for i, s in assigned]
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     return df.sort_values(["split", "label", "image_id"], kind="stable").reset_index(drop=True)
 
 
@@ -152,13 +97,13 @@ def manifest_hash(manifest: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
+def read_manifest(path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no split manifest; run notebooks/01_captions first")
     df = pd.read_parquet(path)
-    missing = {"image_id", "label", "classname", "split"} - set(df.columns)
+    missing = set(MANIFEST_COLUMNS) - set(df.columns)
     if missing:
-        raise ValueError(f"{path}: manifest lacks columns {sorted(missing)}")
+        raise ValueError(f"{path}: manifest lacks columns {sorted(missing)}; rerun notebooks/01_captions")
     return df
 
 
@@ -186,3 +131,82 @@ def shot_image_ids(manifest: pd.DataFrame, k_max: int, seeds: Sequence[int]) -> 
     for s in seeds:
         used.update(sample_shots(manifest, k_max, s)["image_id"])
     return sorted(used)
+
+
+def images_read(manifest: pd.DataFrame, k_max: int, seeds: Sequence[int]) -> list[str]:
+    """The images some stage reads: every seed's K-shot set (K up to ``k_max``), validation and
+    test. Only these are checked, captioned and embedded; the rest of train is never decoded."""
+    evaluated = manifest.loc[manifest["split"].isin(["val", "test"]), "image_id"]
+    return sorted(set(shot_image_ids(manifest, k_max, seeds)) | set(evaluated))
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched loading: decoding (and the encoder's preprocessing) in DataLoader workers
+
+
+def resolve_workers(n: int | str) -> int:
+    """``auto``: one worker per spare core (at most 8); 0 decodes in the main process."""
+    if n == "auto":
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
+    return int(n)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, source: Source, ids: Sequence[str], transform: Callable | None, check_only: bool):
+        self.source, self.ids, self.transform, self.check_only = source, list(ids), transform, check_only
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, n: int):
+        try:
+            im = self.source.open(self.ids[n])
+        except ImageError as e:
+            return n, None, str(e)
+        if self.check_only:
+            return n, None, None
+        return n, (self.transform(im) if self.transform else im), None
+
+
+def _collate(items):
+    return items
+
+
+def iter_batches(source: Source, ids: Sequence[str], batch_size: int, num_workers: int | str = "auto", transform: Callable | None = None,
+                 desc: str = "images", check_only: bool = False) -> Iterator[tuple[list[str], list, list[str | None]]]:
+    """Yield (ids, images or transformed tensors, error per image) in ``ids`` order, batch by
+    batch, decoded in worker processes; peak memory holds a few batches, not the dataset."""
+    workers = resolve_workers(num_workers)
+    loader = torch.utils.data.DataLoader(_Images(source, ids, transform, check_only), batch_size=batch_size, shuffle=False,
+                                         num_workers=workers, collate_fn=_collate, prefetch_factor=2 if workers else None,
+                                         persistent_workers=False)
+    it = iter(loader)
+    bar = tqdm(desc=desc, unit="batch", total=len(loader))
+    try:
+        for batch in it:
+            bar.update(1)
+            yield [ids[n] for n, _, _ in batch], [x for _, x, _ in batch], [e for _, _, e in batch]
+    finally:
+        bar.close()
+        # Shut the workers down here, in this process: a finished iterator left for the garbage
+        # collector would be copied into the next loader's forked workers and fail there.
+        del it
+
+
+def load_images(source: Source, ids: Sequence[str], batch_size: int, num_workers: int | str = "auto", transform: Callable | None = None,
+                desc: str = "images") -> Iterator[tuple[list[str], list]]:
+    """Like ``iter_batches`` for images already checked: a bad one now is an error naming it."""
+    for batch_ids, items, errors in iter_batches(source, ids, batch_size, num_workers, transform, desc):
+        for i, e in zip(batch_ids, errors):
+            if e is not None:
+                raise ImageError(f"{source.root}/{source.path_of(i)}: {e} (the file changed since the manifest was built?)")
+        yield batch_ids, items
+
+
+def find_bad_images(source: Source, ids: Sequence[str], num_workers: int | str = "auto", batch_size: int = 32,
+                    desc: str = "checking images") -> dict[str, str]:
+    """{id: reason} for every image of ``ids`` that does not decode to RGB (full decode)."""
+    bad = {}
+    for batch_ids, _, errors in iter_batches(source, ids, batch_size, num_workers, desc=desc, check_only=True):
+        bad.update({i: e for i, e in zip(batch_ids, errors) if e is not None})
+    return bad

@@ -1,13 +1,16 @@
 """Dual encoders behind one small interface.
 
 ``encode_images(list[PIL.Image]) -> (M, D)`` and ``encode_texts(list[str]) -> (M, D)``, both
-L2-normalised float32 on the CPU, plus ``logit_scale``/``logit_bias`` for SigLIP-style zero-shot
+L2-normalised float32 on the CPU; ``preprocess`` (a picklable image -> (3, H, W) tensor transform
+that DataLoader workers run) and ``encode_pixels((B, 3, H, W)) -> (B, D)`` split the image path
+so decoding and resizing happen off the main process; plus ``logit_scale``/``logit_bias`` for SigLIP-style zero-shot
 logits, a tokenizer-backed ``count_tokens``/``truncate`` for the caption token limit, and
 ``cache_fields`` (everything that changes the features, for the cache key).
 
 - ``SiglipEncoder``: SigLIP / SigLIP2 through transformers (hub profile). Text is tokenised with
-  ``padding="max_length"`` to the model's 64 tokens, as SigLIP was trained; shorter padding makes
-  its zero-shot collapse.
+  ``padding="max_length"`` to the model's 64 tokens and passed without an attention mask, as
+  SigLIP was trained (its text features change with a mask; shorter padding makes its zero-shot
+  collapse).
 - ``ConseEncoder``: the offline profile's ConSE dual encoder (Norouzi et al., 2014): an
   ImageNet-1k classifier (EfficientNet-Lite0) and a sentence encoder (all-MiniLM-L6-v2). An image
   is embedded as the probability-weighted mean of the text embeddings of its top ImageNet
@@ -34,23 +37,71 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def autocast_for(device: torch.device, precision: str = "auto"):
-    """bf16 autocast on CUDA by default (fp16 on request); plain fp32 on the CPU."""
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 runs natively from compute capability 8.0 (A100, H100); T4 (7.5) and P100 (6.0) emulate
+    it slowly or not at all, so they get fp16."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """``auto``: bf16 on GPUs with native bf16, fp16 on older GPUs, fp32 on the CPU. An explicit
+    bf16 on a GPU without it is refused with the reason, rather than run slowly or wrongly."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"encoder.precision '{precision}' is not one of {list(PRECISIONS)}")
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if native_bf16(device) else "fp16"
+    if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ValueError(f"encoder.precision bf16 needs compute capability >= 8.0; this GPU has {major}.{minor} (use fp16 or auto)")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("encoder.precision fp16 is for GPUs; on the CPU use fp32 (or auto)")
+    return precision
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """Autocast at the resolved precision (see ``resolve_precision``); nothing for fp32."""
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=torch_dtype(precision))
+
+
+class SquashNormalise:
+    """Bicubic squash to ``size`` x ``size``, scale to [0, 1], normalise: image -> (3, size, size).
+    Holds no model, so DataLoader workers can run it."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]):
+        self.size, self.mean, self.std = size, list(mean), list(std)
+
+    def __call__(self, im: Image.Image) -> torch.Tensor:
+        a = np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BICUBIC), dtype=np.float32)
+        x = torch.from_numpy(a).permute(2, 0, 1).div_(255.0)
+        return (x - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
+
+
+class ProcessorTransform:
+    """A transformers image processor on one image: image -> (3, H, W) (picklable, no model)."""
+
+    def __init__(self, image_processor, **kw):
+        self.image_processor, self.kw = image_processor, kw
+
+    def __call__(self, im: Image.Image) -> torch.Tensor:
+        return self.image_processor(images=[im.convert("RGB")], return_tensors="pt", **self.kw)["pixel_values"][0]
 
 
 def to_pixels(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Bicubic squash to ``size`` x ``size``, scale to [0, 1], normalise: (B, 3, size, size)."""
-    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images])
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    return (x - m) / s
+    """(B, 3, size, size) of ``SquashNormalise`` applied to each image."""
+    t = SquashNormalise(size, mean, std)
+    return torch.stack([t(im) for im in images])
 
 
 def _pooled(out) -> torch.Tensor:
@@ -95,7 +146,7 @@ class SiglipEncoder(TokenizerText):
     def __init__(self, model, image_processor, tokenizer, model_id: str, revision: str = "", device: str = "auto",
                  precision: str = "auto", max_text_tokens: int = 64, image_mean=None, image_std=None):
         self.device = resolve_device(device)
-        self.precision = precision
+        self.precision = resolve_precision(self.device, precision)
         self.model = model.eval().to(self.device)
         self.image_processor = image_processor
         self.tokenizer = tokenizer
@@ -103,6 +154,8 @@ class SiglipEncoder(TokenizerText):
         self.max_text_tokens = max_text_tokens
         # None keeps the processor's own normalisation (SigLIP: mean = std = 0.5).
         self.image_mean, self.image_std = image_mean, image_std
+        kw = {"image_mean": list(image_mean), "image_std": list(image_std)} if image_mean is not None else {}
+        self.preprocess = ProcessorTransform(image_processor, **kw)
 
     @classmethod
     def from_pretrained(cls, model_id: str, revision: str = "", **kw) -> "SiglipEncoder":
@@ -125,22 +178,24 @@ class SiglipEncoder(TokenizerText):
         return {"encoder": self.name, "model_id": self.model_id, "revision": self.revision,
                 "image_size": getattr(ip, "size", None), "resample": str(getattr(ip, "resample", None)),
                 "mean": list(self.image_mean or ip.image_mean), "std": list(self.image_std or ip.image_std),
-                "text_padding": "max_length", "max_text_tokens": self.max_text_tokens}
+                "text_padding": "max_length", "text_attention_mask": False, "max_text_tokens": self.max_text_tokens,
+                "precision": self.precision}
 
     @torch.inference_mode()
-    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        kw = {}
-        if self.image_mean is not None:
-            kw = {"image_mean": list(self.image_mean), "image_std": list(self.image_std)}
-        pixels = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt", **kw)["pixel_values"]
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         with autocast_for(self.device, self.precision):
             feats = _pooled(self.model.get_image_features(pixel_values=pixels.to(self.device)))
         return F.normalize(feats.float(), dim=-1).cpu()
 
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         tok = self.tokenizer(list(texts), padding="max_length", max_length=self.max_text_tokens, truncation=True, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        # input_ids only: SigLIP's text tower was trained on max-length padding with no attention
+        # mask, and a mask (which some tokenizers return) changes its features.
+        inputs = {"input_ids": tok["input_ids"].to(self.device)}
         with autocast_for(self.device, self.precision):
             feats = _pooled(self.model.get_text_features(**inputs))
         return F.normalize(feats.float(), dim=-1).cpu()
@@ -160,7 +215,7 @@ class ConseEncoder(TokenizerText):
         if len(imagenet_names) != 1000:
             raise ValueError(f"expected 1000 ImageNet class names, got {len(imagenet_names)}")
         self.device = resolve_device(device)
-        self.precision = precision
+        self.precision = resolve_precision(self.device, precision)
         # channels_last is ~1.7x faster for this convnet on 2 CPU cores (measured at batch 8).
         self.image_model = image_model.eval().to(self.device, memory_format=torch.channels_last)
         self.text_model = text_model.eval().to(self.device)
@@ -168,6 +223,7 @@ class ConseEncoder(TokenizerText):
         self.imagenet_names = list(imagenet_names)
         self.model_id, self.top_k, self.image_size = model_id, top_k, image_size
         self.mean, self.std = list(mean), list(std)
+        self.preprocess = SquashNormalise(image_size, mean, std)
         self.max_text_tokens = max_text_tokens
         self.label_template = label_template
         self._label_embeddings: torch.Tensor | None = None
@@ -201,7 +257,7 @@ class ConseEncoder(TokenizerText):
     def cache_fields(self) -> dict:
         return {"encoder": self.name, "model_id": self.model_id, "top_k": self.top_k, "image_size": self.image_size,
                 "resample": "bicubic", "mean": self.mean, "std": self.std, "max_text_tokens": self.max_text_tokens,
-                "label_template": self.label_template, "text_pooling": "mean"}
+                "label_template": self.label_template, "text_pooling": "mean", "precision": self.precision}
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -219,12 +275,19 @@ class ConseEncoder(TokenizerText):
         return self._label_embeddings
 
     @torch.inference_mode()
-    def imagenet_probs(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(B, 1000) ImageNet class probabilities."""
-        x = to_pixels(images, self.image_size, self.mean, self.std).to(self.device).contiguous(memory_format=torch.channels_last)
+    def pixel_probs(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed pixels -> (B, 1000) ImageNet class probabilities."""
+        x = pixels.to(self.device).contiguous(memory_format=torch.channels_last)
         with autocast_for(self.device, self.precision):
             logits = self.image_model(x)
         return logits.float().softmax(-1).cpu()
+
+    def imagenet_probs(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(B, 1000) ImageNet class probabilities."""
+        return self.pixel_probs(torch.stack([self.preprocess(im) for im in images]))
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.embed_probs(self.pixel_probs(pixels))
 
     def embed_probs(self, probs: torch.Tensor) -> torch.Tensor:
         """ConSE: (B, 1000) probabilities -> (B, D) normalised mix of the top-k label embeddings."""
@@ -250,7 +313,11 @@ def build_encoder(cfg: dict):
     if e["name"] == "offline-conse":
         return ConseEncoder.from_packages(top_k=e["conse_top_k"], image_size=e["image_size"], mean=e["mean"], std=e["std"], **common)
     if e["name"] == "siglip":
-        return SiglipEncoder.from_pretrained(e["model_id"], e["revision"], image_mean=e["mean"], image_std=e["std"], **common)
+        from .paths import model_path
+
+        enc = SiglipEncoder.from_pretrained(model_path(e["model_id"]), e["revision"], image_mean=e["mean"], image_std=e["std"], **common)
+        enc.model_id = e["model_id"]  # the id as configured (not a machine's absolute path) keys the cache
+        return enc
     raise ValueError(f"encoder.name '{e['name']}' is not one of ['offline-conse', 'siglip']")
 
 
@@ -259,9 +326,11 @@ def batched(items: Sequence, size: int) -> Iterable[Sequence]:
         yield items[i : i + size]
 
 
-def encode_image_ids(encoder, source, ids: Sequence[str], batch_size: int, desc: str = "images") -> torch.Tensor:
-    """(len(ids), D) features, loading images batch by batch with a progress bar."""
-    out = [encoder.encode_images(source.load(chunk)) for chunk in tqdm(list(batched(ids, batch_size)), desc=desc, unit="batch")]
+def encode_image_ids(encoder, source, ids: Sequence[str], batch_size: int, num_workers: int | str = "auto", desc: str = "images") -> torch.Tensor:
+    """(len(ids), D) features; DataLoader workers decode and preprocess, the model sees batches."""
+    from .data import load_images
+
+    out = [encoder.encode_pixels(torch.stack(pixels)) for _, pixels in load_images(source, ids, batch_size, num_workers, encoder.preprocess, desc)]
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -26,12 +26,44 @@ def project_root() -> Path:
     )
 
 
+def model_path(model_id: str) -> str:
+    """A model id as ``from_pretrained`` takes it: a folder relative to the project root (such as
+    the tiny local models the tests build) becomes absolute; a hub id is returned unchanged."""
+    if model_id and not os.path.isabs(model_id) and (project_root() / model_id).is_dir():
+        return str(project_root() / model_id)
+    return model_id
+
+
+def in_kaggle() -> bool:
+    """True inside a Kaggle kernel (its environment names the run type; /kaggle/input exists)."""
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or Path("/kaggle/input").is_dir()
+
+
+def data_root() -> Path:
+    """Where relative ``dataset.root`` paths point: ``SIGLIP_ADAPTER_DATA``, else ``<root>/data``."""
+    env = os.environ.get("SIGLIP_ADAPTER_DATA")
+    return Path(env).resolve() if env else project_root() / "data"
+
+
+def output_root() -> Path:
+    """Where results and caches are written: ``SIGLIP_ADAPTER_OUTPUT``; else the project root, or
+    ``/kaggle/working/siglip-adapter`` inside a Kaggle kernel whose checkout is read-only (an input)."""
+    env = os.environ.get("SIGLIP_ADAPTER_OUTPUT")
+    if env:
+        return Path(env).resolve()
+    root = project_root()
+    if in_kaggle() and not os.access(root, os.W_OK):
+        return Path("/kaggle/working/siglip-adapter")
+    return root
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """Where one dataset's run reads and writes.
 
-    A plain run (``overlay=""``) writes small outputs to ``results/<dataset>/`` (git) and heavy
-    ones to ``cache/<dataset>/`` (DVC). An overlay run (e.g. the ``smoke`` configuration that the
+    A plain run (``overlay=""``) writes small outputs to ``results/runs/<dataset>/`` (git) and
+    heavy ones to ``cache/<dataset>/`` (DVC); Table I, figures and the analysis notebook sit beside
+    ``runs/`` in ``results/``. An overlay run (e.g. the ``smoke`` configuration that the
     notebook tests use) writes under ``build/<overlay>/`` so it never touches the real results.
     """
 
@@ -45,7 +77,7 @@ class RunPaths:
 
     @property
     def results(self) -> Path:
-        return self.base / "results" / self.dataset
+        return self.base / "results" / "runs" / self.dataset
 
     @property
     def cache(self) -> Path:
@@ -58,6 +90,14 @@ class RunPaths:
     @property
     def manifest(self) -> Path:
         return self.results / "manifest.parquet"
+
+    @property
+    def skipped(self) -> Path:
+        return self.results / "skipped.csv"
+
+    @property
+    def data_report(self) -> Path:
+        return self.results / "data.json"
 
     @property
     def captions(self) -> Path:
@@ -80,4 +120,4 @@ class RunPaths:
 
 
 def run_paths(dataset: str, overlay: str = "") -> RunPaths:
-    return RunPaths(project_root(), dataset, overlay or "").ensure()
+    return RunPaths(output_root(), dataset, overlay or "").ensure()

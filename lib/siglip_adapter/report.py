@@ -1,6 +1,6 @@
 """Per-stage result files, Table I and the accuracy-vs-shots plot.
 
-Stage files: ``results/<dataset>/<stage>.csv`` (one row per method, shots and seed) and
+Stage files: ``results/runs/<dataset>/<stage>.csv`` (one row per method, shots and seed) and
 ``<stage>.json`` (DVC metrics: mean, std and seed count per method and shots). Table I:
 ``results/table1.csv`` (dataset, protocol, method, shots, mean, std, n_seeds; accuracy as a
 fraction) and ``results/table1.md`` for people.
@@ -51,7 +51,7 @@ def collect_rows(results_root: Path, datasets: list[str]) -> pd.DataFrame:
     frames = []
     for ds in datasets:
         for stage in STAGE_FILES:
-            path = Path(results_root) / ds / f"{stage}.csv"
+            path = Path(results_root) / "runs" / ds / f"{stage}.csv"
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing; run the {stage} notebook for {ds}")
             frames.append(pd.read_csv(path))

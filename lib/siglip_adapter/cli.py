@@ -1,0 +1,95 @@
+"""``siglip-adapter``: the kit's command line.
+
+    siglip-adapter scan PATH_OR_DATASET [--json] [--source folder|hf|coop] [--regex R] [--split-file F]
+
+``scan`` decodes every image a source lists, in DataLoader workers, and reports what a run would
+skip and why, before any GPU time is spent: a class-folder tree by default, a flat folder with
+``--regex``, a local Parquet dataset with ``--source hf``, a CoOp split file with ``--source coop``,
+or the name of a ``params/<dataset>.yaml``. Exit status: 0 when the unusable share is at most
+``--max-skipped`` (the dataset's ``data.max_skipped_fraction`` for a params name), 1 above it,
+2 for a usage error or a source that cannot be listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def scan_source(source, num_workers="auto") -> dict:
+    """{found, used, skipped: [{path, reason}]} for every image of ``source`` (full decode)."""
+    from .data import find_bad_images
+
+    bad = find_bad_images(source, source.ids, num_workers, desc="scanning")
+    skipped = sorted(source.skipped + [{"path": source.path_of(i), "reason": r} for i, r in bad.items()], key=lambda r: r["path"])
+    return {"found": source.found, "used": source.found - len(skipped), "skipped": skipped}
+
+
+def _source_for(args):
+    from .config import load_config
+    from .paths import project_root
+    from .sources import build_source
+
+    target = args.target
+    is_name = "/" not in target and not Path(target).exists()
+    if is_name:
+        try:
+            params = project_root() / "params" / f"{target}.yaml"
+        except FileNotFoundError:
+            params = None
+        if params is None or not params.is_file():
+            raise FileNotFoundError(f"{target}: neither a path nor a params/<dataset>.yaml name")
+        cfg = load_config(target)
+        return build_source(cfg), cfg["data"]["max_skipped_fraction"]
+    d = {"source": args.source, "root": str(Path(target).resolve()), "hub_id": str(Path(target).resolve()),
+         "filename_regex": args.regex, "split_file": args.split_file}
+    return build_source({"dataset": d}), args.max_skipped
+
+
+def cmd_scan(args) -> int:
+    try:
+        source, max_skipped = _source_for(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"siglip-adapter scan: {e}", file=sys.stderr)
+        return 2
+    if args.max_skipped is not None:
+        max_skipped = args.max_skipped
+    report = scan_source(source, args.workers)
+    share = len(report["skipped"]) / max(report["found"], 1)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{source.root} ({source.kind}): {report['found']} images found, {report['used']} usable, "
+              f"{len(report['skipped'])} skipped ({share:.1%}); {len(source.classnames)} classes")
+        for reason, n in Counter(r["reason"].split(":")[0] for r in report["skipped"]).most_common():
+            print(f"  {n:6d}  {reason}")
+        for r in report["skipped"][: args.show]:
+            print(f"  {r['path']}: {r['reason']}")
+        if len(report["skipped"]) > args.show:
+            print(f"  ... {len(report['skipped']) - args.show} more (--json lists all)")
+    return 1 if share > (max_skipped if max_skipped is not None else 0.05) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="siglip-adapter", description="SigLIP-Adapter reproducibility kit")
+    sub = ap.add_subparsers(dest="command", required=True)
+    scan = sub.add_parser("scan", help="report the images a run would skip, and why", description=__doc__)
+    scan.add_argument("target", help="an image folder, a local Parquet dataset, or a params/<dataset>.yaml name")
+    scan.add_argument("--json", action="store_true", help="print one JSON object {found, used, skipped: [{path, reason}]} on stdout")
+    scan.add_argument("--source", choices=["folder", "hf", "coop"], default="folder", help="how to read a path (default: folder)")
+    scan.add_argument("--regex", default=None, help="flat folder: regular expression whose group 'class' (or 1) is the class, on the file name")
+    scan.add_argument("--split-file", default=None, help="--source coop: the split_zhou_<Dataset>.json")
+    scan.add_argument("--max-skipped", type=float, default=None, help="unusable share above which the exit status is 1 (default 0.05)")
+    scan.add_argument("--workers", default="auto", help="DataLoader workers (default auto)")
+    scan.add_argument("--show", type=int, default=20, help="skipped files listed in the text report (default 20)")
+    args = ap.parse_args(argv)
+    if args.command == "scan":
+        return cmd_scan(args)
+    return 2  # pragma: no cover - argparse requires a command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

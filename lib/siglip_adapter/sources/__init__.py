@@ -1,0 +1,184 @@
+"""Image sources, one module per kind, behind one interface; ``dataset.source`` picks one.
+
+- ``folder``: an image tree, ``<root>/<class>/<file>`` or a flat folder whose file names carry
+  the class through ``dataset.filename_regex``; optional official split lists.
+- ``hf``: a Hugging Face dataset id or a local folder of Parquet files (``datasets.load_dataset``).
+- ``coop``: CoOp's ``split_zhou_<Dataset>.json`` over an image root (train / val / test).
+- ``fashion-mnist``: the IDX files of Debian's ``dataset-fashion-mnist`` (else the hub).
+
+Every source lists its images without decoding one: ``ids`` (stable strings, sorted), ``labels``,
+``classnames`` (derived from the data, then cleaned by the dataset's class map), ``splits`` (the
+source's own train / val / test per id, or None), ``found`` (candidate files) and ``skipped``
+(files already known to be bad while listing, e.g. empty). ``open(id)`` decodes one image to RGB
+or raises ``ImageError`` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..paths import data_root, in_kaggle
+from .images import ImageError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Source:
+    """What every source provides; subclasses fill it from their listing and define ``open``."""
+
+    kind: str
+    root: str  # where the images are, for messages and reports
+    classnames: list[str]
+    ids: list[str]
+    labels: np.ndarray
+    splits: np.ndarray | None = None  # the source's own split of each id, or None
+    skipped: list[dict] = field(default_factory=list)  # [{path, reason}] found while listing
+    found: int = 0  # candidate images listed, bad ones included
+    invert: bool = False
+    raw_classnames: list[str] = field(default_factory=list)
+
+    def open(self, image_id: str) -> Image.Image:  # pragma: no cover - each source defines it
+        raise NotImplementedError
+
+    @property
+    def display_root(self) -> str:
+        """``root`` relative to the project when inside it: what committed reports record, so they
+        do not depend on where a checkout lives."""
+        from ..paths import project_root
+
+        try:
+            return Path(self.root).resolve().relative_to(project_root()).as_posix()
+        except (ValueError, FileNotFoundError):
+            return self.root
+
+    def path_of(self, image_id: str) -> str:
+        """How a report names an image (a path relative to the root, or ``split/index``)."""
+        return image_id
+
+    def load(self, ids: Sequence[str]) -> list[Image.Image]:
+        return [self.open(i) for i in ids]
+
+    def describe(self) -> dict:
+        return {"source": self.kind, "root": self.display_root, "classes": len(self.classnames), "images": len(self.ids),
+                "found": self.found, "skipped_listing": len(self.skipped),
+                "official_splits": sorted(set(self.splits.tolist())) if self.splits is not None else []}
+
+
+# ---------------------------------------------------------------------------------------------
+# Class names: derived from the data, then cleaned by the dataset's map
+
+
+def _norm(name: str) -> str:
+    """Key for matching a class map entry: case, spaces, '_' and '-' ignored."""
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+def clean_classnames(raw: Sequence[str], d: dict) -> tuple[list[str | None], list[str]]:
+    """Per raw class name: its cleaned name, or None when ``dataset.drop_classes`` drops it.
+
+    ``dataset.class_map`` renames (keys match whatever case and separators the data uses, so one
+    map serves folder names and hub label names alike); ``classname_case: lower`` lower-cases;
+    then underscores become spaces. Returns (cleaned per raw, the kept names in order).
+    """
+    renames = {_norm(k): v for k, v in (d.get("class_map") or {}).items()}
+    drops = {_norm(k) for k in (d.get("drop_classes") or [])}
+    present = {_norm(r) for r in raw}
+    # A rename whose source is absent is fine when its target is there (data already cleaned,
+    # e.g. CoOp's split files); one with neither is a typo, and an error.
+    unknown = sorted(k for k, v in (d.get("class_map") or {}).items() if _norm(k) not in present and _norm(v) not in present)
+    if unknown:
+        known = ", ".join(sorted(raw)[:8])
+        raise ValueError(f"dataset.class_map names classes the data does not have: {unknown} (it has e.g. {known})")
+    out: list[str | None] = []
+    for r in raw:
+        if _norm(r) in drops:
+            out.append(None)
+            continue
+        name = renames.get(_norm(r), r)
+        if d.get("classname_case", "keep") == "lower":
+            name = name.lower()
+        out.append(re.sub(r"\s+", " ", name.replace("_", " ")).strip())
+    kept = [n for n in out if n is not None]
+    if len(set(kept)) != len(kept):
+        raise ValueError(f"class names collide after cleaning: {sorted(n for n in kept if kept.count(n) > 1)}")
+    return out, kept
+
+
+def finish(kind: str, root: str, entries: list[tuple[str, str, str | None]], d: dict, raw_order: Sequence[str] | None = None,
+           skipped: list[dict] | None = None, found: int | None = None, **extra) -> dict:
+    """Common tail of every listing: (id, raw class, own split or None) -> the Source fields.
+
+    Classes are ordered as ``raw_order`` (a hub label feature's order) or sorted; dropped classes
+    leave with their images; ids are sorted so nothing depends on listing order.
+    """
+    if not entries:
+        raise ValueError(f"{root}: no images found (source '{kind}')")
+    raw = list(raw_order) if raw_order is not None else sorted({c for _, c, _ in entries})
+    cleaned, kept = clean_classnames(raw, d)
+    label_of = {}
+    for r, c in zip(raw, cleaned):
+        if c is not None:
+            label_of[r] = kept.index(c)
+    rows = sorted((i, label_of[c], s) for i, c, s in entries if c in label_of)
+    splits = [s for _, _, s in rows]
+    return dict(kind=kind, root=root, classnames=kept, ids=[i for i, _, _ in rows],
+                labels=np.asarray([lab for _, lab, _ in rows], dtype=np.int64),
+                splits=np.asarray(splits, dtype=object) if any(s is not None for s in splits) else None,
+                skipped=list(skipped or []), found=len(rows) + len(skipped or []) if found is None else found,
+                invert=bool(d.get("invert", False)), raw_classnames=raw, **extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the data is
+
+
+def resolve_root(d: dict, key: str = "root") -> Path:
+    """``dataset.<key>`` as a path: absolute as given, relative to the data root otherwise."""
+    value = d.get(key)
+    if not value:
+        raise ValueError(f"dataset.{key} is required for source '{d.get('source')}'")
+    p = Path(os.path.expanduser(str(value)))
+    return p if p.is_absolute() else data_root() / p
+
+
+def _registry() -> dict[str, Callable[[dict], Source]]:
+    from .coop import coop_source
+    from .fashion_mnist import fashion_mnist_source
+    from .folder import folder_source
+    from .hf import hf_source
+
+    return {"folder": folder_source, "hf": hf_source, "coop": coop_source, "fashion-mnist": fashion_mnist_source}
+
+
+SOURCE_KINDS = ("folder", "hf", "coop", "fashion-mnist")
+
+
+def effective_dataset(d: dict) -> dict:
+    """``cfg['dataset']`` as this machine reads it: inside a Kaggle kernel, ``dataset.kaggle`` (the
+    folder layout of a Kaggle input, with roots under /kaggle/input) replaces the source settings
+    when its root is mounted, so the same params file runs there without edits."""
+    k = d.get("kaggle") or {}
+    if in_kaggle() and k.get("root") and Path(k["root"]).exists():
+        return {**{key: v for key, v in d.items() if key != "kaggle"}, **k}
+    return d
+
+
+def build_source(cfg: dict) -> Source:
+    """The source that ``cfg['dataset']`` describes (its Kaggle layout inside a kernel)."""
+    d = effective_dataset(cfg["dataset"])
+    kind = d.get("source")
+    sources = _registry()
+    if kind not in sources:
+        raise ValueError(f"dataset.source '{kind}' is not one of {sorted(sources)}")
+    return sources[kind](d)
+
+
+__all__ = ["Source", "ImageError", "SPLITS", "SOURCE_KINDS", "build_source", "clean_classnames", "finish", "resolve_root"]

