@@ -29,3 +29,11 @@ def toy_cache():
         "key_labels": torch.arange(n).repeat_interleave(k), "class_text": unit(n, d, seed=4), "n": n,
         "labels": torch.from_numpy(np.random.default_rng(5).integers(0, n, m)),
     }
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """``monkeypatch`` for module-scoped fixtures."""
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()

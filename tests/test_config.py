@@ -54,3 +54,33 @@ def test_bad_values_are_refused(params_root, change, match):
 def test_missing_file_is_named(params_root):
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config("nope", root=params_root)
+
+
+def test_hub_profile_pins_a_revision_for_each_model(params_root):
+    """Every hub model is pinned to a commit, and the commit is part of each cache key."""
+    import re
+
+    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
+    ds["profile"] = "hub"
+    (params_root / "params" / "fm_hub.yaml").write_text(yaml.safe_dump(ds))
+    cfg = load_config("fm_hub", root=params_root)
+    for rev in (cfg["encoder"]["revision"], cfg["captions"]["vlm_revision"], cfg["captions"]["t5_revision"]):
+        assert re.fullmatch(r"[0-9a-f]{40}", rev), rev
+
+
+def test_outputs_go_to_kaggle_working_when_the_checkout_is_read_only(monkeypatch, tmp_path, root):
+    import os
+
+    from siglip_adapter import paths
+
+    monkeypatch.setenv("SIGLIP_ADAPTER_ROOT", str(root))
+    monkeypatch.delenv("SIGLIP_ADAPTER_OUTPUT", raising=False)
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    monkeypatch.setattr(os, "access", lambda p, mode: False)  # /kaggle/input/<repo> is read-only
+    assert paths.output_root() == paths.Path("/kaggle/working/siglip-adapter")
+    monkeypatch.setattr(os, "access", lambda p, mode: True)  # a copy under /kaggle/working writes in place
+    assert paths.output_root() == root
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    if not paths.Path("/kaggle/input").is_dir():
+        monkeypatch.setattr(os, "access", lambda p, mode: False)
+        assert paths.output_root() == root  # outside Kaggle the checkout is always the output root

@@ -1,10 +1,10 @@
 """Dual encoders behind one small interface.
 
 ``encode_images(list[PIL.Image]) -> (M, D)`` and ``encode_texts(list[str]) -> (M, D)``, both
-L2-normalised float32 on the CPU; ``preprocess`` (a picklable image -> (3, H, W) tensor transform
-that DataLoader workers run) and ``encode_pixels((B, 3, H, W)) -> (B, D)`` split the image path
-so decoding and resizing happen off the main process; plus ``logit_scale``/``logit_bias`` for SigLIP-style zero-shot
-logits, a tokenizer-backed ``count_tokens``/``truncate`` for the caption token limit, and
+L2-normalised float32 on the CPU; ``preprocess`` (a picklable image -> (3, H, W) transform that
+DataLoader workers run) and ``encode_pixels((B, 3, H, W)) -> (B, D)`` split the image path so
+decoding and resizing happen off the main process; plus ``logit_scale``/``logit_bias`` for
+SigLIP-style zero-shot logits, a tokenizer-backed ``count_tokens``/``truncate`` for the caption token limit, and
 ``cache_fields`` (everything that changes the features, for the cache key).
 
 - ``SiglipEncoder``: SigLIP / SigLIP2 through transformers (hub profile). Text is tokenised with
