@@ -184,8 +184,8 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
 
     Images decode in DataLoader workers. Parts of ``chunk_size`` captions are written to
     ``parts_dir`` (one folder per ``settings``) as they finish; a rerun with the same ids reuses
-    them. Returns one row per id with the raw,
-    cleaned and final caption and its token count, plus the settings as columns.
+    them. Returns one row per id with the raw, cleaned and final caption and its token count,
+    plus the settings as columns.
     """
     ids = sorted(ids)
     parts_dir = Path(parts_dir)

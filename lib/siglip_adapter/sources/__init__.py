@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..paths import data_root, in_kaggle
-from .images import ImageError
+from .images import ImageError, open_rgb
 
 SPLITS = ("train", "val", "test")
 
@@ -66,10 +66,12 @@ class Source:
     def load(self, ids: Sequence[str]) -> list[Image.Image]:
         return [self.open(i) for i in ids]
 
-    def describe(self) -> dict:
-        return {"source": self.kind, "root": self.display_root, "classes": len(self.classnames), "images": len(self.ids),
-                "found": self.found, "skipped_listing": len(self.skipped),
-                "official_splits": sorted(set(self.splits.tolist())) if self.splits is not None else []}
+
+class FileSource(Source):
+    """Images as files under ``root``; ids are their paths relative to it (folder, coop)."""
+
+    def open(self, image_id: str) -> Image.Image:
+        return open_rgb(Path(self.root) / image_id, self.invert)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +115,7 @@ def clean_classnames(raw: Sequence[str], d: dict) -> tuple[list[str | None], lis
 
 
 def finish(kind: str, root: str, entries: list[tuple[str, str, str | None]], d: dict, raw_order: Sequence[str] | None = None,
-           skipped: list[dict] | None = None, found: int | None = None, **extra) -> dict:
+           skipped: list[dict] | None = None, found: int | None = None) -> dict:
     """Common tail of every listing: (id, raw class, own split or None) -> the Source fields.
 
     Classes are ordered as ``raw_order`` (a hub label feature's order) or sorted; dropped classes
@@ -133,7 +135,7 @@ def finish(kind: str, root: str, entries: list[tuple[str, str, str | None]], d: 
                 labels=np.asarray([lab for _, lab, _ in rows], dtype=np.int64),
                 splits=np.asarray(splits, dtype=object) if any(s is not None for s in splits) else None,
                 skipped=list(skipped or []), found=len(rows) + len(skipped or []) if found is None else found,
-                invert=bool(d.get("invert", False)), raw_classnames=raw, **extra)
+                invert=bool(d.get("invert", False)), raw_classnames=raw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,4 +183,4 @@ def build_source(cfg: dict) -> Source:
     return sources[kind](d)
 
 
-__all__ = ["Source", "ImageError", "SPLITS", "SOURCE_KINDS", "build_source", "clean_classnames", "finish", "resolve_root"]
+__all__ = ["Source", "FileSource", "ImageError", "SPLITS", "SOURCE_KINDS", "build_source", "clean_classnames", "finish", "resolve_root"]

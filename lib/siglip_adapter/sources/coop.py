@@ -11,13 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import Source, finish, resolve_root
-from .images import open_rgb, stat_problem
-
-
-class CoopSource(Source):
-    def open(self, image_id: str):
-        return open_rgb(Path(self.root) / image_id, self.invert)
+from . import FileSource, finish, resolve_root
+from .images import stat_problem
 
 
 def read_coop_split(path: Path) -> dict[str, list[tuple[str, int, str]]]:
@@ -38,7 +33,7 @@ def read_coop_split(path: Path) -> dict[str, list[tuple[str, int, str]]]:
     return out
 
 
-def coop_source(d: dict) -> CoopSource:
+def coop_source(d: dict) -> FileSource:
     root = resolve_root(d)
     split_file = resolve_root(d, "split_file")
     splits = read_coop_split(split_file)
@@ -58,4 +53,4 @@ def coop_source(d: dict) -> CoopSource:
                 skipped.append({"path": rel, "reason": problem})
             else:
                 entries.append((rel, raw_order[label], split))
-    return CoopSource(**finish("coop", str(root), entries, d, raw_order=raw_order, skipped=skipped))
+    return FileSource(**finish("coop", str(root), entries, d, raw_order=raw_order, skipped=skipped))

@@ -20,30 +20,22 @@ import os
 import re
 from pathlib import Path
 
-from . import Source, finish, resolve_root
-from .images import has_image_extension, open_rgb, stat_problem
+from . import FileSource, finish, resolve_root
+from .images import has_image_extension, stat_problem
 
 
-class FolderSource(Source):
-    def open(self, image_id: str):
-        return open_rgb(Path(self.root) / image_id, self.invert)
-
-    def path_of(self, image_id: str) -> str:
-        return image_id
-
-
-def list_images(root: Path) -> tuple[list[str], list[dict], int]:
-    """(usable relative paths, skipped [{path, reason}], files without an image extension)."""
+def list_images(root: Path) -> tuple[list[str], list[dict]]:
+    """(usable relative paths, skipped [{path, reason}]); files without an image extension are
+    not candidates (annotations, .mat files, READMEs)."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found (dataset.root)")
-    files, skipped, ignored = [], [], 0
+    files, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if name.startswith("."):
                 continue
             if not has_image_extension(name):
-                ignored += 1
                 continue
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
@@ -52,7 +44,7 @@ def list_images(root: Path) -> tuple[list[str], list[dict], int]:
                 skipped.append({"path": rel, "reason": problem})
             else:
                 files.append(rel)
-    return sorted(files), sorted(skipped, key=lambda r: r["path"]), ignored
+    return sorted(files), sorted(skipped, key=lambda r: r["path"])
 
 
 def class_of(rel: str, pattern: re.Pattern | None) -> str | None:
@@ -96,11 +88,11 @@ def official_splits(root: Path, d: dict, ids: list[str]) -> dict[str, str]:
     return out
 
 
-def folder_source(d: dict) -> FolderSource:
+def folder_source(d: dict) -> FileSource:
     root = resolve_root(d)
     regex = d.get("filename_regex")
     pattern = re.compile(regex) if regex else None
-    files, skipped, _ = list_images(root)
+    files, skipped = list_images(root)
     entries = []
     for rel in files:
         c = class_of(rel, pattern)
@@ -118,4 +110,4 @@ def folder_source(d: dict) -> FolderSource:
         entries = [e for e in entries if e[2] is not None]
         if not entries:
             raise ValueError(f"{root}: no image matches the entries of dataset.split_files (e.g. {missing[:3]})")
-    return FolderSource(**finish("folder", str(root), [tuple(e) for e in entries], d, skipped=skipped))
+    return FileSource(**finish("folder", str(root), [tuple(e) for e in entries], d, skipped=skipped))
