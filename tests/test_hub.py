@@ -4,42 +4,18 @@ notebooks, executed by papermill as `dvc repro` runs them, on a small generated 
 from captions to Table I. The numbers mean nothing; the wiring is what is proven."""
 
 import json
-import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageDraw
 
 NOTEBOOKS = ["01_captions", "02_embed", "03_zero_shot", "04_adapter", "05_trainable", "06_analysis"]
 
 
-def make_shapes(root, per_class=12):
-    """A folder dataset of three drawn shapes in varied colours and sizes."""
-    rng = np.random.default_rng(0)
-    for cls in ("circle", "square", "triangle"):
-        (root / cls).mkdir(parents=True)
-        for n in range(per_class):
-            im = Image.new("RGB", (48, 48), tuple(int(v) for v in rng.integers(150, 255, 3)))
-            d, r, c = ImageDraw.Draw(im), int(rng.integers(8, 20)), tuple(int(v) for v in rng.integers(0, 120, 3))
-            box = [24 - r, 24 - r, 24 + r, 24 + r]
-            {"circle": lambda: d.ellipse(box, fill=c), "square": lambda: d.rectangle(box, fill=c),
-             "triangle": lambda: d.polygon([(24, 24 - r), (24 - r, 24 + r), (24 + r, 24 + r)], fill=c)}[cls]()
-            im.save(root / cls / f"{cls}_{n:02d}.png")
-
-
 @pytest.fixture(scope="module")
 def hub_project(tmp_path_factory, root):
-    from siglip_adapter.tiny_models import build_all
+    from siglip_adapter.tiny_models import hub_project
 
-    proj = tmp_path_factory.mktemp("hubproject")
-    for folder in ("params", "notebooks"):
-        shutil.copytree(root / folder, proj / folder)
-    build_all(proj / "build" / "tiny-models")
-    make_shapes(proj / "data" / "shapes")
-    (proj / "params" / "shapes.yaml").write_text(
-        "dataset:\n  name: shapes\n  source: folder\n  root: shapes\n  template: 'a photo of a {}.'\n")
-    return proj
+    return hub_project(tmp_path_factory.mktemp("hubproject"), root)
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +57,14 @@ def test_hub_profile_runs_from_captions_to_table1(executed):
     assert ours["mean"].between(0, 1).all() and set(ours.loc[ours["method"] == "adapter", "shots"]) == {1, 2}
     report = json.loads((executed / "results" / "runs" / "shapes" / "data.json").read_text())
     assert report["found"] == report["used"] == 36 and report["skipped"] == 0
+
+
+@pytest.mark.parametrize("name", ["siglip", "t5", "smolvlm"])
+def test_tiny_tokenizers_use_their_trained_vocabulary(hub_project, name):
+    """Each tiny tokenizer maps plain words to real pieces (not all to <unk>) and decodes them back."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hub_project / "build" / "tiny-models" / name)
+    ids = tok("a photo of a dog", add_special_tokens=False)["input_ids"]
+    assert len(tok) >= 300 and tok.unk_token_id not in ids
+    assert tok.decode(ids, skip_special_tokens=True).strip() == "a photo of a dog"

