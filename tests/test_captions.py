@@ -2,6 +2,7 @@
 random-weight models built from configs (SmolVLM's Idefics3 architecture, T5)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -36,7 +37,10 @@ class CountingCaptioner:
     def __init__(self):
         self.seen = []
 
-    def describe(self, images):
+    def prompt_for(self, classname=None):
+        return self.prompt
+
+    def describe(self, images, classnames=None):
         self.seen += [np.asarray(im)[0, 0, 0] for im in images]
         return [f"caption {int(np.asarray(im)[0, 0, 0])} " + "word " * 40 for im in images]
 
@@ -51,11 +55,15 @@ def test_captioning_resumes_from_finished_parts(tmp_path, minilm_tokenizer):
     assert len(cap.seen) == 7 and (first["n_tokens"] <= 12).all()
     parts = sorted((tmp_path).rglob("part-*.parquet"))
     assert len(parts) == 3
-    parts[1].unlink()  # as if the run had died while captioning the second part
+    second = next(p for p in parts if "p/3" in set(pd.read_parquet(p)["image_id"]))
+    second.unlink()  # as if the run had died while captioning the second part
     again = caption_images(source, ids, cap, None, lim, settings, tmp_path, batch_size=2, chunk_size=3)
     assert len(cap.seen) == 7 + 3  # only the missing part was captioned again
     assert again[["image_id", "caption"]].equals(first[["image_id", "caption"]])
     assert again["image_id"].is_unique
+    # Another run over a subset (another protocol's split) finds every caption in the store.
+    subset = caption_images(source, ids[2:5], cap, None, lim, settings, tmp_path, batch_size=2, chunk_size=3)
+    assert len(cap.seen) == 10 and subset["caption"].tolist() == first["caption"].tolist()[2:5]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import yaml
 
-from siglip_adapter.config import ConfigError, load_config, run_datasets
+from siglip_adapter.config import ConfigError, load_config, run_datasets, run_protocols
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def test_real_params_load(root):
     smoke = load_config("fashion_mnist", "smoke", root=root)
     assert smoke["dataset"]["per_class"] < cfg["dataset"]["per_class"] and smoke["run"]["overlay"] == "smoke"
     assert smoke["dataset"]["classnames"] == cfg["dataset"]["classnames"]  # overlays merge, not replace
-    assert run_datasets(root) == ["fashion_mnist", "digits"]
+    assert run_datasets(root) == ["fashion_mnist", "digits"] and run_protocols(root) == ["corrected", "realistic", "paper"]
 
 
 def test_hub_profile_switches_encoder_and_captioner(params_root):

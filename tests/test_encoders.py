@@ -140,17 +140,24 @@ def test_every_caption_setting_changes_the_cache_key(tiny_siglip):
     from siglip_adapter.store import cache_key
 
     enc, _ = tiny_siglip
-    base = cache_key(caption_settings(_vlm(), _t5(), enc, "m1"))
-    variants = [caption_settings(_vlm(model_id="HuggingFaceTB/SmolVLM-500M-Instruct"), _t5(), enc, "m1"),
-                caption_settings(_vlm(revision="zzz"), _t5(), enc, "m1"),
-                caption_settings(_vlm(prompt="Describe it!"), _t5(), enc, "m1"),
-                caption_settings(_vlm(max_new_tokens=64), _t5(), enc, "m1"),
-                caption_settings(_vlm(precision="bf16"), _t5(), enc, "m1"),
-                caption_settings(_vlm(), _t5(model_id="google-t5/t5-base"), enc, "m1"),
-                caption_settings(_vlm(), _t5(revision="yyy"), enc, "m1"),
-                caption_settings(_vlm(), _t5(max_new_tokens=30), enc, "m1"),
-                caption_settings(_vlm(), None, enc, "m1"),
-                caption_settings(_vlm(), _t5(), enc, "m2")]
+    base = cache_key(caption_settings(_vlm(), _t5(), enc))
+    variants = [caption_settings(_vlm(model_id="HuggingFaceTB/SmolVLM-500M-Instruct"), _t5(), enc),
+                caption_settings(_vlm(revision="zzz"), _t5(), enc),
+                caption_settings(_vlm(prompt="Describe it!"), _t5(), enc),
+                caption_settings(_vlm(max_new_tokens=64), _t5(), enc),
+                caption_settings(_vlm(precision="bf16"), _t5(), enc),
+                caption_settings(_vlm(num_beams=4), _t5(), enc),
+                caption_settings(_vlm(prompting={"keep_chat_prompt": True}), _t5(), enc),
+                caption_settings(_vlm(prompting={"vlm_prompt_class": "template", "class_template": "a photo of a {}."}), _t5(), enc),
+                caption_settings(_vlm(prompting={"vlm_prompt_class": "template", "class_template": "a photo of the {}."}), _t5(), enc),
+                caption_settings(_vlm(), _t5(model_id="google-t5/t5-base"), enc),
+                caption_settings(_vlm(), _t5(revision="yyy"), enc),
+                caption_settings(_vlm(), _t5(max_new_tokens=30), enc),
+                caption_settings(_vlm(), _t5(min_new_tokens=64), enc),
+                caption_settings(_vlm(), _t5(num_beams=4), enc),
+                caption_settings(_vlm(), _t5(length_penalty=2.0), enc),
+                caption_settings(_vlm(), None, enc),
+                caption_settings(_vlm(), None, enc, min_summary_tokens=64)]
     keys = [cache_key(v) for v in variants]
     assert base not in keys and len(set(keys)) == len(keys)
 
@@ -163,7 +170,7 @@ def test_every_encoder_setting_changes_the_cache_key(tiny_siglip):
         args = dict(model_id="tiny-siglip", revision="", device="cpu", precision="fp32", max_text_tokens=64, image_mean=None, image_std=None)
         return SiglipEncoder(enc.model, enc.image_processor, enc.tokenizer, **{**args, **kw}).cache_fields()
     base = cache_key(fields())
-    variants = [fields(model_id="other"), fields(revision="abc"), fields(precision="bf16"), fields(max_text_tokens=32),
+    variants = [fields(model_id="other"), fields(revision="abc"), fields(precision="bf16"), fields(max_text_tokens=32), fields(resample="bilinear"),
                 fields(image_mean=[0.4] * 3, image_std=[0.5] * 3), fields(image_mean=[0.5] * 3, image_std=[0.3] * 3)]
     keys = [cache_key(v) for v in variants]
     assert base not in keys and len(set(keys)) == len(keys)
@@ -174,10 +181,11 @@ def test_every_encoder_setting_changes_the_cache_key(tiny_siglip):
             kw = {**conse, **kw}
             self.name, self.model_id, self.top_k, self.image_size = "offline-conse", "m", kw["top_k"], kw["image_size"]
             self.mean, self.std, self.max_text_tokens, self.precision = list(kw["mean"]), list(kw["std"]), kw["max_text_tokens"], kw["precision"]
-            self.label_template = "a photo of a {}."
+            self.label_template, self.resample = "a photo of a {}.", kw.get("resample", "bicubic")
     base = cache_key(Conse().cache_fields())
     keys = [cache_key(Conse(**{k: v}).cache_fields()) for k, v in
-            [("top_k", 3), ("image_size", 192), ("mean", (0.4,) * 3), ("std", (0.4,) * 3), ("max_text_tokens", 32), ("precision", "bf16")]]
+            [("top_k", 3), ("image_size", 192), ("mean", (0.4,) * 3), ("std", (0.4,) * 3), ("max_text_tokens", 32), ("precision", "bf16"),
+             ("resample", "bilinear")]]
     assert base not in keys and len(set(keys)) == len(keys)
 
 
@@ -195,7 +203,7 @@ def test_class_prompt_key_holds_the_exact_prompt_strings():
     from siglip_adapter.data import manifest_hash
 
     caps = pd.DataFrame({"image_id": ["a", "b"], "caption": ["x.", "y."], "captioner": "c", "manifest": manifest_hash(manifest)})
-    f = lambda t: feature_fields({"dataset": {"name": "d", "source": "folder", "template": t}}, Enc(), manifest, caps)  # noqa: E731
+    f = lambda t: feature_fields({"dataset": {"name": "d", "source": "folder", "template": t}}, Enc(), manifest, caps, ["a", "b"])  # noqa: E731
     assert f("a centered satellite photo of {}.")["class_prompt"]["prompts"] == ["a centered satellite photo of sea or lake.",
                                                                                   "a centered satellite photo of river."]
     assert cache_key(f("a photo of {}.")["class_prompt"]) != cache_key(f("a photo of {}!")["class_prompt"])

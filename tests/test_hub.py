@@ -44,18 +44,18 @@ def executed(hub_project):
 
 
 def test_hub_profile_runs_from_captions_to_table1(executed):
-    caps = pd.read_parquet(executed / "cache" / "shapes" / "captions.parquet")
+    caps = pd.read_parquet(executed / "cache" / "shapes" / "corrected" / "captions.parquet")
     assert caps["captioner"].unique().tolist() == ["build/tiny-models/smolvlm"]
     assert caps["summariser"].unique().tolist() == ["build/tiny-models/t5"]
     assert (caps["n_tokens"] <= 64).all() and caps["image_id"].is_unique
-    index = json.loads((executed / "cache" / "shapes" / "features" / "index.json").read_text())
+    index = json.loads((executed / "cache" / "shapes" / "corrected" / "features.json").read_text())
     assert index["image"]["fields"]["model_id"] == "build/tiny-models/siglip"
     assert index["image"]["fields"]["text_attention_mask"] is False and index["image"]["fields"]["precision"] == "fp32"
     table = pd.read_csv(executed / "results" / "table1.csv")
     ours = table[table["dataset"] == "shapes"]
     assert {"zero_shot", "zero_shot_captions", "adapter", "trainable"} <= set(ours["method"])
     assert ours["mean"].between(0, 1).all() and set(ours.loc[ours["method"] == "adapter", "shots"]) == {1, 2}
-    report = json.loads((executed / "results" / "runs" / "shapes" / "data.json").read_text())
+    report = json.loads((executed / "results" / "runs" / "shapes" / "corrected" / "data.json").read_text())
     assert report["found"] == report["used"] == 36 and report["skipped"] == 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from siglip_adapter.config import read_yaml, run_datasets
+from siglip_adapter.config import read_yaml, run_datasets, run_protocols
 
 NOTEBOOKS = ["01_captions", "02_embed", "03_zero_shot", "04_adapter", "05_trainable", "06_analysis"]
 NOTEBOOK_STAGES = ["captions", "embed", "zero_shot", "adapter", "trainable", "analysis"]
@@ -87,7 +87,7 @@ def test_every_stage_depends_on_all_the_code_it_runs(dvc, root):
 
 def test_the_import_scan_sees_a_module_a_stage_misses(dvc, root):
     """The guard above can fail: drop data.py from the adapter stage's deps and it is reported."""
-    body = dvc["stages"]["adapter"]["do"]
+    body = dvc["stages"]["adapter"]
     used = modules_run_by(root, root / "notebooks" / "04_adapter.ipynb")
     assert LIB / "data.py" in used and LIB / "sources" / "folder.py" in used  # through experiment -> data -> sources
     deps = [d for d in body["deps"] if d != str(LIB / "data.py")]
@@ -104,10 +104,11 @@ def test_stage_params_exist_in_defaults(dvc, root):
                     assert set(keys) <= set(defaults), f"{name}: {set(keys) - set(defaults)} not in defaults.yaml"
 
 
-def test_adding_a_dataset_needs_no_edit_of_dvc_yaml(dvc):
-    """Per-dataset stages iterate params/run.yaml; the analysis reads the whole results/runs/ folder."""
+def test_adding_a_dataset_or_protocol_needs_no_edit_of_dvc_yaml(dvc):
+    """Per-run stages iterate datasets x protocols of params/run.yaml; the analysis reads the whole
+    results/runs/ folder."""
     for name in NOTEBOOK_STAGES[:-1]:
-        assert dvc["stages"][name]["foreach"] == "${datasets}"
+        assert dvc["stages"][name]["matrix"] == {"dataset": "${datasets}", "protocol": "${protocols}"}
     assert "results/runs" in dvc["stages"]["analysis"]["deps"]
     assert "${" not in yaml.safe_dump(dvc["stages"]["analysis"])
 
@@ -160,7 +161,7 @@ def test_committed_results_match_the_code_and_params(dvc_copy):
 
 def test_an_edited_output_is_stale(dvc_copy):
     """The guard above reads outputs too: a hand-edited result is caught."""
-    csv = dvc_copy / "results" / "runs" / run_datasets(dvc_copy)[0] / "04_adapter.csv"
+    csv = dvc_copy / "results" / "runs" / run_datasets(dvc_copy)[0] / run_protocols(dvc_copy)[0] / "04_adapter.csv"
     original = csv.read_text()
     try:
         csv.write_text(original.replace("0.", "0.9", 1))
@@ -176,6 +177,6 @@ def test_an_adapter_parameter_reruns_only_the_adapter_stage(dvc_copy):
         cfg = yaml.safe_load(original)
         defaults.write_text(original.replace(f"theta: {cfg['adapter']['theta']}".replace("'", ""), "theta: [1.0, 99.0]"))
         assert yaml.safe_load(defaults.read_text())["adapter"]["theta"] == [1.0, 99.0]
-        assert set(_dvc_stale(dvc_copy)) == {f"adapter@{ds}" for ds in run_datasets(dvc_copy)}
+        assert set(_dvc_stale(dvc_copy)) == {f"adapter@{ds}-{p}" for ds in run_datasets(dvc_copy) for p in run_protocols(dvc_copy)}
     finally:
         defaults.write_text(original)

@@ -59,9 +59,10 @@ def test_index_names_the_current_entries(tmp_path):
     store = FeatureStore(tmp_path)
     store.save("image", FIELDS, ["a"], torch.ones(1, 2))
     store.save("image", {**FIELDS, "manifest": "old"}, ["z"], torch.zeros(1, 2))
-    store.write_index({"image": FIELDS})
-    assert json.loads((tmp_path / "index.json").read_text())["image"]["fields"] == FIELDS
-    assert store.load_index()["image"].ids == ["a"]
+    (tmp_path / "run").mkdir()
+    store.write_index({"image": FIELDS}, tmp_path / "run" / "features.json")
+    assert json.loads((tmp_path / "run" / "features.json").read_text())["image"]["fields"] == FIELDS
+    assert store.load_index(tmp_path / "run" / "features.json")["image"].ids == ["a"]
 
 
 def test_chunked_compute_resumes_after_a_crash(tmp_path):
@@ -86,10 +87,9 @@ def test_chunked_compute_resumes_after_a_crash(tmp_path):
     assert not (tmp_path / ".partial").exists()  # finished: no leftovers
 
 
-def test_caption_features_key_on_caption_text_and_refuse_another_split():
+def test_caption_features_key_on_caption_text_and_images_on_the_ids_read():
     import pandas as pd
 
-    from siglip_adapter.data import manifest_hash
     from siglip_adapter.pipeline import feature_fields
 
     class Encoder:
@@ -99,12 +99,24 @@ def test_caption_features_key_on_caption_text_and_refuse_another_split():
     cfg = {"dataset": {"name": "d", "source": "s", "template": "a {}.", "classnames": ["x", "y"]}}
     manifest = pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "classname": ["x", "y"], "split": ["train", "test"]})
     caps = pd.DataFrame({"image_id": ["a", "b"], "caption": ["a red x.", "a blue y."], "captioner": "m", "prompt": "p",
-                         "summariser": "t5", "token_limit": 64, "manifest": "0" * 16})
-    with pytest.raises(StaleCacheError, match="rerun 01_captions"):
-        feature_fields(cfg, Encoder(), manifest, caps)
-    caps["manifest"] = manifest_hash(manifest)
-    before = feature_fields(cfg, Encoder(), manifest, caps)
+                         "summariser": "t5", "token_limit": 64})
+    before = feature_fields(cfg, Encoder(), manifest, caps, ["a", "b"])
     caps.loc[1, "caption"] = "a green y."
-    after = feature_fields(cfg, Encoder(), manifest, caps)
+    after = feature_fields(cfg, Encoder(), manifest, caps, ["a", "b"])
     assert cache_key(after["caption"]) != cache_key(before["caption"])
     assert after["image"] == before["image"] and after["class_prompt"] == before["class_prompt"]
+    # A run reading other images (another protocol's seeds or shots) gets its own image entry.
+    assert cache_key(feature_fields(cfg, Encoder(), manifest, caps, ["a"])["image"]) != cache_key(after["image"])
+
+
+def test_code_version_follows_code_not_comments(tmp_path):
+    from siglip_adapter.store import code_hash, code_version
+
+    f = tmp_path / "m.py"
+    f.write_text("def f(x):\n    return x + 1\n")
+    base = code_hash([f])
+    f.write_text("# a comment\ndef f(x):  # another\n\n    return x + 1\n")
+    assert code_hash([f]) == base
+    f.write_text("def f(x):\n    return x + 2\n")
+    assert code_hash([f]) != base
+    assert code_version("captions") != code_version("encoders") and code_version("captions") == code_version("captions")

@@ -2,14 +2,21 @@
 
 Hub profile: SmolVLM-256M-Instruct describes, T5 summarises (``summarize: `` prefix through
 ``generate``), then the token limit is enforced. Offline profile: the ConSE encoder's ImageNet
-tower names its top labels in a sentence, and the token limit is enforced. Captioning writes
-resumable part files, so an interrupted run picks up where it stopped.
+tower names its top labels in a sentence, and the token limit is enforced.
+
+The prompt is ``captions.vlm_prompt``, or (the authors' switch) ``captions.class_template`` with the
+image's class name filled in, or its first character. The offline captioner honours the caption
+switches by their effect: a prompt that names the class makes the caption name it, a kept chat
+prompt appears in the caption, a minimum summary length repeats the caption up to it.
+
+Captions are stored per dataset in part files under a folder keyed by every setting that changes
+a caption (``caption_store``), written as they finish: an interrupted run resumes, and another
+protocol or split with the same settings reuses every caption already made.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +28,7 @@ from tqdm.auto import tqdm
 from .data import load_images
 from .encoders import batched, resolve_device, resolve_precision, torch_dtype
 from .paths import model_path
+from .prompts import clean_classname
 
 _CHAT_PREFIX = re.compile(r"^\s*(assistant|answer|caption)\s*:\s*", re.IGNORECASE)
 
@@ -35,14 +43,36 @@ def clean_caption(text: str) -> str:
     return text
 
 
-class LabelCaptioner:
-    """Offline captioner: a sentence naming the image model's top ImageNet labels."""
+PROMPT_KEYS = ("vlm_prompt", "vlm_prompt_class", "class_template", "keep_chat_prompt")
 
-    def __init__(self, encoder, n_labels: int = 3):
+
+def caption_prompt(prompting: dict, classname: str | None = None) -> str:
+    """The prompt a captioner is given for one image: ``vlm_prompt``; or, with ``vlm_prompt_class``
+    ``template``, ``class_template`` with the class name filled in; or ``template_first_char``,
+    the template's first character (the authors' EuroSAT and DTD scripts index the string)."""
+    mode = prompting.get("vlm_prompt_class", "none")
+    if mode == "none":
+        return prompting["vlm_prompt"]
+    if mode == "template_first_char":
+        return prompting["class_template"][0]
+    if classname is None:
+        raise ValueError("a class-template caption prompt needs each image's class name")
+    return prompting["class_template"].format(clean_classname(classname))
+
+
+class LabelCaptioner:
+    """Offline captioner: a sentence naming the image model's top ImageNet labels.
+
+    It reads no prompt, so the authors' caption switches act by their effect: a prompt that names
+    the image's class puts the class first in the caption (a VLM told the answer repeats it), and
+    ``keep_chat_prompt`` writes the conversation into the caption as a whole-sequence decode does."""
+
+    def __init__(self, encoder, n_labels: int = 3, prompting: dict | None = None):
         if not hasattr(encoder, "top_labels"):
             raise TypeError("the offline captioner needs an encoder with an ImageNet tower (offline-conse)")
         self.encoder, self.n_labels = encoder, n_labels
         self.model_id = f"offline-labels/{encoder.model_id}"
+        self.prompting = {k: (prompting or {}).get(k, d) for k, d in zip(PROMPT_KEYS, ("", "none", "{}", False))}
         self.prompt = f"top-{n_labels} ImageNet labels"
 
     def settings(self) -> dict:
@@ -51,14 +81,27 @@ class LabelCaptioner:
         # The labels come from the encoder's ImageNet tower: its whole setting (weights,
         # preprocessing, precision) decides them, recorded as one hash.
         return {"captioner": self.model_id, "prompt": self.prompt, "labels": self.n_labels,
-                "label_model": cache_key(self.encoder.cache_fields())}
+                "label_model": cache_key(self.encoder.cache_fields()), **self.prompting}
 
-    def describe(self, images: Sequence[Image.Image]) -> list[str]:
+    def prompt_for(self, classname: str | None = None) -> str:
+        """The prompt this image's caption answers (the authors' class prompt, or none: labels)."""
+        return caption_prompt(self.prompting, classname) if self.prompting["vlm_prompt_class"] != "none" else self.prompt
+
+    def describe(self, images: Sequence[Image.Image], classnames: Sequence[str | None] | None = None) -> list[str]:
+        classnames = list(classnames) if classnames is not None else [None] * len(images)
         out = []
-        for labels in self.encoder.top_labels(images, self.n_labels):
+        for labels, cls in zip(self.encoder.top_labels(images, self.n_labels), classnames):
             names = [n for n, _ in labels]
+            prompt = self.prompt_for(cls)
+            # Only a prompt built from the class template names the class; a name that merely
+            # occurs in another prompt (class "3" in "top-3 ImageNet labels") tells nothing.
+            if cls is not None and self.prompting["vlm_prompt_class"] == "template":
+                names = [clean_classname(cls)] + [n for n in names if n != clean_classname(cls)][: self.n_labels - 1]
             rest = " or ".join(f"a {n}" for n in names[1:])
-            out.append(f"a photo of a {names[0]}" + (f", or possibly {rest}" if rest else ""))
+            text = f"a photo of a {names[0]}" + (f", or possibly {rest}" if rest else "")
+            if self.prompting["keep_chat_prompt"]:
+                text = f"User: {prompt} Assistant: {text}"
+            out.append(text)
         return out
 
 
@@ -69,7 +112,7 @@ class VLMCaptioner:
     has it natively, fp16 on T4 / P100, fp32 on the CPU), so no autocast is needed."""
 
     def __init__(self, model, processor, model_id: str, prompt: str, max_new_tokens: int = 48, device: str = "auto",
-                 precision: str = "auto", revision: str = ""):
+                 precision: str = "auto", revision: str = "", num_beams: int = 1, prompting: dict | None = None):
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, precision)
         self.model = model.eval().to(self.device, dtype=torch_dtype(self.precision))
@@ -77,6 +120,9 @@ class VLMCaptioner:
         # Batched generation with a decoder-only model needs the prompts aligned on the right.
         self.processor.tokenizer.padding_side = "left"
         self.model_id, self.prompt, self.max_new_tokens, self.revision = model_id, prompt, max_new_tokens, revision
+        self.num_beams = num_beams
+        self.prompting = {"vlm_prompt": prompt, "vlm_prompt_class": "none", "class_template": "{}", "keep_chat_prompt": False,
+                          **{k: v for k, v in (prompting or {}).items() if k in PROMPT_KEYS}}
 
     @classmethod
     def from_pretrained(cls, model_id: str, prompt: str, revision: str = "", device: str = "auto", precision: str = "auto", **kw) -> "VLMCaptioner":
@@ -91,18 +137,26 @@ class VLMCaptioner:
 
     def settings(self) -> dict:
         return {"captioner": self.model_id, "captioner_revision": self.revision, "prompt": self.prompt,
-                "max_new_tokens": self.max_new_tokens, "decoding": "greedy", "dtype": self.precision}
+                "max_new_tokens": self.max_new_tokens, "decoding": "greedy" if self.num_beams == 1 else f"beam{self.num_beams}",
+                "dtype": self.precision, **self.prompting}
+
+    def prompt_for(self, classname: str | None = None) -> str:
+        return caption_prompt(self.prompting, classname)
 
     @torch.inference_mode()
-    def describe(self, images: Sequence[Image.Image]) -> list[str]:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = self.processor(text=[text] * len(images), images=[[im.convert("RGB")] for im in images], return_tensors="pt", padding=True)
+    def describe(self, images: Sequence[Image.Image], classnames: Sequence[str | None] | None = None) -> list[str]:
+        classnames = list(classnames) if classnames is not None else [None] * len(images)
+        texts = [self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt_for(c)}]}],
+            add_generation_prompt=True) for c in classnames]
+        inputs = self.processor(text=texts, images=[[im.convert("RGB")] for im in images], return_tensors="pt", padding=True)
         inputs.pop("token_type_ids", None)  # some tokenizers add them; generate() rejects unknown kwargs
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(torch_dtype(self.precision))
-        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=self.num_beams)
+        if self.prompting["keep_chat_prompt"]:  # the authors' whole-sequence decode: the chat prompt stays in
+            return self.processor.batch_decode(out, skip_special_tokens=True)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
 
@@ -118,11 +172,12 @@ class T5Summariser:
     """T5 summaries through ``generate`` with the ``summarize: `` task prefix."""
 
     def __init__(self, model, tokenizer, model_id: str, max_new_tokens: int = 48, device: str = "auto", precision: str = "auto",
-                 revision: str = ""):
+                 revision: str = "", min_new_tokens: int = 0, num_beams: int = 1, length_penalty: float = 1.0):
         self.device = resolve_device(device)
         self.precision = t5_precision(self.device, precision)
         self.model = model.eval().to(self.device, dtype=torch_dtype(self.precision))
         self.tokenizer, self.model_id, self.max_new_tokens, self.revision = tokenizer, model_id, max_new_tokens, revision
+        self.generation = {"min_new_tokens": min_new_tokens, "num_beams": num_beams, "length_penalty": length_penalty}
 
     @classmethod
     def from_pretrained(cls, model_id: str, revision: str = "", **kw) -> "T5Summariser":
@@ -134,24 +189,36 @@ class T5Summariser:
 
     def settings(self) -> dict:
         return {"summariser": self.model_id, "summariser_revision": self.revision, "summariser_max_new_tokens": self.max_new_tokens,
-                "summariser_dtype": self.precision}
+                "summariser_dtype": self.precision, **{f"summariser_{k}": v for k, v in self.generation.items()}}
 
     @torch.inference_mode()
     def summarise(self, texts: Sequence[str]) -> list[str]:
         tok = self.tokenizer([f"summarize: {t}" for t in texts], padding=True, truncation=True, max_length=512, return_tensors="pt")
         inputs = {k: tok[k].to(self.device) for k in ("input_ids", "attention_mask")}
-        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **self.generation)
         return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+def lengthen(text: str, min_tokens: int, encoder) -> str:
+    """The offline stand-in for a summariser forced to a minimum length (T5's ``min_length``):
+    the caption repeated until it has ``min_tokens`` tokens, as forced generation tends to repeat."""
+    if not text or min_tokens <= 0:
+        return text
+    out = text
+    while encoder.count_tokens(out) < min_tokens:
+        out = f"{out} {text}"
+    return out
 
 
 def build_captioner(cfg: dict, encoder):
     c = cfg["captions"]
+    prompting = {k: c[k] for k in PROMPT_KEYS}
     if c["captioner"] == "offline-labels":
-        return LabelCaptioner(encoder, c["top_labels"])
+        return LabelCaptioner(encoder, c["top_labels"], prompting)
     if c["captioner"] == "smolvlm":
         cap = VLMCaptioner.from_pretrained(model_path(c["vlm_model_id"]), c["vlm_prompt"], revision=c["vlm_revision"],
                                            max_new_tokens=c["vlm_max_new_tokens"], device=cfg["encoder"]["device"],
-                                           precision=cfg["encoder"]["precision"])
+                                           precision=cfg["encoder"]["precision"], num_beams=c["vlm_num_beams"], prompting=prompting)
         cap.model_id = c["vlm_model_id"]  # the configured id, not a machine's path, keys the cache
         return cap
     raise ValueError(f"captions.captioner '{c['captioner']}' is not one of ['offline-labels', 'smolvlm']")
@@ -164,66 +231,94 @@ def build_summariser(cfg: dict):
         return None
     if c["summariser"] == "t5":
         summ = T5Summariser.from_pretrained(model_path(c["t5_model_id"]), revision=c["t5_revision"], max_new_tokens=c["t5_max_new_tokens"],
-                                            device=cfg["encoder"]["device"], precision=cfg["encoder"]["precision"])
+                                            device=cfg["encoder"]["device"], precision=cfg["encoder"]["precision"],
+                                            min_new_tokens=c["min_summary_tokens"], num_beams=c["t5_num_beams"],
+                                            length_penalty=c["t5_length_penalty"])
         summ.model_id = c["t5_model_id"]
         return summ
     raise ValueError(f"captions.summariser '{c['summariser']}' is not one of ['token-limit', 't5']")
 
 
-def caption_settings(captioner, summariser, encoder, manifest_hash: str) -> dict:
-    """Everything that changes a caption's text: the captioner's model, revision, exact prompt,
-    generation settings and dtype, the summariser's, and the token limit with its tokenizer."""
-    return {**captioner.settings(), **(summariser.settings() if summariser else {"summariser": "token-limit"}),
-            "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id,
-            "token_counter_revision": getattr(encoder, "revision", ""), "manifest": manifest_hash}
+def caption_settings(captioner, summariser, encoder, min_summary_tokens: int = 0) -> dict:
+    """Everything that changes a caption's text: the captioner's model, revision, prompt settings,
+    generation settings and dtype, the summariser's (or the offline minimum length), and the token
+    limit with its tokenizer, and the version of the code that makes captions. Not the split: a
+    caption belongs to an image, whatever its split."""
+    from .store import code_version
+
+    summary = summariser.settings() if summariser else {"summariser": "token-limit", "min_summary_tokens": min_summary_tokens}
+    return {**captioner.settings(), **summary, "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id,
+            "token_counter_revision": getattr(encoder, "revision", ""), "code": code_version(*CAPTION_CODE)}
 
 
-def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, parts_dir: Path,
-                   batch_size: int = 8, chunk_size: int = 256, num_workers: int | str = "auto") -> pd.DataFrame:
-    """Describe -> clean -> summarise -> enforce the token limit, for every id.
+CAPTION_COLUMNS = ["image_id", "prompt", "raw", "clean", "caption", "n_tokens"]
+# The code a caption's text depends on (decoding, prompts, the offline captioner's image tower).
+CAPTION_CODE = ("captions", "prompts", "encoders", "sources.images")
 
-    Images decode in DataLoader workers. Parts of ``chunk_size`` captions are written to
-    ``parts_dir`` (one folder per ``settings``) as they finish; a rerun with the same ids reuses
-    them. Returns one row per id with the raw, cleaned and final caption and its token count,
-    plus the settings as columns.
+
+def _stored(store: Path) -> dict[str, tuple]:
+    """Every caption already in a store folder: {image id: row}."""
+    have = {}
+    for part in sorted(store.glob("part-*.parquet")):
+        for row in pd.read_parquet(part)[CAPTION_COLUMNS].itertuples(index=False):
+            have[row.image_id] = tuple(row)
+    return have
+
+
+def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, store: Path,
+                   batch_size: int = 8, chunk_size: int = 256, num_workers: int | str = "auto",
+                   classnames: dict[str, str] | None = None, min_summary_tokens: int = 0) -> pd.DataFrame:
+    """Describe -> clean -> summarise (or lengthen, offline) -> enforce the token limit, for every id.
+
+    ``store`` is the folder of one ``settings`` (see ``caption_store``): captions already there
+    are reused whatever run made them; the missing ones are made in parts of ``chunk_size``, each
+    written atomically as it finishes, so an interrupted run resumes with nothing lost or redone.
+    ``classnames`` ({id: class}) fills class-template prompts. Returns one row per id (sorted):
+    the prompt, the raw, cleaned and final caption and its token count, plus the settings as columns.
     """
+    from .store import cache_key
+
     ids = sorted(ids)
-    parts_dir = Path(parts_dir)
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    frames = []
-    chunks = list(batched(ids, chunk_size))
-    for n, chunk in enumerate(tqdm(chunks, desc="caption parts", unit="part")):
-        part = parts_dir / f"part-{n:05d}.parquet"
-        if part.is_file():
-            done = pd.read_parquet(part)
-            if done["image_id"].tolist() == list(chunk):
-                frames.append(done)
-                continue
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    have = _stored(store)
+    todo = [i for i in ids if i not in have]
+    for chunk in tqdm(list(batched(todo, chunk_size)), desc="caption parts", unit="part"):
         rows = []
-        for batch, images in load_images(source, chunk, batch_size, num_workers, desc=f"part {n}"):
-            raw = captioner.describe(images)
+        for batch, images in load_images(source, chunk, batch_size, num_workers, desc="captioning"):
+            names = [classnames.get(i) if classnames else None for i in batch]
+            prompts = [captioner.prompt_for(c) for c in names]
+            raw = captioner.describe(images, names)
             clean = [clean_caption(t) for t in raw]
-            summary = [clean_caption(t) for t in summariser.summarise(clean)] if summariser else clean
+            if summariser:
+                summary = [clean_caption(t) for t in summariser.summarise(clean)]
+            else:
+                summary = [lengthen(t, min_summary_tokens, encoder) for t in clean]
             final = [encoder.truncate(t) for t in summary]
-            rows += [(i, r, c, f, encoder.count_tokens(f)) for i, r, c, f in zip(batch, raw, clean, final)]
-        df = pd.DataFrame(rows, columns=["image_id", "raw", "clean", "caption", "n_tokens"])
+            rows += [(i, q, r, c, f, encoder.count_tokens(f)) for i, q, r, c, f in zip(batch, prompts, raw, clean, final)]
+        part = store / f"part-{cache_key({'ids': list(chunk)})}.parquet"
         tmp = part.with_suffix(".tmp")
-        df.to_parquet(tmp, index=False)
+        pd.DataFrame(rows, columns=CAPTION_COLUMNS).to_parquet(tmp, index=False)
         tmp.replace(part)  # a part is either whole or absent
-        frames.append(df)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_id", "raw", "clean", "caption", "n_tokens"])
+        have.update({r[0]: r for r in rows})
+    out = pd.DataFrame([have[i] for i in ids], columns=CAPTION_COLUMNS)
     for k, v in settings.items():
         out[k] = v
     return out
 
 
-def write_captions(df: pd.DataFrame, path: Path, parts_dir: Path | None = None) -> None:
-    """Write the captions table atomically, then drop the finished run's part files."""
+def caption_store(cache_root: Path, settings: dict) -> Path:
+    """The store folder of captions made under ``settings`` (shared by every run of a dataset)."""
+    from .store import cache_key
+
+    return Path(cache_root) / "captions" / cache_key(settings)
+
+
+def write_captions(df: pd.DataFrame, path: Path) -> None:
+    """Write a run's captions table atomically."""
     tmp = path.with_suffix(".tmp")
     df.to_parquet(tmp, index=False)
     tmp.replace(path)
-    if parts_dir is not None:
-        shutil.rmtree(parts_dir, ignore_errors=True)
 
 
 def read_captions(path: Path, ids: Sequence[str] | None = None) -> pd.DataFrame:

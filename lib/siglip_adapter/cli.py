@@ -1,6 +1,7 @@
 """``siglip-adapter``: the kit's command line.
 
     siglip-adapter scan PATH_OR_DATASET [--json] [--source folder|hf|coop] [--regex R] [--split-file F]
+    siglip-adapter kaggle --user NAME --kit-dataset NAME/SLUG [--out kaggle] [--datasets ...] [--protocols ...]
 
 ``scan`` decodes every image a source lists, in DataLoader workers, and reports what a run would
 skip and why, before any GPU time is spent: a class-folder tree by default, a flat folder with
@@ -8,6 +9,9 @@ skip and why, before any GPU time is spent: a class-folder tree by default, a fl
 or the name of a ``params/<dataset>.yaml``. Exit status: 0 when the unusable share is at most
 ``--max-skipped`` (the dataset's ``data.max_skipped_fraction`` for a params name), 1 above it,
 2 for a usage error or a source that cannot be listed.
+
+``kaggle`` writes a kernel folder (``kernel-metadata.json`` and a parameterised notebook) for every
+dataset x protocol of ``params/run.yaml`` (or those named), for ``kaggle kernels push -p``.
 """
 
 from __future__ import annotations
@@ -73,6 +77,27 @@ def cmd_scan(args) -> int:
     return 1 if share > (max_skipped if max_skipped is not None else 0.05) else 0
 
 
+def cmd_kaggle(args) -> int:
+    from .config import ConfigError
+    from .kaggle import write_kernels
+
+    try:
+        images = dict(item.split("=", 1) for item in args.images)
+    except ValueError:
+        print(f"siglip-adapter kaggle: --images takes DATASET=OWNER/SLUG, got {args.images}", file=sys.stderr)
+        return 2
+    try:
+        folders = write_kernels(args.out, args.user, args.kit_dataset, args.datasets, args.protocols, images, private=not args.public)
+    except (ConfigError, ValueError) as e:
+        print(f"siglip-adapter kaggle: {e}", file=sys.stderr)
+        return 2
+    for f in folders:
+        meta = json.loads((f / "kernel-metadata.json").read_text())
+        print(f"{f}: {meta['id']} (sources: {', '.join(meta['dataset_sources'])})")
+    print(f"push each with: kaggle kernels push -p {args.out}/<name>  (nothing here contacts Kaggle)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="siglip-adapter", description="SigLIP-Adapter reproducibility kit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -85,9 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     scan.add_argument("--max-skipped", type=float, default=None, help="unusable share above which the exit status is 1 (default 0.05)")
     scan.add_argument("--workers", default="auto", help="DataLoader workers (default auto)")
     scan.add_argument("--show", type=int, default=20, help="skipped files listed in the text report (default 20)")
+    kg = sub.add_parser("kaggle", help="write Kaggle kernel folders, one per dataset x protocol")
+    kg.add_argument("--user", required=True, help="your Kaggle user name (the kernels' owner)")
+    kg.add_argument("--kit-dataset", required=True, help="the Kaggle dataset holding this kit, OWNER/SLUG")
+    kg.add_argument("--out", type=Path, default=Path("kaggle"), help="where the kernel folders go (default kaggle/)")
+    kg.add_argument("--datasets", nargs="+", default=None, help="default: params/run.yaml's datasets")
+    kg.add_argument("--protocols", nargs="+", default=None, help="default: params/run.yaml's protocols")
+    kg.add_argument("--images", nargs="+", default=[], metavar="DATASET=OWNER/SLUG",
+                    help="the Kaggle dataset of a dataset's images (default: its dataset.kaggle.dataset_source)")
+    kg.add_argument("--public", action="store_true", help="make the kernels public (default private)")
     args = ap.parse_args(argv)
     if args.command == "scan":
         return cmd_scan(args)
+    if args.command == "kaggle":
+        return cmd_kaggle(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

@@ -10,7 +10,10 @@ images through it, so the split is fixed once and its hash enters every cache ke
 - ``official``: the source's own train / test (Pets' trainval / test, Food-101's train / test, a hub
   dataset's splits); validation is the source's own where it has one, else
   ``split.val_from_train`` of each class's training images;
-- ``coop``: the train / val / test of a CoOp split file, as given.
+- ``coop``: the train / val / test of a CoOp split file, as given;
+- ``shuffled`` (the authors' scripts): one seeded permutation of all images (``per_class`` of each
+  first, when set), classes ignored, cut at ``split.fractions``; with ``split.keep_source_test`` a
+  source's own test split stays as it is and the rest is cut at the train : val ratio.
 Within a class, images are ordered by a seeded hash of their id, never by listing order, so the
 manifest does not depend on how a folder was listed, and dropping a bad image moves no other image
 to another split.
@@ -29,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .sources import SPLITS, ImageError, Source, build_source  # noqa: F401  (build_source: the notebooks' entry)
 
-SPLIT_METHODS = ("stratified", "official", "coop")
+SPLIT_METHODS = ("stratified", "official", "coop", "shuffled")
 MANIFEST_COLUMNS = ["image_id", "label", "classname", "split", "split_method"]
 
 
@@ -42,7 +45,7 @@ def _ordered(ids: np.ndarray, seed: int) -> np.ndarray:
 
 
 def make_manifest(source: Source, per_class: int | None, fractions: dict[str, float], seed: int, method: str = "stratified",
-                  val_from_train: float = 0.2, exclude: Iterable[str] = ()) -> pd.DataFrame:
+                  val_from_train: float = 0.2, exclude: Iterable[str] = (), keep_source_test: bool = False) -> pd.DataFrame:
     """The split of ``source`` (bad images in ``exclude`` left out), one row per image used.
 
     stratified: per class, counts are rounded so train gets the remainder; every class keeps at
@@ -52,6 +55,8 @@ def make_manifest(source: Source, per_class: int | None, fractions: dict[str, fl
         raise ValueError(f"split.method '{method}' is not one of {list(SPLIT_METHODS)}")
     ids = np.asarray(source.ids, dtype=object)
     keep = ~np.isin(ids, list(set(exclude))) if exclude else np.ones(len(ids), dtype=bool)
+    if method == "shuffled":
+        return _shuffled(source, ids, keep, per_class, fractions, seed, keep_source_test)
     own = source.splits
     if method != "stratified":
         if own is None:
@@ -85,8 +90,42 @@ def make_manifest(source: Source, per_class: int | None, fractions: dict[str, fl
                     raise ValueError(f"class {name!r} has no usable '{s}' images under split.method '{method}'")
             assigned = [(i, s) for s in SPLITS for i in by[s]]
         rows += [(i, label, name, s, method) for i, s in assigned]
+    return _table(rows)
+
+
+def _table(rows: list[tuple]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     return df.sort_values(["split", "label", "image_id"], kind="stable").reset_index(drop=True)
+
+
+def _shuffled(source: Source, ids: np.ndarray, keep: np.ndarray, per_class: int | None, fractions: dict[str, float], seed: int,
+              keep_source_test: bool) -> pd.DataFrame:
+    """The kept images (``per_class`` of each class first, hash-ordered, when set) permuted once
+    with ``seed`` (ids sorted first, so listing order never matters) and cut at the fractions;
+    with ``keep_source_test`` the source's own test split stays test and the rest is cut at the
+    train : val ratio."""
+    if per_class is not None:
+        capped = np.zeros(len(ids), dtype=bool)
+        for label in range(len(source.classnames)):
+            members = _ordered(ids[keep & (source.labels == label)], seed)[:per_class]
+            capped |= np.isin(ids, members)
+        keep = capped
+    own_test = (source.splits == "test") if (keep_source_test and source.splits is not None) else np.zeros(len(ids), dtype=bool)
+    pool = np.sort(ids[keep & ~own_test])
+    pool = pool[np.random.default_rng(seed).permutation(len(pool))]
+    if own_test[keep].any():
+        n_val = int(round(fractions["val"] / (fractions["train"] + fractions["val"]) * len(pool)))
+        cut = {"val": pool[:n_val], "train": pool[n_val:], "test": ids[keep & own_test]}
+    else:
+        n_val, n_test = int(round(fractions["val"] * len(pool))), int(round(fractions["test"] * len(pool)))
+        cut = {"test": pool[:n_test], "val": pool[n_test : n_test + n_val], "train": pool[n_test + n_val :]}
+    label_of = dict(zip(ids.tolist(), source.labels.tolist()))
+    rows = [(i, label_of[i], source.classnames[label_of[i]], split, "shuffled") for split, members in cut.items() for i in members]
+    df = _table(rows)
+    for split in SPLITS:
+        if not (df["split"] == split).any():
+            raise ValueError(f"split.method 'shuffled' left the '{split}' split empty ({len(pool)} images, fractions {fractions})")
+    return df
 
 
 def manifest_hash(manifest: pd.DataFrame) -> str:
@@ -107,18 +146,19 @@ def read_manifest(path) -> pd.DataFrame:
     return df
 
 
-def sample_shots(manifest: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
-    """K training images per class for one seed.
+def sample_shots(manifest: pd.DataFrame, k: int, seed: int, split: str = "train", strict: bool = True) -> pd.DataFrame:
+    """K images per class of ``split`` for one seed (the K-shot set; on ``val``, a few-shot
+    validation set).
 
-    Each class's training images are shuffled once per seed and the first K taken, so for a
-    fixed seed the 1-shot set is inside the 2-shot set, and so on: the shots sweep adds data
-    rather than redrawing it.
+    Each class's images are shuffled once per seed and the first K taken, so for a fixed seed the
+    1-shot set is inside the 2-shot set, and so on: the shots sweep adds data rather than
+    redrawing it. ``strict``: a class with fewer than K images is an error; else it gives all it has.
     """
-    train = manifest[manifest["split"] == "train"]
+    pool = manifest[manifest["split"] == split]
     picked = []
-    for label, group in train.groupby("label", sort=True):
-        if len(group) < k:
-            raise ValueError(f"class {group['classname'].iloc[0]!r} has {len(group)} training images, fewer than K={k}")
+    for label, group in pool.groupby("label", sort=True):
+        if len(group) < k and strict:
+            raise ValueError(f"class {group['classname'].iloc[0]!r} has {len(group)} {split} images, fewer than K={k}")
         ids = np.sort(group["image_id"].to_numpy())
         order = np.random.default_rng([seed, int(label)]).permutation(len(ids))
         picked.append(group.set_index("image_id").loc[ids[order[:k]]].reset_index())

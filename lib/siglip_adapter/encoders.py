@@ -75,15 +75,18 @@ def autocast_for(device: torch.device, precision: str = "auto"):
     return torch.autocast(device_type=device.type, dtype=torch_dtype(precision))
 
 
-class SquashNormalise:
-    """Bicubic squash to ``size`` x ``size``, scale to [0, 1], normalise: image -> (3, size, size).
-    Holds no model, so DataLoader workers can run it."""
+RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]):
-        self.size, self.mean, self.std = size, list(mean), list(std)
+
+class SquashNormalise:
+    """Squash to ``size`` x ``size`` (``resample``: bicubic or bilinear), scale to [0, 1],
+    normalise: image -> (3, size, size). Holds no model, so DataLoader workers can run it."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], resample: str = "bicubic"):
+        self.size, self.mean, self.std, self.resample = size, list(mean), list(std), resample
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
-        a = np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BICUBIC), dtype=np.float32)
+        a = np.asarray(im.convert("RGB").resize((self.size, self.size), RESAMPLE[self.resample]), dtype=np.float32)
         x = torch.from_numpy(a).permute(2, 0, 1).div_(255.0)
         return (x - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
 
@@ -98,9 +101,9 @@ class ProcessorTransform:
         return self.image_processor(images=[im.convert("RGB")], return_tensors="pt", **self.kw)["pixel_values"][0]
 
 
-def to_pixels(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def to_pixels(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float], resample: str = "bicubic") -> torch.Tensor:
     """(B, 3, size, size) of ``SquashNormalise`` applied to each image."""
-    t = SquashNormalise(size, mean, std)
+    t = SquashNormalise(size, mean, std, resample)
     return torch.stack([t(im) for im in images])
 
 
@@ -144,7 +147,7 @@ class SiglipEncoder(TokenizerText):
     name = "siglip"
 
     def __init__(self, model, image_processor, tokenizer, model_id: str, revision: str = "", device: str = "auto",
-                 precision: str = "auto", max_text_tokens: int = 64, image_mean=None, image_std=None):
+                 precision: str = "auto", max_text_tokens: int = 64, image_mean=None, image_std=None, resample: str | None = None):
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, precision)
         self.model = model.eval().to(self.device)
@@ -155,6 +158,10 @@ class SiglipEncoder(TokenizerText):
         # None keeps the processor's own normalisation (SigLIP: mean = std = 0.5).
         self.image_mean, self.image_std = image_mean, image_std
         kw = {"image_mean": list(image_mean), "image_std": list(image_std)} if image_mean is not None else {}
+        # None keeps the processor's own filter (SigLIP: bicubic); a name overrides it.
+        self.resample = resample
+        if resample is not None:
+            kw["resample"] = RESAMPLE[resample]
         self.preprocess = ProcessorTransform(image_processor, **kw)
 
     @classmethod
@@ -176,7 +183,8 @@ class SiglipEncoder(TokenizerText):
     def cache_fields(self) -> dict:
         ip = self.image_processor
         return {"encoder": self.name, "model_id": self.model_id, "revision": self.revision,
-                "image_size": getattr(ip, "size", None), "resample": str(getattr(ip, "resample", None)),
+                "image_size": getattr(ip, "size", None),
+                "resample": str(RESAMPLE[self.resample] if self.resample else getattr(ip, "resample", None)),
                 "mean": list(self.image_mean or ip.image_mean), "std": list(self.image_std or ip.image_std),
                 "text_padding": "max_length", "text_attention_mask": False, "max_text_tokens": self.max_text_tokens,
                 "precision": self.precision}
@@ -211,7 +219,8 @@ class ConseEncoder(TokenizerText):
 
     def __init__(self, image_model: torch.nn.Module, text_model: torch.nn.Module, tokenizer, imagenet_names: list[str],
                  model_id: str, top_k: int = 5, image_size: int = 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                 max_text_tokens: int = 64, device: str = "auto", precision: str = "auto", label_template: str = "a photo of a {}."):
+                 max_text_tokens: int = 64, device: str = "auto", precision: str = "auto", label_template: str = "a photo of a {}.",
+                 resample: str = "bicubic"):
         if len(imagenet_names) != 1000:
             raise ValueError(f"expected 1000 ImageNet class names, got {len(imagenet_names)}")
         self.device = resolve_device(device)
@@ -222,8 +231,8 @@ class ConseEncoder(TokenizerText):
         self.tokenizer = tokenizer
         self.imagenet_names = list(imagenet_names)
         self.model_id, self.top_k, self.image_size = model_id, top_k, image_size
-        self.mean, self.std = list(mean), list(std)
-        self.preprocess = SquashNormalise(image_size, mean, std)
+        self.mean, self.std, self.resample = list(mean), list(std), resample
+        self.preprocess = SquashNormalise(image_size, mean, std, resample)
         self.max_text_tokens = max_text_tokens
         self.label_template = label_template
         self._label_embeddings: torch.Tensor | None = None
@@ -256,7 +265,7 @@ class ConseEncoder(TokenizerText):
 
     def cache_fields(self) -> dict:
         return {"encoder": self.name, "model_id": self.model_id, "top_k": self.top_k, "image_size": self.image_size,
-                "resample": "bicubic", "mean": self.mean, "std": self.std, "max_text_tokens": self.max_text_tokens,
+                "resample": self.resample, "mean": self.mean, "std": self.std, "max_text_tokens": self.max_text_tokens,
                 "label_template": self.label_template, "text_pooling": "mean", "precision": self.precision}
 
     @torch.inference_mode()
@@ -311,11 +320,13 @@ def build_encoder(cfg: dict):
     e = cfg["encoder"]
     common = dict(device=e["device"], precision=e["precision"], max_text_tokens=e["max_text_tokens"])
     if e["name"] == "offline-conse":
-        return ConseEncoder.from_packages(top_k=e["conse_top_k"], image_size=e["image_size"], mean=e["mean"], std=e["std"], **common)
+        return ConseEncoder.from_packages(top_k=e["conse_top_k"], image_size=e["image_size"], mean=e["mean"], std=e["std"],
+                                          resample=e["resample"], **common)
     if e["name"] == "siglip":
         from .paths import model_path
 
-        enc = SiglipEncoder.from_pretrained(model_path(e["model_id"]), e["revision"], image_mean=e["mean"], image_std=e["std"], **common)
+        enc = SiglipEncoder.from_pretrained(model_path(e["model_id"]), e["revision"], image_mean=e["mean"], image_std=e["std"],
+                                            resample=e["resample"], **common)
         enc.model_id = e["model_id"]  # the id as configured (not a machine's absolute path) keys the cache
         return enc
     raise ValueError(f"encoder.name '{e['name']}' is not one of ['offline-conse', 'siglip']")

@@ -59,17 +59,21 @@ def output_root() -> Path:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where one dataset's run reads and writes.
+    """Where one run (a dataset under a protocol) reads and writes.
 
-    A plain run (``overlay=""``) writes small outputs to ``results/runs/<dataset>/`` (git) and
-    heavy ones to ``cache/<dataset>/`` (DVC); Table I, figures and the analysis notebook sit beside
-    ``runs/`` in ``results/``. An overlay run (e.g. the ``smoke`` configuration that the
-    notebook tests use) writes under ``build/<overlay>/`` so it never touches the real results.
+    A plain run (``overlay=""``) writes small outputs to ``results/runs/<dataset>/<protocol>/``
+    (git) and its captions and feature index to ``cache/<dataset>/<protocol>/`` (DVC). The stores
+    that runs share, content-keyed so every protocol reuses what another already computed under
+    the same settings, are ``cache/<dataset>/features/`` and ``cache/<dataset>/captions/``. Table I,
+    figures and the analysis notebook sit beside ``runs/`` in ``results/``. An overlay run (e.g.
+    the ``smoke`` configuration that the notebook tests use) writes under ``build/<overlay>/`` so
+    it never touches the real results.
     """
 
     root: Path
     dataset: str
     overlay: str = ""
+    protocol: str = "corrected"
 
     @property
     def base(self) -> Path:
@@ -77,10 +81,15 @@ class RunPaths:
 
     @property
     def results(self) -> Path:
-        return self.base / "results" / "runs" / self.dataset
+        return self.base / "results" / "runs" / self.dataset / self.protocol
 
     @property
     def cache(self) -> Path:
+        return self.dataset_cache / self.protocol
+
+    @property
+    def dataset_cache(self) -> Path:
+        """The stores shared by every protocol of the dataset."""
         return self.base / "cache" / self.dataset
 
     @property
@@ -105,7 +114,13 @@ class RunPaths:
 
     @property
     def features(self) -> Path:
-        return self.cache / "features"
+        """The content-keyed feature store (shared by the dataset's protocols)."""
+        return self.dataset_cache / "features"
+
+    @property
+    def features_index(self) -> Path:
+        """This run's entries of the feature store: what the later stages read."""
+        return self.cache / "features.json"
 
     def metrics(self, stage: str) -> Path:
         return self.results / f"{stage}.json"
@@ -119,5 +134,5 @@ class RunPaths:
         return self
 
 
-def run_paths(dataset: str, overlay: str = "") -> RunPaths:
-    return RunPaths(output_root(), dataset, overlay or "").ensure()
+def run_paths(dataset: str, overlay: str = "", protocol: str = "corrected") -> RunPaths:
+    return RunPaths(output_root(), dataset, overlay or "", protocol or "corrected").ensure()

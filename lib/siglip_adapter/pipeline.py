@@ -7,14 +7,14 @@ import json
 
 import pandas as pd
 
-from .captions import caption_images, caption_settings, read_captions, write_captions
+from .captions import caption_images, caption_settings, caption_store, read_captions, write_captions
 from .config import seeds as seed_list
-from .data import find_bad_images, images_read, make_manifest, manifest_hash
+from .data import find_bad_images, images_read, make_manifest, manifest_hash, shot_image_ids
 from .encoders import encode_image_ids, encode_text_list
 from .paths import RunPaths
 from .prompts import class_prompts
 from .sources import Source
-from .store import FeatureStore, StaleCacheError, cache_key
+from .store import FeatureStore, cache_key, code_version
 
 
 class TooManySkipped(RuntimeError):
@@ -34,7 +34,8 @@ def checked_manifest(cfg: dict, source: Source) -> tuple[pd.DataFrame, list[dict
     bad: dict[str, str] = {}
     checked: set[str] = set()
     while True:
-        manifest = make_manifest(source, cfg["dataset"].get("per_class"), s["fractions"], s["seed"], s["method"], s["val_from_train"], exclude=bad)
+        manifest = make_manifest(source, cfg["dataset"].get("per_class"), s["fractions"], s["seed"], s["method"], s["val_from_train"], exclude=bad,
+                                 keep_source_test=s["keep_source_test"])
         todo = [i for i in images_read(manifest, k_max, seeds) if i not in checked]
         if not todo:
             break
@@ -78,35 +79,42 @@ def build_manifest(cfg: dict, paths: RunPaths, source: Source) -> pd.DataFrame:
 
 
 def ids_to_read(manifest: pd.DataFrame, cfg: dict) -> list[str]:
-    """Images some stage reads (``data.images_read``): captioned and embedded, nothing else."""
+    """Images some stage reads (``data.images_read``): embedded, nothing else."""
     return images_read(manifest, max(cfg["shots"]), seed_list(cfg))
 
 
+def ids_to_caption(manifest: pd.DataFrame, cfg: dict) -> list[str]:
+    """Images captioned: those read, or (``captions.only_shots``) the K-shot sets alone."""
+    if cfg["captions"]["only_shots"]:
+        return shot_image_ids(manifest, max(cfg["shots"]), seed_list(cfg))
+    return ids_to_read(manifest, cfg)
+
+
 def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
-    ids = ids_to_read(manifest, cfg)
-    settings = caption_settings(captioner, summariser, encoder, manifest_hash(manifest))
-    parts = paths.cache / ".partial" / f"captions-{cache_key(settings)}"
-    df = caption_images(source, ids, captioner, summariser, encoder, settings, parts, batch_size=cfg["captions"]["batch_size"],
-                        chunk_size=cfg["captions"]["chunk_size"], num_workers=cfg["data"]["num_workers"])
-    write_captions(df, paths.captions, parts)
+    """The run's captions, through the dataset's shared caption store."""
+    c = cfg["captions"]
+    settings = caption_settings(captioner, summariser, encoder, c["min_summary_tokens"])
+    df = caption_images(source, ids_to_caption(manifest, cfg), captioner, summariser, encoder, settings,
+                        caption_store(paths.dataset_cache, settings), batch_size=c["batch_size"], chunk_size=c["chunk_size"],
+                        num_workers=cfg["data"]["num_workers"], classnames=dict(zip(manifest["image_id"], manifest["classname"])),
+                        min_summary_tokens=c["min_summary_tokens"])
+    write_captions(df, paths.captions)
     return df
 
 
-CAPTION_KEY_COLUMNS = ("image_id", "raw", "clean", "caption", "n_tokens")
+CAPTION_KEY_COLUMNS = ("image_id", "prompt", "raw", "clean", "caption", "n_tokens")
 
 
-def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.DataFrame) -> dict[str, dict]:
-    """The cache-key fields of each feature kind: everything that changes its content."""
+def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.DataFrame, image_ids: list[str]) -> dict[str, dict]:
+    """The cache-key fields of each feature kind: everything that changes its content, and the
+    ids it holds (runs that read other images get their own entry)."""
     d = cfg["dataset"]
     data = {"dataset": d["name"], "source": d["source"], "invert": d.get("invert", False), "manifest": manifest_hash(manifest)}
-    made_for = captions["manifest"].iloc[0] if len(captions) else data["manifest"]
-    if made_for != data["manifest"]:
-        raise StaleCacheError(f"captions were made for split {made_for}, the manifest is {data['manifest']}; rerun 01_captions")
-    enc = encoder.cache_fields()
+    enc = {**encoder.cache_fields(), "code": code_version("encoders", "prompts", "sources.images")}
     settings = {k: captions[k].iloc[0] for k in captions.columns if k not in CAPTION_KEY_COLUMNS} if len(captions) else {}
     names = list(manifest.drop_duplicates("label").sort_values("label")["classname"])
     return {
-        "image": {"kind": "image", **enc, **data},
+        "image": {"kind": "image", **enc, **data, "ids": cache_key({"ids": list(image_ids)})},
         "caption": {"kind": "caption", **enc, **data, **settings,
                     "captions": cache_key({"captions": list(zip(captions["image_id"], captions["caption"]))})},
         # The exact prompt strings, not just the template and names: any change to how a prompt
@@ -116,19 +124,20 @@ def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.Data
 
 
 def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder) -> pd.DataFrame:
-    """Image, caption and class-prompt features into the cache; returns what was done per kind.
+    """Image, caption and class-prompt features into the dataset's store, and the run's index of
+    them; returns what was done per kind (``reused``: found in the store, nothing computed).
 
-    Only the images some stage reads are embedded (the captioned ones: K-shot sets, val, test)."""
+    Only the images some stage reads are embedded (K-shot sets, val, test); captions as captioned."""
     store = FeatureStore(paths.features)
-    captioned = read_captions(paths.captions)
-    fields = feature_fields(cfg, encoder, manifest, captioned)
+    captioned = read_captions(paths.captions, ids_to_caption(manifest, cfg))
+    read = ids_to_read(manifest, cfg)
+    fields = feature_fields(cfg, encoder, manifest, captioned, read)
     bs, workers = cfg["encoder"]["batch_size"], cfg["data"]["num_workers"]
     texts = dict(zip(captioned["image_id"], captioned["caption"]))
     prompts = fields["class_prompt"]["prompts"]
-    read = captioned["image_id"].tolist()
     jobs = {
         "image": (read, lambda ids: encode_image_ids(encoder, source, ids, bs, workers, desc="image features")),
-        "caption": (read, lambda ids: encode_text_list(encoder, [texts[i] for i in ids], desc="caption features")),
+        "caption": (captioned["image_id"].tolist(), lambda ids: encode_text_list(encoder, [texts[i] for i in ids], desc="caption features")),
         "class_prompt": (prompts, lambda ps: encoder.encode_texts(list(ps))),
     }
     meta = {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
@@ -137,5 +146,5 @@ def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encode
         feats, reused = store.get_or_compute(kind, fields[kind], ids, compute, meta=meta, chunk_size=cfg["encoder"]["chunk_size"])
         report.append({"kind": kind, "rows": len(feats.ids), "dim": feats.values.shape[1], "reused": reused,
                        "file": store.path(kind, fields[kind]).name})
-    store.write_index(fields)
+    store.write_index(fields, paths.features_index)
     return pd.DataFrame(report)

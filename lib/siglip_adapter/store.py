@@ -3,8 +3,8 @@
 An entry's key is a hash of everything that changes its content (the ``fields``: encoder and
 preprocessing, dataset, split manifest hash, prompt template, caption settings). The file is
 named by that key and also stores the fields and the row ids; loading checks both, so an
-entry made under other settings is refused rather than reused. ``index.json`` names the entries
-of the current run for the later stages.
+entry made under other settings is refused rather than reused. A run's index (``features.json``) names the entries
+of one run for the later stages.
 """
 
 from __future__ import annotations
@@ -45,6 +45,25 @@ class Features:
 
 def cache_key(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def code_version(*modules: str) -> str:
+    """A hash of the code of the kit's ``modules`` (dotted names under ``siglip_adapter``), comments
+    and formatting left out: part of a cache key, so an entry made by other code is not reused
+    (the stores outlive the runs that fill them)."""
+    import importlib.util
+
+    return code_hash([Path(importlib.util.find_spec(f"siglip_adapter.{name}").origin) for name in modules])
+
+
+def code_hash(paths) -> str:
+    """Hash of Python files' syntax trees: a comment or layout change keeps it, a code change does not."""
+    import ast
+
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(ast.dump(ast.parse(Path(path).read_text())).encode())
+    return h.hexdigest()[:16]
 
 
 class FeatureStore:
@@ -120,17 +139,18 @@ class FeatureStore:
                 (self.root / ".partial").rmdir()  # only if no other entry is half done
         return self.load(kind, fields), False
 
-    # The index names the entries of the current run, so later stages need no encoder settings.
-    def write_index(self, entries: dict[str, dict]) -> Path:
+    # The index names the entries of one run, so later stages need no encoder settings.
+    def write_index(self, entries: dict[str, dict], path: Path) -> Path:
         index = {kind: {"file": self.path(kind, fields).name, "fields": fields} for kind, fields in entries.items()}
-        path = self.root / "index.json"
-        path.write_text(json.dumps(index, indent=2, sort_keys=True, default=str) + "\n")
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(index, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
         return path
 
-    def load_index(self) -> dict[str, Features]:
-        path = self.root / "index.json"
+    def load_index(self, path: Path) -> dict[str, Features]:
+        path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no feature index; run notebooks/02_embed")
         index = json.loads(path.read_text())
         return {kind: self.load_path(self.root / e["file"], e["fields"]) for kind, e in index.items()}
-

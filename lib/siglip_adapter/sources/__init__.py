@@ -88,8 +88,13 @@ def clean_classnames(raw: Sequence[str], d: dict) -> tuple[list[str | None], lis
 
     ``dataset.class_map`` renames (keys match whatever case and separators the data uses, so one
     map serves folder names and hub label names alike); ``classname_case: lower`` lower-cases;
-    then underscores become spaces. Returns (cleaned per raw, the kept names in order).
+    then underscores become spaces. ``classname_style: authors`` skips the map and the drops and
+    lower-cases, as the authors' scripts did. Returns (cleaned per raw, the kept names in order).
     """
+    if d.get("classname_style") == "authors":
+        # The authors' scripts: folder or file-name stems lower-cased, "_" -> " ", nothing
+        # renamed or dropped (the `author_classnames` switch).
+        d = {k: v for k, v in d.items() if k not in ("class_map", "drop_classes")} | {"classname_case": "lower"}
     renames = {_norm(k): v for k, v in (d.get("class_map") or {}).items()}
     drops = {_norm(k) for k in (d.get("drop_classes") or [])}
     present = {_norm(r) for r in raw}

@@ -64,7 +64,7 @@ def fashion_mnist_source(d: dict) -> ArraySource:
         if len(found) != 2:
             return _from_hub(d, reason=f"no IDX files for '{part}' in {root}")
         parts[part] = (read_idx(found[0]), read_idx(found[1]))
-    return ArraySource(parts, d["classnames"], invert=d.get("invert", False), root=str(root))
+    return ArraySource(parts, _names(d), invert=d.get("invert", False), root=str(root))
 
 
 def _from_hub(d: dict, reason: str) -> ArraySource:
@@ -82,4 +82,11 @@ def _from_hub(d: dict, reason: str) -> ArraySource:
     for part in ("train", "test"):
         images = np.stack([np.asarray(im.convert("L")) for im in ds[part]["image"]])
         parts[part] = (images, np.asarray(ds[part]["label"]))
-    return ArraySource(parts, d["classnames"], invert=d.get("invert", False), root=hub_id)
+    return ArraySource(parts, _names(d), invert=d.get("invert", False), root=hub_id)
+
+
+def _names(d: dict) -> list[str]:
+    """The names params give, cleaned like every source's (``classname_style`` and friends)."""
+    from . import clean_classnames
+
+    return clean_classnames(d["classnames"], d)[1]
