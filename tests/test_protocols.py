@@ -240,3 +240,21 @@ def test_the_offline_captioner_names_the_class_only_when_the_prompt_gives_it(mod
     # Class "3" occurs in the default prompt "top-3 ImageNet labels": that alone must not name it.
     text = cap.describe([None], ["3"])[0]
     assert text == ("a photo of a 3, or possibly a tabby or a tiger cat" if named else "a photo of a tabby, or possibly a tiger cat or a lynx")
+
+
+def test_nothing_is_chosen_on_test_outside_the_authors_trainable(root):
+    """Every committed result row says what chose its hyper-parameters: test only where the
+    protocol turns the authors' trainable model on (their epoch was picked on test)."""
+    files = sorted((root / "results" / "runs").glob("*/*/0*.csv"))
+    assert files
+    for f in files:
+        rows = pd.read_csv(f)
+        cfg = load_config(rows["dataset"].iloc[0], root=root, protocol=rows["protocol"].iloc[0])
+        on_test = rows[rows["selected_on"] == "test"]
+        if "author_trainable" in cfg["switches"]:
+            assert set(on_test["method"]) <= {"trainable"}, f
+        else:
+            assert on_test.empty, f
+        expected = "val" if cfg["validation"]["per_class"] == 0 else f"val_min_k_{cfg['validation']['per_class']}"
+        searched = rows[rows["method"].isin(["adapter"])]
+        assert (searched["selected_on"] == expected).all(), f
