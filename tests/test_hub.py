@@ -68,3 +68,36 @@ def test_tiny_tokenizers_use_their_trained_vocabulary(hub_project, name):
     ids = tok("a photo of a dog", add_special_tokens=False)["input_ids"]
     assert len(tok) >= 300 and tok.unk_token_id not in ids
     assert tok.decode(ids, skip_special_tokens=True).strip() == "a photo of a dog"
+
+
+def test_hub_paper_protocol_captions_as_the_authors_did(hub_project):
+    """The paper's caption switches on the real classes: the class in the prompt, beam search with
+    the whole sequence decoded (the chat prompt stays in the raw caption), T5 forced to a minimum
+    length; then the features of the run are embedded."""
+    import os
+
+    import papermill
+
+    env = {"SIGLIP_ADAPTER_ROOT": str(hub_project), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for nb in ("01_captions", "02_embed"):
+            papermill.execute_notebook(str(hub_project / "notebooks" / f"{nb}.ipynb"), str(hub_project / f"paper-{nb}.ipynb"),
+                                       parameters={"dataset": "shapes", "overlay": "tiny_hub", "protocol": "paper"},
+                                       kernel_name="python3", cwd=str(hub_project), progress_bar=False)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    run = hub_project / "build" / "tiny_hub"
+    caps = pd.read_parquet(run / "cache" / "shapes" / "paper" / "captions.parquet")
+    manifest = pd.read_parquet(run / "results" / "runs" / "shapes" / "paper" / "manifest.parquet").set_index("image_id")
+    assert len(caps) == 3  # one seed-42 1-shot set of three classes: only the shots are captioned
+    for row in caps.itertuples():
+        cls = manifest.loc[row.image_id, "classname"]
+        assert row.prompt.startswith(f"This is a photo of a {cls}.") and f"This is a photo of a {cls}." in row.raw
+        assert row.raw.startswith("User:")  # the chat prompt decoded into the caption
+    assert set(caps["decoding"]) == {"beam4"} and set(caps["summariser_min_new_tokens"]) == {64}
+    assert set(caps["summariser_num_beams"]) == {4} and set(manifest["split_method"]) == {"shuffled"}
+    index = json.loads((run / "cache" / "shapes" / "paper" / "features.json").read_text())
+    assert index["image"]["fields"]["mean"] == [0.485, 0.456, 0.406] and index["image"]["fields"]["resample"] == "bilinear"

@@ -303,7 +303,8 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
         have.update({r[0]: r for r in rows})
     out = pd.DataFrame([have[i] for i in ids], columns=CAPTION_COLUMNS)
     for k, v in settings.items():
-        out[k] = v
+        if k not in CAPTION_COLUMNS:  # the per-image prompt stays; the settings' default prompt is in vlm_prompt
+            out[k] = v
     return out
 
 

@@ -184,7 +184,7 @@ class SiglipEncoder(TokenizerText):
         ip = self.image_processor
         return {"encoder": self.name, "model_id": self.model_id, "revision": self.revision,
                 "image_size": getattr(ip, "size", None),
-                "resample": str(RESAMPLE[self.resample] if self.resample else getattr(ip, "resample", None)),
+                "resample": self.resample or str(getattr(ip, "resample", None)),
                 "mean": list(self.image_mean or ip.image_mean), "std": list(self.image_std or ip.image_std),
                 "text_padding": "max_length", "text_attention_mask": False, "max_text_tokens": self.max_text_tokens,
                 "precision": self.precision}

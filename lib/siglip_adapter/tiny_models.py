@@ -171,7 +171,10 @@ def hub_project(proj: Path, source_root: Path) -> Path:
     build_all(proj / "build" / "tiny-models")
     write_shapes(proj / "data" / "shapes")
     (proj / "params" / "shapes.yaml").write_text(
-        "dataset:\n  name: shapes\n  source: folder\n  root: shapes\n  template: 'a photo of a {}.'\n")
+        "dataset:\n  name: shapes\n  source: folder\n  root: shapes\n  template: 'a photo of a {}.'\n"
+        # The paper's switches name hub models (SmolVLM-500M, T5-base): here, the tiny ones.
+        "switches:\n  author_captioner: {captions: {vlm_model_id: build/tiny-models/smolvlm}}\n"
+        "  author_summary: {captions: {t5_model_id: build/tiny-models/t5}}\n")
     return proj
 
 
