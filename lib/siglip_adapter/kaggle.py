@@ -3,7 +3,7 @@
 ``siglip-adapter kaggle --user NAME --kit-dataset NAME/siglip-adapter-kit`` writes, under
 ``kaggle/<dataset>-<protocol>/``, a ``kernel-metadata.json`` (the Kaggle CLI's documented fields:
 GPU and internet on, the kit's dataset and the images' dataset as sources) and a notebook made
-from ``notebooks/kaggle_run.ipynb`` with its parameters baked in by papermill. On Kaggle the
+from ``kaggle_run.ipynb`` (beside this module) with its parameters baked in by papermill. On Kaggle the
 notebook copies the kit out of its read-only input, installs it, runs the five stage notebooks
 for its dataset and protocol on the GPU, and zips ``results/`` and ``cache/`` into one archive
 (a kernel's output download stops at 500 files). Nothing here can reach Kaggle: pushing, status
