@@ -157,7 +157,10 @@ def test_every_caption_setting_changes_the_cache_key(tiny_siglip):
                 caption_settings(_vlm(), _t5(num_beams=4), enc),
                 caption_settings(_vlm(), _t5(length_penalty=2.0), enc),
                 caption_settings(_vlm(), None, enc),
-                caption_settings(_vlm(), None, enc, min_summary_tokens=64)]
+                caption_settings(_vlm(), None, enc, min_summary_tokens=64),
+                # the images themselves: another source, or the same files read inverted
+                caption_settings(_vlm(), _t5(), enc, images={"dataset": "d", "source": "folder", "invert": False}),
+                caption_settings(_vlm(), _t5(), enc, images={"dataset": "d", "source": "folder", "invert": True})]
     keys = [cache_key(v) for v in variants]
     assert base not in keys and len(set(keys)) == len(keys)
 
@@ -183,10 +186,23 @@ def test_every_encoder_setting_changes_the_cache_key(tiny_siglip):
             self.mean, self.std, self.max_text_tokens, self.precision = list(kw["mean"]), list(kw["std"]), kw["max_text_tokens"], kw["precision"]
             self.label_template, self.resample = "a photo of a {}.", kw.get("resample", "bicubic")
     base = cache_key(Conse().cache_fields())
-    keys = [cache_key(Conse(**{k: v}).cache_fields()) for k, v in
-            [("top_k", 3), ("image_size", 192), ("mean", (0.4,) * 3), ("std", (0.4,) * 3), ("max_text_tokens", 32), ("precision", "bf16"),
-             ("resample", "bilinear")]]
+    settings = [("top_k", 3), ("image_size", 192), ("mean", (0.4,) * 3), ("std", (0.4,) * 3), ("max_text_tokens", 32), ("precision", "bf16"),
+                ("resample", "bilinear")]
+    keys = [cache_key(Conse(**{k: v}).cache_fields()) for k, v in settings]
     assert base not in keys and len(set(keys)) == len(keys)
+    # The pools' narrower keys: the image tower's output and a text's features each change with
+    # exactly the settings that decide them (so another preprocessing reuses every text feature).
+    image_side, text_side = {"image_size", "mean", "std", "resample", "precision"}, {"max_text_tokens", "precision"}
+    for k, v in settings:
+        assert (Conse(**{k: v}).tower_fields() != Conse().tower_fields()) == (k in image_side), k
+        assert (Conse(**{k: v}).text_fields() != Conse().text_fields()) == (k in text_side), k
+    sig = {"model_id": "other", "revision": "abc", "precision": "bf16", "max_text_tokens": 32, "resample": "bilinear",
+           "image_mean": [0.4] * 3}
+    def siglip(**kw):
+        return SiglipEncoder(enc.model, enc.image_processor, enc.tokenizer, **{"model_id": "tiny-siglip", "device": "cpu", "precision": "fp32", **kw})
+    for k, v in sig.items():
+        changed = siglip(**({k: v, "image_std": [0.5] * 3} if k == "image_mean" else {k: v}))
+        assert (changed.text_fields() != siglip().text_fields()) == (k not in ("resample", "image_mean")), k
 
 
 def test_class_prompt_key_holds_the_exact_prompt_strings():

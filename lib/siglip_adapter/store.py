@@ -5,15 +5,17 @@ preprocessing, dataset, split manifest hash, prompt template, caption settings).
 named by that key and also stores the fields and the row ids; loading checks both, so an
 entry made under other settings is refused rather than reused. A run's index (``features.json``) names the entries
 of one run for the later stages.
+
+Pools (``rows``) keep rows per id under one setting instead (a folder of chunk files, each with
+its fields and ids): an image's tower output or a text's features do not depend on the run that
+asks, so another split or protocol computes only the ids it lacks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -66,23 +68,41 @@ def code_hash(paths) -> str:
     return h.hexdigest()[:16]
 
 
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` then rename onto ``path``: readers see the old file or the new one, never
+    half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_entry(path: Path, fields: dict, ids: Sequence[str], values: torch.Tensor, meta: dict | None = None) -> Path:
+    """One safetensors file holding ``values`` with its fields and row ids in the header, written
+    atomically: a crash leaves the old file or none, never half a file."""
+    if values.shape[0] != len(ids):
+        raise ValueError(f"{path.name}: {values.shape[0]} feature rows for {len(ids)} ids")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    header = {"fields": json.dumps(fields, sort_keys=True, default=str), "ids": json.dumps(list(ids)), "meta": json.dumps(meta or {})}
+    save_file({"values": values.detach().float().contiguous().cpu()}, str(tmp), metadata=header)
+    os.replace(tmp, path)
+    return path
+
+
 class FeatureStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._pools: dict[Path, dict[str, torch.Tensor]] = {}  # rows of the pools read so far
+        self._loaded: dict[Path, set[str]] = {}  # their chunk files already read
 
     def path(self, kind: str, fields: dict) -> Path:
         return self.root / f"{kind}-{cache_key(fields)}.safetensors"
 
     def save(self, kind: str, fields: dict, ids: Sequence[str], values: torch.Tensor, meta: dict | None = None) -> Path:
-        if values.shape[0] != len(ids):
-            raise ValueError(f"{kind}: {values.shape[0]} feature rows for {len(ids)} ids")
-        path = self.path(kind, fields)
-        tmp = path.with_name(path.name + ".tmp")
-        header = {"fields": json.dumps(fields, sort_keys=True, default=str), "ids": json.dumps(list(ids)), "meta": json.dumps(meta or {})}
-        save_file({"values": values.detach().float().contiguous().cpu()}, str(tmp), metadata=header)
-        os.replace(tmp, path)  # atomic: a crash leaves the old entry or none, never half a file
-        return path
+        return _write_entry(self.path(kind, fields), fields, ids, values, meta)
 
     def load_path(self, path: Path, fields: dict | None = None) -> Features:
         path = Path(path)
@@ -104,40 +124,51 @@ class FeatureStore:
         return self.load_path(self.path(kind, fields), fields)
 
     def get_or_compute(self, kind: str, fields: dict, ids: Sequence[str], compute: Callable[[Sequence[str]], torch.Tensor],
-                       meta: dict | None = None, chunk_size: int | None = None) -> tuple[Features, bool]:
+                       meta: dict | None = None) -> tuple[Features, bool]:
         """The entry for ``fields`` if it holds exactly ``ids``; else compute, save and return it.
-
-        With ``chunk_size``, rows are computed in chunks, each saved under ``.partial/`` as it
-        finishes, so an interrupted run resumes at the first missing chunk. Returns
-        (features, reused).
-        """
+        Returns (features, reused). Long computations go through ``rows`` (resumable per chunk)."""
         ids = list(ids)
         path = self.path(kind, fields)
         if path.is_file():
             feats = self.load_path(path, fields)
             if feats.ids == ids:
                 return feats, True
-        if chunk_size is None:
-            values = compute(ids)
-        else:
-            parts = FeatureStore(self.root / ".partial" / path.stem)
-            chunks = []
-            for n, start in enumerate(range(0, len(ids), chunk_size)):
-                chunk_ids = ids[start : start + chunk_size]
-                part_fields = {**fields, "part": n, "part_ids": cache_key({"ids": chunk_ids})}
-                if parts.path(kind, part_fields).is_file():
-                    chunk = parts.load(kind, part_fields).values
-                else:
-                    chunk = compute(chunk_ids)
-                    parts.save(kind, part_fields, chunk_ids, chunk)
-                chunks.append(chunk)
-            values = torch.cat(chunks) if chunks else torch.empty(0)
-        self.save(kind, fields, ids, values, meta)
-        if chunk_size is not None:
-            shutil.rmtree(self.root / ".partial" / path.stem, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (self.root / ".partial").rmdir()  # only if no other entry is half done
+        self.save(kind, fields, ids, compute(ids), meta)
         return self.load(kind, fields), False
+
+    def rows(self, kind: str, fields: dict, ids: Sequence[str], compute: Callable[[Sequence[str]], torch.Tensor],
+             chunk_size: int = 1024) -> tuple[Features, int]:
+        """Rows for ``ids`` from the pool of ``fields``: one folder per setting holding rows per id
+        (an image's features do not depend on which run reads it), so a run that reads other
+        images computes only those it lacks. Missing ids are computed in chunks of ``chunk_size``,
+        each saved atomically as it finishes: an interrupted run resumes at the first missing chunk
+        and redoes nothing. Every chunk file stores ``fields`` and is refused under others.
+        Returns (features in the order of ``ids``, rows computed)."""
+        ids = list(ids)
+        folder = self.root / f"{kind}-{cache_key(fields)}"
+        have = self._pool(folder, fields)
+        missing = [i for i in dict.fromkeys(ids) if i not in have]
+        for start in range(0, len(missing), chunk_size):
+            chunk = missing[start : start + chunk_size]
+            values = compute(chunk).detach().float().cpu()
+            path = folder / f"chunk-{cache_key({'ids': chunk})}.safetensors"
+            _write_entry(path, fields, chunk, values)
+            self._loaded[folder].add(path.name)
+            have.update(zip(chunk, values))
+        values = torch.stack([have[i] for i in ids]) if ids else torch.empty(0)
+        return Features(ids, values, fields, {}), len(missing)
+
+    def _pool(self, folder: Path, fields: dict) -> dict[str, torch.Tensor]:
+        """{id: row} of a pool folder, read once per store object; chunk files that other
+        processes wrote since are read on the next call."""
+        have = self._pools.setdefault(folder, {})
+        loaded = self._loaded.setdefault(folder, set())
+        for path in sorted(folder.glob("chunk-*.safetensors")):
+            if path.name not in loaded:
+                part = self.load_path(path, fields)
+                have.update(zip(part.ids, part.values))
+                loaded.add(path.name)
+        return have
 
     # The index names the entries of one run, so later stages need no encoder settings.
     def write_index(self, entries: dict[str, dict], path: Path) -> Path:
