@@ -18,9 +18,67 @@ class Limit(TokenizerText):
         self.model_id = "test-tokenizer"
 
 
-def test_clean_caption():
-    assert clean_caption('  Assistant:  "A red  shoe\non grass"  ') == "A red shoe on grass."
-    assert clean_caption("A bag!") == "A bag!"
+PROMPT = "Describe the visible attributes of this image in one sentence. Do not repeat this instruction."
+
+
+@pytest.mark.parametrize("dirty,clean", [
+    # a chat transcript with role tags and special tokens: the last answer only
+    ("User:<image>Describe the visible attributes of this image in one sentence. Do not repeat this instruction.<end_of_utterance>\n"
+     "Assistant: A bowl of ramen with a soft egg.<end_of_utterance>", "A bowl of ramen with a soft egg."),
+    # an echoed instruction
+    ("Describe the visible attributes of this image in one sentence. A white sneaker with red laces.", "A white sneaker with red laces."),
+    # a phrase repeated three times
+    ("A plate of pasta, a type of food, a type of food, a type of food.", "A plate of pasta, a type of food."),
+    # markdown bullets, emphasis and a header
+    ("### Attributes\n- **Colour:** red\n- **Shape:** round\n- *Background*: a wooden table",
+     "Attributes. Colour: red. Shape: round. Background: a wooden table."),
+    ("A dog on grass. A dog on grass. A dog on grass.", "A dog on grass."),
+    ('  Assistant:  "A red  shoe\non grass"  ', "A red shoe on grass."),
+    ("A bag!", "A bag!"),
+    # empty answers
+    ("", ""), ("<end_of_utterance>", ""), ("Assistant:", ""), ("**", ""),
+])
+def test_clean_caption_on_dirty_outputs(dirty, clean):
+    assert clean_caption(dirty, PROMPT) == clean
+
+
+def test_a_class_name_the_prompt_gave_is_not_an_echo():
+    prompt = "This is a photo of a T-shirt or top. Please describe the object's shape, colour and background."
+    text = "a photo of a T-shirt or top, or possibly a vest or a T-shirt"
+    assert clean_caption(text, prompt) == text + "."
+    assert clean_caption("This is a photo of a T-shirt or top. The shirt is white.", prompt) == "The shirt is white."
+
+
+class Summariser:
+    def __init__(self):
+        self.seen = []
+
+    def summarise(self, texts):
+        self.seen += list(texts)
+        return ["assistant: a short summary" for _ in texts]
+
+
+def test_finish_summarises_only_over_the_limit_and_counts_empties(minilm_tokenizer):
+    from siglip_adapter.captions import PLACEHOLDER, finish_captions
+
+    lim, summ = Limit(minilm_tokenizer, 12), Summariser()
+    long = "a remarkably unusual handbag with " + "many small pockets and " * 10
+    rows = finish_captions(["A cat on a mat.", long, "<end_of_utterance>"], [PROMPT] * 3, summ, lim)
+    assert summ.seen == [clean_caption(long, PROMPT)]  # the only caption over the encoder's limit
+    (r0, c0, s0, f0, n0, e0, sm0, t0), (r1, c1, s1, f1, n1, e1, sm1, t1), (_, c2, _, f2, _, e2, sm2, _) = rows
+    assert (s0, f0, sm0, e0, t0) == ("", "A cat on a mat.", False, False, False)
+    assert (s1, f1, sm1, t1) == ("a short summary.", "a short summary.", True, False)
+    assert (c2, f2, e2, sm2) == (PLACEHOLDER, PLACEHOLDER, True, False)
+    assert all(r[4] == lim.count_tokens(r[3]) <= 12 for r in rows)
+    # The authors' settings: every caption summarised; without a summariser a long one is cut, and says so.
+    assert [r[6] for r in finish_captions(["A cat.", long], [PROMPT] * 2, Summariser(), lim, summarise="always")] == [True, True]
+    cut = finish_captions([long], [PROMPT], None, lim)[0]
+    assert cut[7] and cut[4] <= 12 and clean_caption(long, PROMPT).startswith(cut[3].rstrip("."))
+    # cleaning none keeps the decoded transcript as it was (whitespace aside)
+    kept = finish_captions(["User: Describe it.\nAssistant:  a cat"], ["Describe it."], None, Limit(minilm_tokenizer, 64), cleaning="none")[0]
+    assert kept[1] == "User: Describe it. Assistant: a cat"
+    with pytest.raises(ValueError, match="captions.cleaning"):
+        finish_captions(["x"], ["p"], None, lim, cleaning="some")
 
 
 def test_truncate_enforces_the_token_limit(minilm_tokenizer):
@@ -120,3 +178,75 @@ def test_t5_summariser_uses_the_task_prefix(minilm_tokenizer):
     out = summ.summarise(["a long description of a shoe", "a bag on a table"])
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
     assert seen == ["summarize: a long description of a shoe", "summarize: a bag on a table"]
+
+
+_KILLED_RUN = """
+import sys, time
+import numpy as np
+from siglip_adapter.captions import caption_images
+from siglip_adapter.sources.fashion_mnist import ArraySource
+
+class Words:  # a whitespace tokenizer standing in for the encoder's
+    model_id, max_text_tokens = "words", 64
+    def count_tokens(self, text): return len(text.split())
+    def truncate(self, text): return " ".join(text.split()[:64])
+
+class Slow:
+    model_id, prompt = "slow", "none"
+    def prompt_for(self, classname=None): return self.prompt
+    def describe(self, images, classnames=None):
+        time.sleep(0.15)
+        return [f"a square of grey level {int(np.asarray(im)[0, 0, 0])}" for im in images]
+
+x = np.stack([np.full((4, 4), v, dtype=np.uint8) for v in range(40)])
+source = ArraySource({"p": (x, np.zeros(40, dtype=int))}, ["only"])
+caption_images(source, [f"p/{i}" for i in range(40)], Slow(), None, Words(), {"captioner": "slow"}, sys.argv[1],
+               batch_size=2, chunk_size=4, num_workers=0)
+"""
+
+
+def test_a_killed_captioning_run_resumes_with_nothing_lost_or_redone(tmp_path):
+    """A real ``kill -9`` mid-run: the rerun makes only the parts the dead run had not finished,
+    and the result has every id once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_RUN)
+    store = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, str(script), str(store)], env={**os.environ, "TQDM_DISABLE": "1"})
+    deadline = time.time() + 120
+    while len(list(store.glob("part-*.parquet"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {i for p in store.glob("part-*.parquet") for i in pd.read_parquet(p)["image_id"]}
+    assert 12 <= len(finished) < 40, "the run was not killed mid-way"
+
+    class Counting(CountingCaptioner):
+        def describe(self, images, classnames=None):
+            self.seen += [f"p/{int(np.asarray(im)[0, 0, 0])}" for im in images]
+            return [f"a square of grey level {int(np.asarray(im)[0, 0, 0])}" for im in images]
+
+    class Words:
+        model_id, max_text_tokens = "words", 64
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+        def truncate(self, text):
+            return " ".join(text.split()[:64])
+
+    x = np.stack([np.full((4, 4), v, dtype=np.uint8) for v in range(40)])
+    source = ArraySource({"p": (x, np.zeros(40, dtype=int))}, ["only"])
+    ids = [f"p/{i}" for i in range(40)]
+    cap = Counting()
+    out = caption_images(source, ids, cap, None, Words(), {"captioner": "slow"}, store, batch_size=2, chunk_size=4, num_workers=0)
+    assert not finished & set(cap.seen) and len(cap.seen) == 40 - len(finished)  # nothing finished is made again
+    assert sorted(out["image_id"]) == sorted(ids) and out["image_id"].is_unique  # nothing lost, nothing twice
+    assert out.set_index("image_id").loc["p/7", "caption"] == "a square of grey level 7."
+    stored = pd.concat([pd.read_parquet(p) for p in store.glob("part-*.parquet")])
+    assert stored["image_id"].is_unique and len(stored) == 40 and not list(store.glob("*.tmp"))

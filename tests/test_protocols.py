@@ -66,9 +66,11 @@ def behaviour(tmp_path_factory, root):
         sample = [source.ids[int(np.flatnonzero(source.labels == c)[0])] for c in range(3)]
         names = dict(zip(source.ids, [source.classnames[i] for i in source.labels]))
         cap = captions.build_captioner(cfg, enc)
-        settings = captions.caption_settings(cap, None, enc, cfg["captions"]["min_summary_tokens"])
+        c = cfg["captions"]
+        text = {"cleaning": c["cleaning"], "summarise": c["summarise"]}
+        settings = captions.caption_settings(cap, None, enc, c["min_summary_tokens"], **text)
         caps = captions.caption_images(source, sample, cap, None, enc, settings, captions.caption_store(tmp_path_factory.mktemp("c"), settings),
-                                       num_workers=0, classnames=names, min_summary_tokens=cfg["captions"]["min_summary_tokens"])
+                                       num_workers=0, classnames=names, min_summary_tokens=c["min_summary_tokens"], **text)
         return {
             "pixels": _digest(enc.preprocess(image)),
             "classnames": source.classnames,

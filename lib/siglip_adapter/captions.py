@@ -30,17 +30,88 @@ from .encoders import batched, resolve_device, resolve_precision, torch_dtype
 from .paths import model_path
 from .prompts import clean_classname
 
-_CHAT_PREFIX = re.compile(r"^\s*(assistant|answer|caption)\s*:\s*", re.IGNORECASE)
+# What a VLM's decoded text can carry besides the description. Special tokens: <|im_end|>,
+# <end_of_utterance>, </s>, <image>, <row_1_col_2>, [INST] and the like.
+_SPECIAL = re.compile(r"<\|?/?[A-Za-z_][A-Za-z0-9_:|.-]{0,40}\|?>|\[/?INST\]")
+_ROLE = re.compile(r"(?:^|(?<=\s))(?:user|assistant|system|human|gpt|answer|caption|bot)\s*:\s*", re.IGNORECASE)
+_LAST_ANSWER = re.compile(r"(?:^|\s)(?:assistant|gpt|bot)\s*:\s*", re.IGNORECASE)
+_BULLET = re.compile(r"^\s*(?:[-*+\u2022]|\d+[.)])\s+", re.MULTILINE)
+_HEADER = re.compile(r"^\s*#{1,6}\s*", re.MULTILINE)
+_EMPHASIS = re.compile(r"(\*\*|__|\*|`+)(.+?)\1")
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_WORD = re.compile(r"[a-z0-9']+")
+
+PLACEHOLDER = "a photo."  # the caption of an image whose cleaned description is empty (counted as `empty`)
 
 
-def clean_caption(text: str) -> str:
-    """One tidy sentence-ish string: no chat prefix, quotes, line breaks or doubled spaces."""
-    text = _CHAT_PREFIX.sub("", text.strip())
-    text = text.strip().strip('"').strip("'")
-    text = re.sub(r"\s+", " ", text).strip()
-    if text and text[-1] not in ".!?":
-        text += "."
-    return text
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _bigrams(words: list[str]) -> list[tuple[str, str]]:
+    return list(zip(words, words[1:]))
+
+
+def _echoes(sentence: str, prompt_bigrams: set[tuple[str, str]]) -> bool:
+    """A sentence of three words or more whose word pairs (80% or more) are the prompt's repeats
+    the instruction; sharing words with it (a class name the prompt gave) does not."""
+    pairs = _bigrams(_words(sentence))
+    return len(pairs) >= 2 and bool(prompt_bigrams) and sum(b in prompt_bigrams for b in pairs) / len(pairs) >= 0.8
+
+
+def _drop_repeated_ngrams(text: str, max_n: int = 8) -> str:
+    """Immediate repeats of a run of 1..max_n words ("a type of food, a type of food") kept once;
+    punctuation between the copies goes with the copy."""
+    tokens = re.findall(r"\S+", text)
+    norm = [" ".join(_words(t)) for t in tokens]
+    n = max_n
+    while n >= 1:
+        i, changed = 0, False
+        while i + 2 * n <= len(tokens):
+            if all(norm[i + j] for j in range(n)) and norm[i : i + n] == norm[i + n : i + 2 * n]:
+                del tokens[i + n : i + 2 * n], norm[i + n : i + 2 * n]
+                changed = True
+            else:
+                i += 1
+        if not changed:
+            n -= 1
+    return " ".join(tokens)
+
+
+def clean_caption(text: str, prompt: str | None = None) -> str:
+    """The description alone: special tokens, chat-template artefacts and role tags (a whole
+    transcript keeps only the last answer), markdown (bullets, headers, emphasis, links), sentences
+    that echo the prompt, repeated sentences and immediately repeated word runs removed; one line,
+    ending in a full stop. Returns "" when nothing is left (``caption_images`` then stores
+    ``PLACEHOLDER`` and counts it)."""
+    text = _SPECIAL.sub(" ", text or "")
+    answers = _LAST_ANSWER.split(text)
+    if len(answers) > 1:  # a transcript: what follows the last answer tag is the answer
+        text = answers[-1]
+    text = _ROLE.sub(" ", text)
+    lines = []
+    for line in text.split("\n"):  # a list item or header is a sentence of its own; a wrapped line is not
+        item = bool(_BULLET.match(line) or _HEADER.match(line))
+        line = _EMPHASIS.sub(r"\2", _LINK.sub(r"\1", _HEADER.sub("", _BULLET.sub("", line)))).strip()
+        if line and item and line[-1] not in ".!?":
+            line += "."
+        lines.append(line)
+    prompt_bigrams = set(_bigrams(_words(prompt or "")))
+    kept, seen = [], set()
+    for sentence in _SENTENCE_END.split(" ".join(lines)):
+        sentence = _drop_repeated_ngrams(sentence.strip().strip("\"'").strip())
+        key = " ".join(_words(sentence))
+        if not key or key in seen or _echoes(sentence, prompt_bigrams):
+            continue
+        seen.add(key)
+        kept.append(sentence)
+    text = " ".join(kept)
+    text = re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s+", " ", text)).strip(" ,;:-")
+    text = re.sub(r"([.!?])[.!?]+", r"\1", text)
+    if not _words(text):
+        return ""
+    return text if text[-1] in ".!?" else text + "."
 
 
 PROMPT_KEYS = ("vlm_prompt", "vlm_prompt_class", "class_template", "keep_chat_prompt")
@@ -254,7 +325,8 @@ def build_summariser(cfg: dict):
     raise ValueError(f"captions.summariser '{c['summariser']}' is not one of ['token-limit', 't5']")
 
 
-def caption_settings(captioner, summariser, encoder, min_summary_tokens: int = 0, images: dict | None = None) -> dict:
+def caption_settings(captioner, summariser, encoder, min_summary_tokens: int = 0, images: dict | None = None,
+                     cleaning: str = "full", summarise: str = "over_limit") -> dict:
     """Everything that changes a caption's text: the images (``images``: the source and how it is
     read, e.g. inverted), the captioner's model, revision, prompt settings, generation settings and
     dtype, the summariser's (or the offline minimum length), and the token limit with its
@@ -263,12 +335,13 @@ def caption_settings(captioner, summariser, encoder, min_summary_tokens: int = 0
     from .store import code_version
 
     summary = summariser.settings() if summariser else {"summariser": "token-limit", "min_summary_tokens": min_summary_tokens}
-    return {**{f"image_{k}": v for k, v in (images or {}).items()}, **captioner.settings(), **summary,
+    return {**{f"image_{k}": v for k, v in (images or {}).items()}, **captioner.settings(), **summary, "cleaning": cleaning,
+            "summarise": summarise,
             "token_limit": encoder.max_text_tokens, "token_counter": encoder.model_id,
             "token_counter_revision": getattr(encoder, "revision", ""), "code": code_version(*CAPTION_CODE)}
 
 
-CAPTION_COLUMNS = ["image_id", "prompt", "raw", "clean", "caption", "n_tokens"]
+CAPTION_COLUMNS = ["image_id", "prompt", "raw", "clean", "summary", "caption", "n_tokens", "empty", "summarised", "truncated"]
 # The code a caption's text depends on (decoding, prompts, the offline captioner's image tower).
 CAPTION_CODE = ("captions", "prompts", "encoders", "sources.images")
 
@@ -282,18 +355,55 @@ def _stored(store: Path) -> dict[str, tuple]:
     return have
 
 
+def finish_captions(raw: Sequence[str], prompts: Sequence[str], summariser, encoder, cleaning: str = "full",
+                    summarise: str = "over_limit", min_summary_tokens: int = 0) -> list[tuple]:
+    """Raw descriptions -> (raw, clean, summary, caption, n_tokens, empty, summarised, truncated) each.
+
+    ``cleaning`` ``full``: ``clean_caption`` against the image's prompt; ``none``: whitespace only
+    (the authors kept the decoded text as it was). An empty result becomes ``PLACEHOLDER``
+    (``empty``). The summariser (T5) runs on a caption longer than the encoder's text limit, or on
+    every caption with ``summarise: always`` (the authors'); offline, a minimum summary length
+    repeats the caption up to it (``lengthen``). The final text is cut with the encoder's own
+    tokenizer (``truncated`` says so), so the encoder never truncates anything silently."""
+    if cleaning not in ("full", "none"):
+        raise ValueError(f"captions.cleaning '{cleaning}' is not one of ['full', 'none']")
+    if summarise not in ("over_limit", "always"):
+        raise ValueError(f"captions.summarise '{summarise}' is not one of ['over_limit', 'always']")
+    tidy = (lambda t, q: clean_caption(t, q)) if cleaning == "full" else (lambda t, q: re.sub(r"\s+", " ", t or "").strip())
+    clean = [tidy(t, q) for t, q in zip(raw, prompts)]
+    empty = [not c for c in clean]
+    clean = [c or PLACEHOLDER for c in clean]
+    summary = [""] * len(clean)
+    if summariser:
+        todo = [i for i, c in enumerate(clean) if summarise == "always" or encoder.count_tokens(c) > encoder.max_text_tokens]
+        for i, text in zip(todo, summariser.summarise([clean[i] for i in todo]) if todo else []):
+            summary[i] = tidy(text, prompts[i]) or clean[i]
+    elif min_summary_tokens > 0:
+        summary = [lengthen(c, min_summary_tokens, encoder) for c in clean]
+    out = []
+    for r, c, sm, e in zip(raw, clean, summary, empty):
+        text = sm or c
+        final = encoder.truncate(text)
+        n = encoder.count_tokens(final)
+        out.append((r, c, sm, final, n, e, bool(sm), final != text))
+    return out
+
+
 def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, store: Path,
                    batch_size: int = 8, chunk_size: int = 256, num_workers: int | str = "auto",
-                   classnames: dict[str, str] | None = None, min_summary_tokens: int = 0) -> pd.DataFrame:
-    """Describe -> clean -> summarise (or lengthen, offline) -> enforce the token limit, for every id.
+                   classnames: dict[str, str] | None = None, min_summary_tokens: int = 0, cleaning: str = "full",
+                   summarise: str = "over_limit") -> pd.DataFrame:
+    """Describe -> clean -> summarise (or lengthen, offline) -> enforce the token limit, for every id
+    (``finish_captions``).
 
     ``store`` is the folder of one ``settings`` (see ``caption_store``): captions already there
     are reused whatever run made them; the missing ones are made in parts of ``chunk_size``, each
     written atomically as it finishes, so an interrupted run resumes with nothing lost or redone.
     ``classnames`` ({id: class}) fills class-template prompts. Returns one row per id (sorted):
-    the prompt, the raw, cleaned and final caption and its token count, plus the settings as columns.
+    ``CAPTION_COLUMNS`` (the prompt, the raw, cleaned, summarised and final text, its token count,
+    and whether it was empty, summarised or cut), plus the settings as columns.
     """
-    from .store import cache_key
+    from .store import cache_key, write_atomic
 
     ids = sorted(ids)
     store = Path(store)
@@ -310,17 +420,10 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
             names = [classnames.get(i) if classnames else None for i in batch]
             prompts = [captioner.prompt_for(c) for c in names]
             raw = captioner.describe(images, names) if images is not None else captioner.describe_ids(batch, names)
-            clean = [clean_caption(t) for t in raw]
-            if summariser:
-                summary = [clean_caption(t) for t in summariser.summarise(clean)]
-            else:
-                summary = [lengthen(t, min_summary_tokens, encoder) for t in clean]
-            final = [encoder.truncate(t) for t in summary]
-            rows += [(i, q, r, c, f, encoder.count_tokens(f)) for i, q, r, c, f in zip(batch, prompts, raw, clean, final)]
+            done = finish_captions(raw, prompts, summariser, encoder, cleaning, summarise, min_summary_tokens)
+            rows += [(i, q, *d) for i, q, d in zip(batch, prompts, done)]
         part = store / f"part-{cache_key({'ids': list(chunk)})}.parquet"
-        tmp = part.with_suffix(".tmp")
-        pd.DataFrame(rows, columns=CAPTION_COLUMNS).to_parquet(tmp, index=False)
-        tmp.replace(part)  # a part is either whole or absent
+        write_atomic(part, lambda tmp: pd.DataFrame(rows, columns=CAPTION_COLUMNS).to_parquet(tmp, index=False))  # whole or absent
         have.update({r[0]: r for r in rows})
     out = pd.DataFrame([have[i] for i in ids], columns=CAPTION_COLUMNS)
     for k, v in settings.items():

@@ -137,11 +137,12 @@ def make_captions(cfg: dict, cache_root, source, manifest: pd.DataFrame, encoder
     """The captions of the images this run captions, through the dataset's shared caption store
     under ``cache_root`` (cache/<dataset>/)."""
     c = cfg["captions"]
-    settings = caption_settings(captioner, summariser, encoder, c["min_summary_tokens"], images=image_identity(cfg))
+    settings = caption_settings(captioner, summariser, encoder, c["min_summary_tokens"], images=image_identity(cfg), cleaning=c["cleaning"],
+                                summarise=c["summarise"])
     return caption_images(source, ids_to_caption(manifest, cfg), captioner, summariser, encoder, settings,
                           caption_store(cache_root, settings), batch_size=c["batch_size"], chunk_size=c["chunk_size"],
                           num_workers=cfg["data"]["num_workers"], classnames=dict(zip(manifest["image_id"], manifest["classname"])),
-                          min_summary_tokens=c["min_summary_tokens"])
+                          min_summary_tokens=c["min_summary_tokens"], cleaning=c["cleaning"], summarise=c["summarise"])
 
 
 def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
@@ -151,7 +152,7 @@ def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, enc
     return df
 
 
-CAPTION_KEY_COLUMNS = ("image_id", "prompt", "raw", "clean", "caption", "n_tokens")
+CAPTION_KEY_COLUMNS = ("image_id", "prompt", "raw", "clean", "summary", "caption", "n_tokens", "empty", "summarised", "truncated")
 
 
 def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.DataFrame, image_ids: list[str]) -> dict[str, dict]:
