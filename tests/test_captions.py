@@ -250,3 +250,27 @@ def test_a_killed_captioning_run_resumes_with_nothing_lost_or_redone(tmp_path):
     assert out.set_index("image_id").loc["p/7", "caption"] == "a square of grey level 7."
     stored = pd.concat([pd.read_parquet(p) for p in store.glob("part-*.parquet")])
     assert stored["image_id"].is_unique and len(stored) == 40 and not list(store.glob("*.tmp"))
+
+
+def test_caption_quality_counts_what_it_names():
+    from siglip_adapter.captions import caption_flags, caption_quality
+
+    given = "This is a photo of a sandal. Please describe the object's shape and colour."
+    rows = [  # image_id, prompt, raw, caption, n_tokens, empty, summarised, truncated
+        ("a", "Describe this image.", "A brown leather sandal.", "A brown leather sandal.", 6, False, False, False),  # recognised, no leak
+        ("b", given, "User: This is a photo of a sandal. Assistant: a sandal", "This is a photo of a sandal. a sandal", 12, False, False, False),
+        ("c", given, "A sandal on sand.", "A sandal on sand.", 5, False, False, False),  # the class the prompt gave
+        ("d", "Describe this image.", "A bag, a bag, a bag.", "A bag.", 3, False, False, False),
+        ("e", "Describe this image.", "", "a photo.", 3, True, False, False),
+        ("f", "Describe this image.", "word " * 90, "word " * 64, 64, False, True, True),
+    ]
+    caps = pd.DataFrame(rows, columns=["image_id", "prompt", "raw", "caption", "n_tokens", "empty", "summarised", "truncated"])
+    flags = caption_flags(caps, dict(zip("abcdef", ["sandal", "sandal", "sandal", "bag", "bag", "bag"]))).set_index("image_id")
+    assert list(flags["prompt_leak"]) == [False, True, False, False, False, False]
+    assert list(flags["class_leak"]) == [False, True, True, False, False, False]
+    assert list(flags["names_class"]) == [True, True, True, True, False, False]
+    assert list(flags["repetition"]) == [False, False, False, True, False, True]
+    q = caption_quality(flags.reset_index(), token_limit=64)
+    assert q["captions"] == 6 and q["leakage"] == pytest.approx(2 / 6, abs=1e-6) and q["empty"] == pytest.approx(1 / 6, abs=1e-6)
+    assert q["summarised"] == q["truncated"] == pytest.approx(1 / 6, abs=1e-6) and q["repetition"] == pytest.approx(2 / 6, abs=1e-6)
+    assert sum(q["length_histogram"].values()) == 6 and q["length_histogram"]["<= 64"] == 1 and q["length_histogram"]["<= 8"] == 4

@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .captions import build_captioner, caption_images, caption_settings, caption_store, read_captions, write_captions
+from .captions import (build_captioner, caption_flags, caption_images, caption_quality, caption_settings, caption_store, read_captions,
+                       write_captions)
 from .config import seeds as seed_list
 from .data import find_bad_images, images_read, make_manifest, manifest_hash, shot_image_ids
 from .encoders import encode_image_ids, encode_text_list
@@ -150,6 +151,20 @@ def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, enc
     df = make_captions(cfg, paths.dataset_cache, source, manifest, encoder, captioner, summariser)
     write_captions(df, paths.captions)
     return df
+
+
+def write_caption_quality(paths: RunPaths, caps: pd.DataFrame, manifest: pd.DataFrame, token_limit: int, n_examples: int = 4) -> dict:
+    """The run's caption quality (``caption_quality``) as ``captions_quality.json`` and a few
+    examples as ``caption_examples.csv`` (flagged ones: leaked, repeated, empty or cut; and clean
+    ones, the first by image id of each), beside the run's other results for 06_analysis."""
+    flags = caption_flags(caps, dict(zip(manifest["image_id"], manifest["classname"])))
+    quality = caption_quality(flags, token_limit)
+    write_atomic(paths.results / "captions_quality.json", lambda p: p.write_text(json.dumps(quality, indent=2, sort_keys=True) + "\n"))
+    bad = flags["prompt_leak"] | flags["class_leak"] | flags["repetition"] | flags["empty"] | flags["truncated"]
+    picked = pd.concat([flags[bad].head(n_examples).assign(kind="flagged"), flags[~bad].head(n_examples).assign(kind="clean")])
+    picked = picked.merge(manifest[["image_id", "classname"]], on="image_id")
+    write_atomic(paths.results / "caption_examples.csv", lambda p: picked.to_csv(p, index=False))
+    return quality
 
 
 CAPTION_KEY_COLUMNS = ("image_id", "prompt", "raw", "clean", "summary", "caption", "n_tokens", "empty", "summarised", "truncated")

@@ -319,3 +319,80 @@ def plot_ablation(effects: pd.DataFrame, path: Path | None = None):
     if path is not None:
         fig.savefig(path, dpi=120, metadata={"Software": None})
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Caption quality (results/captions/): the rates each run's 01_captions wrote, and examples
+
+QUALITY_COLUMNS = ["leakage", "prompt_leak", "class_leak", "names_class", "repetition", "empty", "summarised", "truncated"]
+
+
+def caption_quality_table(results_root: Path, datasets: list[str], protocols: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per dataset x protocol with the rates and the median length, the length histograms
+    long: dataset, protocol, tokens, captions) from each run's ``captions_quality.json``."""
+    rows, hist = [], []
+    for ds in datasets:
+        for proto in protocols:
+            path = Path(results_root) / "runs" / ds / proto / "captions_quality.json"
+            if not path.is_file():
+                continue
+            q = json.loads(path.read_text())
+            rows.append({"dataset": ds, "protocol": proto, "captions": q["captions"], **{k: q[k] for k in QUALITY_COLUMNS},
+                         "median_tokens": q["median_tokens"], "token_limit": q["token_limit"]})
+            hist += [{"dataset": ds, "protocol": proto, "tokens": b, "captions": n} for b, n in q["length_histogram"].items()]
+    return pd.DataFrame(rows), pd.DataFrame(hist)
+
+
+def caption_quality_markdown(table: pd.DataFrame) -> str:
+    """results/captions/quality.md: the rates (%) per dataset and protocol, and what each means."""
+    head = ["dataset", "protocol", "captions"] + QUALITY_COLUMNS + ["median tokens"]
+    out = ["# Caption quality", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.itertuples(index=False):
+        out.append(f"| {r.dataset} | {r.protocol} | {r.captions} | " + " | ".join(f"{100 * getattr(r, c):.1f}" for c in QUALITY_COLUMNS)
+                   + f" | {r.median_tokens:.0f} |")
+    out += ["", "Rates in % of the run's captions. *leakage*: the caption carries a 4-word fragment of its prompt "
+            "(*prompt_leak*) or the class name its prompt gave it (*class_leak*); *names_class*: it names its class at all "
+            "(given or recognised); *repetition*: a repeated sentence or word run in the raw or the final text; *empty*: nothing "
+            "left after cleaning (a placeholder was stored); *summarised*: shortened by the summariser (offline: lengthened to "
+            "a minimum, the authors' setting); *truncated*: cut to the encoder's text limit by its own tokenizer.", ""]
+    return "\n".join(out)
+
+
+def plot_caption_lengths(hist: pd.DataFrame, path: Path | None = None):
+    """Caption length in encoder tokens per dataset (one panel each), a bar group per protocol."""
+    datasets = list(dict.fromkeys(hist["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.2), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        d = hist[hist["dataset"] == ds]
+        share = d.assign(share=d["captions"] / d.groupby("protocol")["captions"].transform("sum").clip(lower=1))
+        sns.barplot(share, x="tokens", y="share", hue="protocol", ax=ax, palette="colorblind")
+        ax.set(title=ds, xlabel="caption length (encoder tokens)", ylabel="share of captions")
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120, metadata={"Software": None})
+    return fig
+
+
+def plot_caption_examples(examples: pd.DataFrame, images: dict, path: Path | None = None, width: int = 48):
+    """Examples next to their images (``images``: {(dataset, image_id): PIL image}): a row per
+    example, flagged ones first, with dataset, protocol, class and what was flagged."""
+    import textwrap
+
+    n = len(examples)
+    fig, axes = plt.subplots(max(n, 1), 2, figsize=(8, 1.5 * max(n, 1)), gridspec_kw={"width_ratios": [1, 4]}, squeeze=False)
+    flags = ["prompt_leak", "class_leak", "repetition", "empty", "truncated"]
+    for (ax_im, ax_txt), r in zip(axes, examples.itertuples(index=False)):
+        im = images.get((r.dataset, r.image_id))
+        if im is not None:
+            ax_im.imshow(im)
+        ax_im.axis("off")
+        which = [f for f in flags if bool(getattr(r, f))] or ["clean"]
+        head = f"{r.dataset} / {r.protocol} / {r.classname}: {', '.join(which)}"
+        ax_txt.text(0, 0.5, head + "\n" + "\n".join(textwrap.wrap(str(r.caption), width)[:4]), va="center", fontsize=7,
+                    color="firebrick" if which != ["clean"] else "black")
+        ax_txt.axis("off")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110, metadata={"Software": None})
+    return fig
