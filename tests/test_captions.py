@@ -273,4 +273,7 @@ def test_caption_quality_counts_what_it_names():
     q = caption_quality(flags.reset_index(), token_limit=64)
     assert q["captions"] == 6 and q["leakage"] == pytest.approx(2 / 6, abs=1e-6) and q["empty"] == pytest.approx(1 / 6, abs=1e-6)
     assert q["summarised"] == q["truncated"] == pytest.approx(1 / 6, abs=1e-6) and q["repetition"] == pytest.approx(2 / 6, abs=1e-6)
+    from siglip_adapter.captions import has_repetition
+
+    assert not has_repetition("A red  shoe\non grass.")  # raw spacing is not repetition
     assert sum(q["length_histogram"].values()) == 6 and q["length_histogram"]["<= 64"] == 1 and q["length_histogram"]["<= 8"] == 4

@@ -1,7 +1,9 @@
 """Captions: describe an image, clean the text, summarise it under the encoder's token limit.
 
-Hub profile: SmolVLM-256M-Instruct describes, T5 summarises (``summarize: `` prefix through
-``generate``), then the token limit is enforced. Offline profile: the ConSE encoder's ImageNet
+Hub profile: SmolVLM-256M-Instruct describes, the text is cleaned (``clean_caption``), T5
+summarises captions longer than the encoder's text limit (``summarize: `` prefix through
+``generate``; every caption under the authors' ``summarise: always``), then the token limit is
+enforced with the encoder's own tokenizer. Offline profile: the ConSE encoder's ImageNet
 tower names its top labels in a sentence, and the token limit is enforced.
 
 The prompt is ``captions.vlm_prompt``, or (the authors' switch) ``captions.class_template`` with the
@@ -441,9 +443,9 @@ def caption_store(cache_root: Path, settings: dict) -> Path:
 
 def write_captions(df: pd.DataFrame, path: Path) -> None:
     """Write a run's captions table atomically."""
-    tmp = path.with_suffix(".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    from .store import write_atomic
+
+    write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def read_captions(path: Path, ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -472,7 +474,7 @@ def has_repetition(text: str, n: int = 6) -> bool:
     words = _words(text or "")
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return (len(set(sentences)) < len(sentences) or len(set(grams)) < len(grams)
-            or any(_drop_repeated_ngrams(s) != s for s in _SENTENCE_END.split(text or "")))
+            or any(_drop_repeated_ngrams(s) != " ".join(s.split()) for s in _SENTENCE_END.split(text or "")))
 
 
 def prompt_fragment(caption: str, prompt: str, n: int = 4) -> bool:

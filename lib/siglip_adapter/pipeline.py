@@ -210,9 +210,13 @@ def feature_jobs(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame,
     }
 
 
+def _meta(encoder) -> dict:
+    return {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
+
+
 def features(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, encoder, captioned: pd.DataFrame) -> dict[str, Features]:
     """A run's features in memory (no entry of its own written; the pools fill as needed)."""
-    meta = {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
+    meta = _meta(encoder)
     return {kind: Features(list(ids), compute(ids), f, meta) for kind, (f, ids, compute) in
             feature_jobs(cfg, store, source, manifest, encoder, captioned).items()}
 
@@ -222,7 +226,7 @@ def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encode
     them; returns what was done per kind (``reused``: the run's entry was found, nothing computed)."""
     store = FeatureStore(paths.features)
     captioned = read_captions(paths.captions, ids_to_caption(manifest, cfg))
-    meta = {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
+    meta = _meta(encoder)
     fields, report = {}, []
     for kind, (f, ids, compute) in feature_jobs(cfg, store, source, manifest, encoder, captioned).items():
         feats, reused = store.get_or_compute(kind, f, ids, compute, meta=meta)

@@ -84,11 +84,9 @@ def _write_entry(path: Path, fields: dict, ids: Sequence[str], values: torch.Ten
     if values.shape[0] != len(ids):
         raise ValueError(f"{path.name}: {values.shape[0]} feature rows for {len(ids)} ids")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     header = {"fields": json.dumps(fields, sort_keys=True, default=str), "ids": json.dumps(list(ids)), "meta": json.dumps(meta or {})}
-    save_file({"values": values.detach().float().contiguous().cpu()}, str(tmp), metadata=header)
-    os.replace(tmp, path)
-    return path
+    tensors = {"values": values.detach().float().contiguous().cpu()}
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 class FeatureStore:
@@ -173,11 +171,7 @@ class FeatureStore:
     # The index names the entries of one run, so later stages need no encoder settings.
     def write_index(self, entries: dict[str, dict], path: Path) -> Path:
         index = {kind: {"file": self.path(kind, fields).name, "fields": fields} for kind, fields in entries.items()}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(index, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(index, indent=2, sort_keys=True, default=str) + "\n"))
 
     def load_index(self, path: Path) -> dict[str, Features]:
         path = Path(path)
