@@ -37,3 +37,11 @@ def monkeypatch_module():
     mp = pytest.MonkeyPatch()
     yield mp
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def hub_project(tmp_path_factory, root):
+    """A throwaway project with the tiny hub-profile models (``tiny_models.hub_project``)."""
+    from siglip_adapter.tiny_models import hub_project
+
+    return hub_project(tmp_path_factory.mktemp("hubproject"), root)

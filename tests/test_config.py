@@ -84,3 +84,27 @@ def test_outputs_go_to_kaggle_working_when_the_checkout_is_read_only(monkeypatch
     if not paths.Path("/kaggle/input").is_dir():
         monkeypatch.setattr(os, "access", lambda p, mode: False)
         assert paths.output_root() == root  # outside Kaggle the checkout is always the output root
+
+
+def test_every_dataset_asks_its_captioner_for_visible_attributes_without_its_classes(root):
+    """Each dataset's own caption prompt (the hub captioner's, under every protocol but the
+    authors' class-template switch): not the generic default, asks for what is visible, forbids
+    repeating itself, and names none of the dataset's classes that its params or data know."""
+    from siglip_adapter.captions import caption_prompt, names_class
+    from siglip_adapter.config import read_yaml
+    from siglip_adapter.data import build_source
+
+    default = read_yaml(root / "params" / "defaults.yaml")["captions"]["vlm_prompt"]
+    names = [p.stem for p in (root / "params").glob("*.yaml") if p.stem not in ("defaults", "run", "paper_table1")]
+    assert {"fashion_mnist", "digits", "food101", "eurosat", "dtd", "oxford_pets", "caltech101"} <= set(names)
+    for name in names:
+        cfg = load_config(name, root=root, protocol="corrected")
+        c, d = cfg["captions"], cfg["dataset"]
+        prompt = caption_prompt({k: c[k] for k in ("vlm_prompt", "vlm_prompt_class", "class_template")}, "ANY CLASS")
+        assert prompt == c["vlm_prompt"] != default, name  # no class filled in; the dataset's own words
+        low = prompt.lower()
+        assert "can see" in low and "do not repeat" in low, name
+        classes = list(d.get("classnames") or []) + list((d.get("class_map") or {}).values()) + list(d.get("class_map") or {})
+        if name in ("fashion_mnist", "digits"):  # offline: the names the data itself gives
+            classes += build_source(cfg).classnames
+        assert not [n for n in classes if names_class(prompt, n)], name

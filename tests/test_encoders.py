@@ -147,6 +147,7 @@ def test_every_caption_setting_changes_the_cache_key(tiny_siglip):
                 caption_settings(_vlm(max_new_tokens=64), _t5(), enc),
                 caption_settings(_vlm(precision="bf16"), _t5(), enc),
                 caption_settings(_vlm(num_beams=4), _t5(), enc),
+                caption_settings(_vlm(image_splitting=True), _t5(), enc),
                 caption_settings(_vlm(prompting={"keep_chat_prompt": True}), _t5(), enc),
                 caption_settings(_vlm(prompting={"vlm_prompt_class": "template", "class_template": "a photo of a {}."}), _t5(), enc),
                 caption_settings(_vlm(prompting={"vlm_prompt_class": "template", "class_template": "a photo of the {}."}), _t5(), enc),

@@ -12,13 +12,6 @@ NOTEBOOKS = ["01_captions", "02_embed", "03_zero_shot", "04_adapter", "05_traina
 
 
 @pytest.fixture(scope="module")
-def hub_project(tmp_path_factory, root):
-    from siglip_adapter.tiny_models import hub_project
-
-    return hub_project(tmp_path_factory.mktemp("hubproject"), root)
-
-
-@pytest.fixture(scope="module")
 def executed(hub_project):
     import os
 
@@ -57,6 +50,12 @@ def test_hub_profile_runs_from_captions_to_table1(executed):
     assert ours["mean"].between(0, 1).all() and set(ours.loc[ours["method"] == "adapter", "shots"]) == {1, 2}
     report = json.loads((executed / "results" / "runs" / "shapes" / "corrected" / "data.json").read_text())
     assert report["found"] == report["used"] == 36 and report["skipped"] == 0
+    # tiny_hub's shards.processes: 2 made 01_captions and 02_embed launch two processes, whose
+    # shares the notebooks show; the notebooks then found every caption and feature made.
+    for nb, kind in (("01_captions", "caption parts"), ("02_embed", "image_tower chunks")):
+        cells = json.loads((executed.parent.parent / "executed" / f"{nb}.ipynb").read_text())["cells"]
+        text = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+        assert "2 processes" in text and "process 1 of 2" in text and "process 2 of 2" in text and kind in text, text[-2000:]
 
 
 @pytest.mark.parametrize("name", ["siglip", "t5", "smolvlm"])
@@ -101,3 +100,19 @@ def test_hub_paper_protocol_captions_as_the_authors_did(hub_project):
     assert set(caps["summariser_num_beams"]) == {4} and set(manifest["split_method"]) == {"shuffled"}
     index = json.loads((run / "cache" / "shapes" / "paper" / "features.json").read_text())
     assert index["image"]["fields"]["mean"] == [0.485, 0.456, 0.406] and index["image"]["fields"]["resample"] == "bilinear"
+
+
+@pytest.mark.parametrize("splitting", [False, True])
+def test_image_splitting_is_a_parameter_that_reaches_the_processor(hub_project, monkeypatch, splitting):
+    """``captions.vlm_image_splitting`` (off by default) is what SmolVLM's processor is built with,
+    and it is part of the captions' settings (so of their cache key)."""
+    from siglip_adapter.captions import build_captioner
+    from siglip_adapter.config import load_config
+    from siglip_adapter.encoders import build_encoder
+
+    monkeypatch.setenv("SIGLIP_ADAPTER_ROOT", str(hub_project))
+    cfg = load_config("shapes", "tiny_hub", root=hub_project)
+    assert cfg["captions"]["vlm_image_splitting"] is False
+    cfg["captions"]["vlm_image_splitting"] = splitting
+    cap = build_captioner(cfg, build_encoder(cfg))
+    assert cap.processor.image_processor.do_image_splitting is splitting and cap.settings()["image_splitting"] is splitting

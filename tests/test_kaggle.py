@@ -24,6 +24,7 @@ def test_cli_writes_a_valid_kernel_for_every_run(tmp_path, root, capsys):
         jsonschema.validate(meta, KERNEL_METADATA_SCHEMA)
         validate(meta)
         assert meta["enable_gpu"] is True and meta["enable_internet"] is True and meta["kernel_type"] == "notebook"
+        assert meta["machine_shape"] == "NvidiaTeslaT4"  # two T4s, not the default single P100
         assert meta["dataset_sources"][0] == "alice/siglip-adapter-kit"
         nb = json.loads((folder / meta["code_file"]).read_text())
         injected = next(c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", []))

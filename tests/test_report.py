@@ -34,3 +34,18 @@ def test_table_includes_published_numbers_when_recorded(tmp_path):
     assert "| d | published | – | – | – | 50.0 |" in md and "| d | corrected | 30.0 | – | – | 42.0 ± 2.0 |" in md
     assert md.index("| d | published") < md.index("| d | corrected")  # the paper's numbers first
     assert all(f"**{col}**" in md for col in report.COLUMN_MEANINGS)  # what each column measures
+
+
+def test_committed_table1_says_what_captions_add_to_the_adapter_on_every_run(root):
+    """04_adapter's caption ablation reaches Table I's markdown: a sentence and a row per K for
+    every dataset x protocol of the run."""
+    from siglip_adapter.config import load_config, run_datasets, run_protocols
+
+    text = (root / "results" / "table1.md").read_text()
+    keys = pd.read_csv(root / "results" / "text_keys.csv")
+    assert "## Is a caption worth it?" in text
+    for ds in run_datasets(root):
+        for p in run_protocols(root):
+            assert f"**{ds}** ({p}): caption keys against no text keys" in text
+            shots = set(keys[(keys["dataset"] == ds) & (keys["protocol"] == p)]["shots"])
+            assert shots == set(load_config(ds, root=root, protocol=p)["shots"])

@@ -92,9 +92,9 @@ def test_pool_computes_only_missing_ids_and_resumes_after_a_crash(tmp_path):
     # Rows of other settings are another pool; a chunk file moved into this pool is refused.
     _, computed = FeatureStore(tmp_path).rows("image", {**FIELDS, "mean": [0.0]}, ["i0"], lambda c: torch.zeros(len(c), 3))
     assert computed == 1
-    stranger = tmp_path / f"image-{cache_key({**FIELDS, 'mean': [0.0]})}"
+    stranger = tmp_path / FeatureStore._name("image", {**FIELDS, "mean": [0.0]})
     chunk = next(stranger.glob("chunk-*"))
-    chunk.rename(tmp_path / f"image-{cache_key(FIELDS)}" / chunk.name)
+    chunk.rename(tmp_path / FeatureStore._name("image", FIELDS) / chunk.name)
     with pytest.raises(StaleCacheError):
         FeatureStore(tmp_path).rows("image", FIELDS, ["i0"], crashing)
 
@@ -129,6 +129,10 @@ def test_code_version_follows_code_not_comments(tmp_path):
     base = code_hash([f])
     f.write_text("# a comment\ndef f(x):  # another\n\n    return x + 1\n")
     assert code_hash([f]) == base
+    f.write_text('"""A module."""\ndef f(x):\n    """Adds one."""\n    return x + 1\n')
+    assert code_hash([f]) == base  # docstrings are documentation
+    f.write_text('def f(x):\n    s = "not a docstring"\n    return x + 1\n')
+    assert code_hash([f]) != base
     f.write_text("def f(x):\n    return x + 2\n")
     assert code_hash([f]) != base
     assert code_version("captions") != code_version("encoders") and code_version("captions") == code_version("captions")

@@ -31,6 +31,7 @@ from .data import load_images
 from .encoders import batched, resolve_device, resolve_precision, torch_dtype
 from .paths import model_path
 from .prompts import clean_classname
+from .shard import Shard
 
 # What a VLM's decoded text can carry besides the description. Special tokens: <|im_end|>,
 # <end_of_utterance>, </s>, <image>, <row_1_col_2>, [INST] and the like.
@@ -198,7 +199,7 @@ class VLMCaptioner:
     has it natively, fp16 on T4 / P100, fp32 on the CPU), so no autocast is needed."""
 
     def __init__(self, model, processor, model_id: str, prompt: str, max_new_tokens: int = 48, device: str = "auto",
-                 precision: str = "auto", revision: str = "", num_beams: int = 1, prompting: dict | None = None):
+                 precision: str = "auto", revision: str = "", num_beams: int = 1, prompting: dict | None = None, image_splitting: bool = False):
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, precision)
         self.model = model.eval().to(self.device, dtype=torch_dtype(self.precision))
@@ -206,25 +207,27 @@ class VLMCaptioner:
         # Batched generation with a decoder-only model needs the prompts aligned on the right.
         self.processor.tokenizer.padding_side = "left"
         self.model_id, self.prompt, self.max_new_tokens, self.revision = model_id, prompt, max_new_tokens, revision
-        self.num_beams = num_beams
+        self.num_beams, self.image_splitting = num_beams, image_splitting
         self.prompting = {"vlm_prompt": prompt, "vlm_prompt_class": "none", "class_template": "{}", "keep_chat_prompt": False,
                           **{k: v for k, v in (prompting or {}).items() if k in PROMPT_KEYS}}
 
     @classmethod
-    def from_pretrained(cls, model_id: str, prompt: str, revision: str = "", device: str = "auto", precision: str = "auto", **kw) -> "VLMCaptioner":
+    def from_pretrained(cls, model_id: str, prompt: str, revision: str = "", device: str = "auto", precision: str = "auto",
+                        image_splitting: bool = False, **kw) -> "VLMCaptioner":
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         dtype = torch_dtype(resolve_precision(resolve_device(device), precision))
         rev = revision or None
         # Without image splitting SmolVLM spends 64 image tokens per image instead of up to ~1,100.
-        processor = AutoProcessor.from_pretrained(model_id, revision=rev, do_image_splitting=False)
+        processor = AutoProcessor.from_pretrained(model_id, revision=rev, do_image_splitting=image_splitting)
         model = AutoModelForImageTextToText.from_pretrained(model_id, revision=rev, dtype=dtype)
-        return cls(model, processor, model_id, prompt, device=device, precision=precision, revision=revision, **kw)
+        return cls(model, processor, model_id, prompt, device=device, precision=precision, revision=revision,
+                   image_splitting=image_splitting, **kw)
 
     def settings(self) -> dict:
         return {"captioner": self.model_id, "captioner_revision": self.revision, "prompt": self.prompt,
                 "max_new_tokens": self.max_new_tokens, "decoding": "greedy" if self.num_beams == 1 else f"beam{self.num_beams}",
-                "dtype": self.precision, **self.prompting}
+                "dtype": self.precision, "image_splitting": self.image_splitting, **self.prompting}
 
     def prompt_for(self, classname: str | None = None) -> str:
         return caption_prompt(self.prompting, classname)
@@ -306,7 +309,8 @@ def build_captioner(cfg: dict, encoder, tower_rows=None):
     if c["captioner"] == "smolvlm":
         cap = VLMCaptioner.from_pretrained(model_path(c["vlm_model_id"]), c["vlm_prompt"], revision=c["vlm_revision"],
                                            max_new_tokens=c["vlm_max_new_tokens"], device=cfg["encoder"]["device"],
-                                           precision=cfg["encoder"]["precision"], num_beams=c["vlm_num_beams"], prompting=prompting)
+                                           precision=cfg["encoder"]["precision"], num_beams=c["vlm_num_beams"], prompting=prompting,
+                                           image_splitting=c["vlm_image_splitting"])
         cap.model_id = c["vlm_model_id"]  # the configured id, not a machine's path, keys the cache
         return cap
     raise ValueError(f"captions.captioner '{c['captioner']}' is not one of ['offline-labels', 'smolvlm']")
@@ -394,7 +398,7 @@ def finish_captions(raw: Sequence[str], prompts: Sequence[str], summariser, enco
 def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, settings: dict, store: Path,
                    batch_size: int = 8, chunk_size: int = 256, num_workers: int | str = "auto",
                    classnames: dict[str, str] | None = None, min_summary_tokens: int = 0, cleaning: str = "full",
-                   summarise: str = "over_limit") -> pd.DataFrame:
+                   summarise: str = "over_limit", shard: Shard | None = None) -> pd.DataFrame:
     """Describe -> clean -> summarise (or lengthen, offline) -> enforce the token limit, for every id
     (``finish_captions``).
 
@@ -403,16 +407,24 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
     written atomically as it finishes, so an interrupted run resumes with nothing lost or redone.
     ``classnames`` ({id: class}) fills class-template prompts. Returns one row per id (sorted):
     ``CAPTION_COLUMNS`` (the prompt, the raw, cleaned, summarised and final text, its token count,
-    and whether it was empty, summarised or cut), plus the settings as columns.
+    and whether it was empty, summarised or cut), plus the settings as columns. ``shard`` (every
+    process of it calls this alike): each makes its share of the parts (``Shard.take``), then
+    reads the others'; the parts and the result are those of one process.
     """
     from .store import cache_key, write_atomic
 
     ids = sorted(ids)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
+    shard = shard or Shard()
+    shard.wait()  # every process sees the same finished parts, so all cut the same chunks
     have = _stored(store)
     todo = [i for i in ids if i not in have]
-    for chunk in tqdm(list(batched(todo, chunk_size)), desc="caption parts", unit="part"):
+    chunks = list(batched(todo, chunk_size))
+    mine = shard.take(chunks)
+    if shard.world > 1:
+        print(f"{shard}: {len(mine)} of {len(chunks)} caption parts", flush=True)
+    for chunk in tqdm(mine, desc="caption parts" if shard.world == 1 else f"caption parts ({shard})", unit="part"):
         rows = []
         if getattr(captioner, "reads_ids", False):  # no image to decode (offline labels from the stored tower outputs)
             batches = ((list(b), None) for b in batched(chunk, max(batch_size, 256)))
@@ -427,6 +439,9 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
         part = store / f"part-{cache_key({'ids': list(chunk)})}.parquet"
         write_atomic(part, lambda tmp: pd.DataFrame(rows, columns=CAPTION_COLUMNS).to_parquet(tmp, index=False))  # whole or absent
         have.update({r[0]: r for r in rows})
+    if shard.world > 1:
+        shard.wait()
+        have = _stored(store)  # the other processes' parts
     out = pd.DataFrame([have[i] for i in ids], columns=CAPTION_COLUMNS)
     for k, v in settings.items():
         if k not in CAPTION_COLUMNS:  # the per-image prompt stays; the settings' default prompt is in vlm_prompt

@@ -3,6 +3,8 @@
     siglip-adapter scan PATH_OR_DATASET [--json] [--source folder|hf|coop] [--regex R] [--split-file F]
     siglip-adapter kaggle --user NAME --kit-dataset NAME/SLUG [--out kaggle] [--datasets ...] [--protocols ...] [--ablation]
     siglip-adapter ablation DATASET [--overlay NAME] [--switches ...] [--out FILE]
+    siglip-adapter captions DATASET [--protocol P] [--overlay NAME] [--manifest-ready]
+    siglip-adapter embed DATASET [--protocol P] [--overlay NAME]
 
 ``scan`` decodes every image a source lists, in DataLoader workers, and reports what a run would
 skip and why, before any GPU time is spent: a class-folder tree by default, a flat folder with
@@ -17,6 +19,11 @@ dataset x protocol of ``params/run.yaml`` (or those named), for ``kaggle kernels
 ``ablation`` runs every switch of the ``paper`` protocol on alone over ``corrected`` and off alone
 from ``paper`` for one dataset, and writes the per-seed rows to ``results/ablation/<dataset>.csv``
 (``06_analysis`` turns them into ``results/ablation.md`` and its figure).
+
+``captions`` and ``embed`` run what ``01_captions`` and ``02_embed`` compute for one run, writing the
+same files; under ``accelerate launch`` (``python -m accelerate.commands.launch --multi_gpu
+--num_processes N -m siglip_adapter.cli captions DATASET``) N processes share the work, each its
+deterministic share of the parts, and the files equal a one-process run's (see ``siglip_adapter.shard``).
 """
 
 from __future__ import annotations
@@ -116,6 +123,26 @@ def cmd_ablation(args) -> int:
     return 0
 
 
+def cmd_stage(args) -> int:
+    from . import shard as sharding
+    from .config import load_config
+    from .paths import run_paths
+    from .pipeline import caption_stage, embed_stage
+
+    cfg = load_config(args.dataset, args.overlay, protocol=args.protocol)
+    paths = run_paths(args.dataset, args.overlay, cfg["protocol"])
+    me = sharding.current()
+    if args.command == "captions":
+        caps = caption_stage(cfg, paths, me, manifest_ready=args.manifest_ready)
+        done = f"{len(caps)} captions: {paths.captions}"
+    else:
+        report = embed_stage(cfg, paths, me)
+        done = f"features of {', '.join(f'{r.kind} ({r.rows})' for r in report.itertuples())}: {paths.features_index}"
+    if me.is_main:
+        print(done, flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="siglip-adapter", description="SigLIP-Adapter reproducibility kit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -142,7 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     from .ablation import add_arguments
 
     add_arguments(ab)
+    for name, what in (("captions", "01_captions: the checked split, captions and their quality"),
+                       ("embed", "02_embed: the image, caption and class-prompt features")):
+        st = sub.add_parser(name, help=f"{what} for one run (sharded under accelerate launch)")
+        st.add_argument("dataset", help="a params/<dataset>.yaml name")
+        st.add_argument("--protocol", default=None, help="a protocol of params/defaults.yaml (default: the dataset's)")
+        st.add_argument("--overlay", default="", help="params/overlays/<name>.yaml (default none)")
+        if name == "captions":
+            st.add_argument("--manifest-ready", action="store_true", help="read the run's manifest.parquet instead of building it")
     args = ap.parse_args(argv)
+    if args.command in ("captions", "embed"):
+        return cmd_stage(args)
     if args.command == "ablation":
         return cmd_ablation(args)
     if args.command == "scan":

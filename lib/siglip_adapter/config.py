@@ -179,6 +179,9 @@ def _validate(cfg: dict, ds_file: Path) -> None:
             raise ConfigError(f"{ds_file}: {section}.{key} '{cfg[section][key]}' is not one of {list(allowed)}")
     if "{}" not in cfg["captions"]["class_template"]:
         raise ConfigError(f"{ds_file}: captions.class_template must contain '{{}}' for the class name")
+    n = cfg["shards"]["processes"]
+    if n != "auto" and not (isinstance(n, int) and n >= 1):
+        raise ConfigError(f"{ds_file}: shards.processes must be a positive integer or 'auto', got {n!r}")
     if int(cfg["validation"]["per_class"]) < 0:
         raise ConfigError(f"{ds_file}: validation.per_class must be >= 0 (0 = the whole validation split)")
 

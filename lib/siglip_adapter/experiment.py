@@ -117,20 +117,37 @@ def zero_shot_rows(inp: Inputs, cfg: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def adapter_rows(inp: Inputs, cfg: dict) -> pd.DataFrame:
-    """Training-free adapter for every K and seed: (alpha, theta, beta) searched on validation."""
+# What the adapter's text keys T_train are (the caption ablation of 04_adapter): the shots' own
+# captions (the paper's), each shot's class prompt, or none (alpha fixed at 0: Tip-Adapter's cache).
+TEXT_KEYS = {"caption": "caption keys", "classname": "class-name keys", "none": "no text keys (alpha = 0)"}
+
+
+def adapter_rows(inp: Inputs, cfg: dict, keys: str = "caption") -> pd.DataFrame:
+    """Training-free adapter for every K and seed: (alpha, theta, beta) searched on validation.
+    ``keys`` (``TEXT_KEYS``): the text keys of the cache; ``none`` searches alpha = 0 only."""
+    if keys not in TEXT_KEYS:
+        raise ValueError(f"keys '{keys}' is not one of {list(TEXT_KEYS)}")
     ti, _, tl = inp.split("test")
     g = cfg["adapter"]
+    alphas = [0.0] if keys == "none" else g["alpha"]
     rows = []
-    for k in tqdm(cfg["shots"], desc="adapter shots"):
+    for k in tqdm(cfg["shots"], desc=f"adapter shots ({TEXT_KEYS[keys]})"):
         for seed in seed_list(cfg):
             vi, _, vl = inp.validation(cfg, k, seed)
-            keys, caption_keys, labels = inp.shots(k, seed)
-            c = adapters.search_adapter(vi, vl, keys, caption_keys, labels, inp.class_text, g["alpha"], g["theta"], g["beta"], inp.scale, inp.bias)
-            logits = adapters.adapter_logits(ti, keys, caption_keys, labels, inp.class_text, c.alpha, c.theta, c.beta, inp.scale, inp.bias)
+            image_keys, caption_keys, labels = inp.shots(k, seed)
+            text_keys = inp.class_text[labels] if keys == "classname" else caption_keys
+            c = adapters.search_adapter(vi, vl, image_keys, text_keys, labels, inp.class_text, alphas, g["theta"], g["beta"], inp.scale, inp.bias)
+            logits = adapters.adapter_logits(ti, image_keys, text_keys, labels, inp.class_text, c.alpha, c.theta, c.beta, inp.scale, inp.bias)
             rows.append(_row(cfg, "adapter", k, seed, adapters.accuracy(logits, tl), c.val_accuracy, _selected_on(cfg),
-                             alpha=c.alpha, theta=c.theta, beta=c.beta))
+                             alpha=c.alpha, theta=c.theta, beta=c.beta, keys=keys))
     return pd.DataFrame(rows)
+
+
+def text_key_rows(inp: Inputs, cfg: dict, adapter: pd.DataFrame) -> pd.DataFrame:
+    """Is a caption worth it? The adapter at every K and seed with each kind of text key
+    (``TEXT_KEYS``), every variant's hyper-parameters chosen on validation alike: ``adapter`` (the
+    caption-key rows already computed) plus class-name keys and no text keys."""
+    return pd.concat([adapter, adapter_rows(inp, cfg, "classname"), adapter_rows(inp, cfg, "none")], ignore_index=True)
 
 
 def trainable_rows(inp: Inputs, cfg: dict, adapter_choices: pd.DataFrame) -> pd.DataFrame:

@@ -68,6 +68,9 @@ def kernel_metadata(dataset: str, protocol: str, user: str, kit_dataset: str, im
         "kernel_type": "notebook",
         "is_private": private,
         "enable_gpu": True,
+        # Kaggle's "GPU T4 x2" (its default GPU is one P100): the hub profile's shards.processes
+        # auto then captions and embeds in two processes, one per T4 (siglip_adapter.shard).
+        "machine_shape": "NvidiaTeslaT4",
         "enable_internet": True,  # the hub profile downloads SigLIP, SmolVLM and T5
         "dataset_sources": [kit_dataset] + ([images] if images else []),
         "competition_sources": [],

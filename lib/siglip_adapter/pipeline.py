@@ -15,13 +15,14 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .captions import (build_captioner, caption_flags, caption_images, caption_quality, caption_settings, caption_store, read_captions,
-                       write_captions)
+from .captions import (build_captioner, build_summariser, caption_flags, caption_images, caption_quality, caption_settings, caption_store,
+                       read_captions, write_captions)
 from .config import seeds as seed_list
-from .data import find_bad_images, images_read, make_manifest, manifest_hash, shot_image_ids
-from .encoders import encode_image_ids, encode_text_list
+from .data import build_source, find_bad_images, images_read, make_manifest, manifest_hash, read_manifest, shot_image_ids
+from .encoders import build_encoder, encode_image_ids, encode_text_list
 from .paths import RunPaths
 from .prompts import class_prompts
+from .shard import Shard
 from .sources import Source
 from .store import Features, FeatureStore, cache_key, code_version, write_atomic
 
@@ -102,28 +103,30 @@ def image_identity(cfg: dict) -> dict:
     return {"dataset": d["name"], "source": d["source"], "invert": bool(d.get("invert", False))}
 
 
-def tower_rows(cfg: dict, store: FeatureStore, source, encoder) -> Callable[[Sequence[str]], torch.Tensor]:
+def tower_rows(cfg: dict, store: FeatureStore, source, encoder, shard: Shard | None = None) -> Callable[[Sequence[str]], torch.Tensor]:
     """ids -> the encoder's image-tower outputs (``tower_pixels``), from the store's pool for this
-    encoder setting and these images; only ids never seen are decoded and run."""
+    encoder setting and these images; only ids never seen are decoded and run (``shard``: shared
+    by the processes that all call it alike, see ``FeatureStore.rows``)."""
     fields = {"kind": "image_tower", **encoder.tower_fields(), **image_identity(cfg), "code": code_version("encoders", "sources.images")}
     e, workers = cfg["encoder"], cfg["data"]["num_workers"]
 
     def compute(ids):
         return encode_image_ids(encoder, source, ids, e["batch_size"], workers, desc="image tower", tower=True)
 
-    return lambda ids: store.rows("image_tower", fields, ids, compute, e["chunk_size"])[0].values
+    return lambda ids: store.rows("image_tower", fields, ids, compute, e["chunk_size"], shard)[0].values
 
 
 def text_id(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def text_rows(store: FeatureStore, encoder, texts: Sequence[str], desc: str = "texts") -> torch.Tensor:
+def text_rows(store: FeatureStore, encoder, texts: Sequence[str], desc: str = "texts", shard: Shard | None = None) -> torch.Tensor:
     """(len(texts), D) text features from the store's pool for this encoder (keyed per text), only
     texts never seen being encoded."""
     fields = {"kind": "text", **encoder.text_fields(), "code": code_version("encoders")}
     by_id = {text_id(t): t for t in texts}
-    feats, _ = store.rows("text", fields, [text_id(t) for t in texts], lambda ids: encode_text_list(encoder, [by_id[i] for i in ids], desc=desc))
+    feats, _ = store.rows("text", fields, [text_id(t) for t in texts], lambda ids: encode_text_list(encoder, [by_id[i] for i in ids], desc=desc),
+                          shard=shard)
     return feats.values
 
 
@@ -134,16 +137,17 @@ def captioner_for(cfg: dict, store: FeatureStore, source, encoder):
     return build_captioner(cfg, encoder)
 
 
-def make_captions(cfg: dict, cache_root, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
+def make_captions(cfg: dict, cache_root, source, manifest: pd.DataFrame, encoder, captioner, summariser,
+                  shard: Shard | None = None) -> pd.DataFrame:
     """The captions of the images this run captions, through the dataset's shared caption store
-    under ``cache_root`` (cache/<dataset>/)."""
+    under ``cache_root`` (cache/<dataset>/); ``shard``: this process's share of them."""
     c = cfg["captions"]
     settings = caption_settings(captioner, summariser, encoder, c["min_summary_tokens"], images=image_identity(cfg), cleaning=c["cleaning"],
                                 summarise=c["summarise"])
     return caption_images(source, ids_to_caption(manifest, cfg), captioner, summariser, encoder, settings,
                           caption_store(cache_root, settings), batch_size=c["batch_size"], chunk_size=c["chunk_size"],
                           num_workers=cfg["data"]["num_workers"], classnames=dict(zip(manifest["image_id"], manifest["classname"])),
-                          min_summary_tokens=c["min_summary_tokens"], cleaning=c["cleaning"], summarise=c["summarise"])
+                          min_summary_tokens=c["min_summary_tokens"], cleaning=c["cleaning"], summarise=c["summarise"], shard=shard)
 
 
 def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:
@@ -188,25 +192,26 @@ def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.Data
     }
 
 
-def feature_jobs(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, encoder, captioned: pd.DataFrame):
+def feature_jobs(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, encoder, captioned: pd.DataFrame,
+                 shard: Shard | None = None):
     """Per kind (image, caption, class_prompt): (fields, ids, compute(ids) -> features), computing
-    through the store's pools. Only the images some stage reads are embedded (K-shot sets, val,
-    test); captions as captioned."""
+    through the store's pools (``shard``: each process its share). Only the images some stage
+    reads are embedded (K-shot sets, val, test); captions as captioned."""
     read = ids_to_read(manifest, cfg)
     fields = feature_fields(cfg, encoder, manifest, captioned, read)
-    tower = tower_rows(cfg, store, source, encoder)
+    tower = tower_rows(cfg, store, source, encoder, shard)
 
     def image_features(ids):
         if hasattr(encoder, "set_label_embeddings"):  # ConSE mixes label-name embeddings: the text pool keeps them
-            encoder.set_label_embeddings(text_rows(store, encoder, encoder.label_prompts, desc="label names"))
+            encoder.set_label_embeddings(text_rows(store, encoder, encoder.label_prompts, desc="label names", shard=shard))
         return encoder.from_tower(tower(ids))
 
     texts = dict(zip(captioned["image_id"], captioned["caption"]))
     return {
         "image": (fields["image"], read, image_features),
         "caption": (fields["caption"], captioned["image_id"].tolist(),
-                    lambda ids: text_rows(store, encoder, [texts[i] for i in ids], desc="caption features")),
-        "class_prompt": (fields["class_prompt"], fields["class_prompt"]["prompts"], lambda ps: text_rows(store, encoder, list(ps))),
+                    lambda ids: text_rows(store, encoder, [texts[i] for i in ids], desc="caption features", shard=shard)),
+        "class_prompt": (fields["class_prompt"], fields["class_prompt"]["prompts"], lambda ps: text_rows(store, encoder, list(ps), shard=shard)),
     }
 
 
@@ -221,16 +226,57 @@ def features(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, enc
             feature_jobs(cfg, store, source, manifest, encoder, captioned).items()}
 
 
-def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder) -> pd.DataFrame:
+def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, shard: Shard | None = None) -> pd.DataFrame:
     """Image, caption and class-prompt features into the dataset's store, and the run's index of
-    them; returns what was done per kind (``reused``: the run's entry was found, nothing computed)."""
+    them; returns what was done per kind (``reused``: the run's entry was found, nothing computed).
+    ``shard``: every process fills its share of the pools; the main one then writes the run's
+    entries and index from them (the others return an empty report)."""
+    shard = shard or Shard()
     store = FeatureStore(paths.features)
     captioned = read_captions(paths.captions, ids_to_caption(manifest, cfg))
     meta = _meta(encoder)
     fields, report = {}, []
-    for kind, (f, ids, compute) in feature_jobs(cfg, store, source, manifest, encoder, captioned).items():
+    for kind, (f, ids, compute) in feature_jobs(cfg, store, source, manifest, encoder, captioned, shard).items():
+        if shard.world > 1:
+            values = compute(ids)  # every process alike: its share of the pools, then all the rows
+            compute = lambda _, v=values: v  # noqa: E731
+        if not shard.is_main:
+            continue
         feats, reused = store.get_or_compute(kind, f, ids, compute, meta=meta)
         fields[kind] = f
         report.append({"kind": kind, "rows": len(feats.ids), "dim": feats.values.shape[1], "reused": reused, "file": store.path(kind, f).name})
-    store.write_index(fields, paths.features_index)
+    if shard.is_main:
+        store.write_index(fields, paths.features_index)
     return pd.DataFrame(report)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages outside the notebooks (`siglip-adapter captions | embed`, one process or many under
+# `accelerate launch`): the calls 01_captions and 02_embed make, with this process's shard.
+
+
+def caption_stage(cfg: dict, paths: RunPaths, shard: Shard | None = None, manifest_ready: bool = False) -> pd.DataFrame:
+    """01_captions: the checked split (unless ``manifest_ready``: the run's manifest.parquet is
+    current), the captions (each process its share), and the run's captions table and caption
+    quality (written by the main process). Returns the captions."""
+    shard = shard or Shard()
+    cfg = shard.configure(cfg)
+    source = build_source(cfg)
+    if shard.is_main and not manifest_ready:
+        build_manifest(cfg, paths, source)
+    shard.wait()
+    manifest = read_manifest(paths.manifest)
+    encoder = build_encoder(cfg)
+    captioner = captioner_for(cfg, FeatureStore(paths.features), source, encoder)
+    caps = make_captions(cfg, paths.dataset_cache, source, manifest, encoder, captioner, build_summariser(cfg), shard)
+    if shard.is_main:
+        write_captions(caps, paths.captions)
+        write_caption_quality(paths, caps, manifest, encoder.max_text_tokens)
+    return caps
+
+
+def embed_stage(cfg: dict, paths: RunPaths, shard: Shard | None = None) -> pd.DataFrame:
+    """02_embed: the run's features (``embed_all``) from its manifest and captions."""
+    shard = shard or Shard()
+    cfg = shard.configure(cfg)
+    return embed_all(cfg, paths, build_source(cfg), read_manifest(paths.manifest), build_encoder(cfg), shard)

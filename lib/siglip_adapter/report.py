@@ -47,15 +47,15 @@ def write_stage(rows: pd.DataFrame, csv_path: Path, json_path: Path) -> pd.DataF
 STAGE_FILES = ("03_zero_shot", "04_adapter", "05_trainable")
 
 
-def collect_rows(results_root: Path, datasets: list[str], protocols: list[str]) -> pd.DataFrame:
-    """Every stage's per-seed rows of every dataset x protocol run."""
+def collect_rows(results_root: Path, datasets: list[str], protocols: list[str], stages=STAGE_FILES) -> pd.DataFrame:
+    """Every stage's per-seed rows (``<stage>.csv``) of every dataset x protocol run."""
     frames = []
     for ds in datasets:
         for proto in protocols:
-            for stage in STAGE_FILES:
+            for stage in stages:
                 path = Path(results_root) / "runs" / ds / proto / f"{stage}.csv"
                 if not path.is_file():
-                    raise FileNotFoundError(f"{path}: missing; run the {stage} notebook for {ds} under protocol {proto}")
+                    raise FileNotFoundError(f"{path}: missing; run notebook {stage[:2]} for {ds} under protocol {proto}")
                 frames.append(pd.read_csv(path))
     return pd.concat(frames, ignore_index=True)
 
@@ -118,10 +118,11 @@ def _pick(g: pd.DataFrame, method: str, shots: int | None) -> pd.Series | None:
     return hit.sort_values("shots").iloc[0] if len(hit) else None
 
 
-def table1_markdown(table: pd.DataFrame, shots: int = 1) -> str:
+def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame | None = None) -> str:
     """Table I as markdown: per dataset, a line per protocol (published first) with the paper's
     three columns and the training-free adapter at ``shots``, then what each column measures
-    under each protocol, then the shots sweep of the adapters (accuracy in %, mean ± std over seeds)."""
+    under each protocol, then the shots sweep of the adapters (accuracy in %, mean ± std over
+    seeds), then (``text_keys``: ``text_key_summary``) what the captions add to the adapter."""
     head = ["dataset", "protocol", "Zero-shot", "Column 2 (\"with captions zero-shot\")", "Column 3 (\"SigLIP-Adapter 1-shot\")",
             f"Training-free adapter, {shots}-shot"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -152,6 +153,61 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1) -> str:
             by = g.set_index("shots")
             cells = [_cell(*by.loc[k, ["mean", "std", "n_seeds"]]) if k in by.index else "–" for k in ks]
             out += f"| {ds} | {proto} | {METHOD_LABELS[m]} | " + " | ".join(cells) + f" | {int(g['n_seeds'].max())} |\n"
+    if text_keys is not None and len(text_keys):
+        out += text_key_markdown(text_keys)
+    return out
+
+
+TEXT_KEY_FILE = "04_text_keys"  # 04_adapter's caption ablation rows, per run
+
+
+def read_text_keys(results_root: Path, datasets: list[str], protocols: list[str]) -> pd.DataFrame:
+    """The caption ablation rows (``experiment.text_key_rows``) of every dataset x protocol run."""
+    return collect_rows(results_root, datasets, protocols, stages=(TEXT_KEY_FILE,))
+
+
+def text_key_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, protocol and shots: mean test accuracy of the adapter with each kind of text
+    key (caption, classname, none), and the caption keys' gain over no text keys and over
+    class-name keys, paired per seed (mean and sample std over seeds)."""
+    piv = rows.pivot_table(index=["dataset", "protocol", "shots", "seed"], columns="keys", values="accuracy", sort=False).reset_index()
+    piv["vs_none"] = piv["caption"] - piv["none"]
+    piv["vs_classname"] = piv["caption"] - piv["classname"]
+    std = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
+    return piv.groupby(["dataset", "protocol", "shots"], sort=False).agg(
+        caption=("caption", "mean"), classname=("classname", "mean"), none=("none", "mean"), vs_none=("vs_none", "mean"),
+        vs_none_std=("vs_none", std), vs_classname=("vs_classname", "mean"), vs_classname_std=("vs_classname", std),
+        n_seeds=("caption", "count")).reset_index()
+
+
+def text_key_sentence(dataset: str, protocol: str, summary: pd.DataFrame) -> str:
+    """What the captions add to the adapter on one run, generated from its summary."""
+    g = summary[(summary["dataset"] == dataset) & (summary["protocol"] == protocol)].sort_values("shots")
+    lo, hi = g.iloc[0], g.iloc[-1]
+    ends = f"{int(lo['shots'])}-shot {_points(lo['vs_none'])}" + (f", {int(hi['shots'])}-shot {_points(hi['vs_none'])}" if len(g) > 1 else "")
+    # Beyond noise: a paired gain more than two standard errors (std / sqrt(seeds)) from zero.
+    beyond = [f"{int(r.shots)} ({_points(r.vs_none)})" for r in g.itertuples()
+              if r.n_seeds > 1 and abs(r.vs_none) > 2 * r.vs_none_std / r.n_seeds ** 0.5]
+    noise = (f"beyond two standard errors at K = {', '.join(beyond)}" if beyond else
+             "within two standard errors of zero at every K" if (g["n_seeds"] > 1).all() else "one seed: no error bar")
+    return (f"**{dataset}** ({protocol}): caption keys against no text keys {_points(g['vs_none'].mean())} points on average over "
+            f"K ({ends}; {noise}); against class-name keys {_points(g['vs_classname'].mean())}.")
+
+
+def text_key_markdown(summary: pd.DataFrame) -> str:
+    """The caption ablation for table1.md: a sentence per run and the accuracy of each kind of
+    text key at every K with the caption keys' paired gains."""
+    out = ("\n## Is a caption worth it?\n\nThe training-free adapter with the shots' caption features as text keys (the "
+           "paper's), with each shot's class prompt in their place, and with no text keys (alpha = 0, Tip-Adapter's cache); "
+           "every variant's alpha, theta and beta chosen on validation at every K, the test split scored once. Accuracy in %; "
+           "gains in points, paired per seed (mean ± std).\n\n")
+    runs = list(dict.fromkeys(zip(summary["dataset"], summary["protocol"])))
+    out += "\n".join(f"- {text_key_sentence(ds, p, summary)}" for ds, p in runs) + "\n\n"
+    out += "| dataset | protocol | shots | caption keys | class-name keys | no text keys | caption − none | caption − class-name | seeds |\n"
+    out += "|" + "---|" * 9 + "\n"
+    for r in summary.itertuples(index=False):
+        out += (f"| {r.dataset} | {r.protocol} | {int(r.shots)} | {100 * r.caption:.1f} | {100 * r.classname:.1f} | {100 * r.none:.1f} | "
+                f"{_points(r.vs_none)} ± {100 * r.vs_none_std:.1f} | {_points(r.vs_classname)} ± {100 * r.vs_classname_std:.1f} | {int(r.n_seeds)} |\n")
     return out
 
 

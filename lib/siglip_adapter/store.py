@@ -24,9 +24,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .shard import Shard
+
 
 class StaleCacheError(RuntimeError):
     pass
+
+
+STORE_FORMAT = 2  # 2: one sorted JSON header per file (byte-identical across processes)
 
 
 @dataclass
@@ -59,12 +64,19 @@ def code_version(*modules: str) -> str:
 
 
 def code_hash(paths) -> str:
-    """Hash of Python files' syntax trees: a comment or layout change keeps it, a code change does not."""
+    """Hash of Python files' syntax trees without docstrings: a comment, docstring or layout change
+    keeps it, a code change does not."""
     import ast
 
     h = hashlib.sha256()
     for path in paths:
-        h.update(ast.dump(ast.parse(Path(path).read_text())).encode())
+        tree = ast.parse(Path(path).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(ast.dump(tree).encode())
     return h.hexdigest()[:16]
 
 
@@ -79,12 +91,14 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
 
 
 def _write_entry(path: Path, fields: dict, ids: Sequence[str], values: torch.Tensor, meta: dict | None = None) -> Path:
-    """One safetensors file holding ``values`` with its fields and row ids in the header, written
-    atomically: a crash leaves the old file or none, never half a file."""
+    """One safetensors file holding ``values`` with its fields, row ids and meta in the header (one
+    JSON string with sorted keys: safetensors orders several metadata keys differently in every
+    process, so the same entry would not be the same bytes), written atomically: a crash leaves the
+    old file or none, never half a file."""
     if values.shape[0] != len(ids):
         raise ValueError(f"{path.name}: {values.shape[0]} feature rows for {len(ids)} ids")
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"fields": json.dumps(fields, sort_keys=True, default=str), "ids": json.dumps(list(ids)), "meta": json.dumps(meta or {})}
+    header = {"entry": json.dumps({"fields": fields, "ids": list(ids), "meta": meta or {}}, sort_keys=True, default=str)}
     tensors = {"values": values.detach().float().contiguous().cpu()}
     return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
@@ -97,7 +111,12 @@ class FeatureStore:
         self._loaded: dict[Path, set[str]] = {}  # their chunk files already read
 
     def path(self, kind: str, fields: dict) -> Path:
-        return self.root / f"{kind}-{cache_key(fields)}.safetensors"
+        return self.root / f"{self._name(kind, fields)}.safetensors"
+
+    @staticmethod
+    def _name(kind: str, fields: dict) -> str:
+        """An entry's or pool's name: the kind and a key of its fields and of the file format."""
+        return f"{kind}-{cache_key({**fields, 'store_format': STORE_FORMAT})}"
 
     def save(self, kind: str, fields: dict, ids: Sequence[str], values: torch.Tensor, meta: dict | None = None) -> Path:
         return _write_entry(self.path(kind, fields), fields, ids, values, meta)
@@ -107,16 +126,16 @@ class FeatureStore:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such cache entry; run notebooks/02_embed")
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+            header = json.loads((f.metadata() or {}).get("entry", "{}"))
             values = f.get_tensor("values")
-        stored = json.loads(header.get("fields", "{}"))
+        stored = header.get("fields", {})
         if fields is not None and stored != json.loads(json.dumps(fields, sort_keys=True, default=str)):
             changed = sorted(k for k in set(stored) | set(fields) if stored.get(k) != fields.get(k))
             raise StaleCacheError(f"{path}: made with other settings (differs in {changed}); refusing to reuse it")
-        ids = json.loads(header.get("ids", "[]"))
+        ids = header.get("ids", [])
         if len(ids) != values.shape[0]:
             raise StaleCacheError(f"{path}: {values.shape[0]} rows but {len(ids)} ids; the entry is corrupt")
-        return Features(ids, values, stored, json.loads(header.get("meta", "{}")))
+        return Features(ids, values, stored, header.get("meta", {}))
 
     def load(self, kind: str, fields: dict) -> Features:
         return self.load_path(self.path(kind, fields), fields)
@@ -135,24 +154,33 @@ class FeatureStore:
         return self.load(kind, fields), False
 
     def rows(self, kind: str, fields: dict, ids: Sequence[str], compute: Callable[[Sequence[str]], torch.Tensor],
-             chunk_size: int = 1024) -> tuple[Features, int]:
+             chunk_size: int = 1024, shard: Shard | None = None) -> tuple[Features, int]:
         """Rows for ``ids`` from the pool of ``fields``: one folder per setting holding rows per id
         (an image's features do not depend on which run reads it), so a run that reads other
         images computes only those it lacks. Missing ids are computed in chunks of ``chunk_size``,
         each saved atomically as it finishes: an interrupted run resumes at the first missing chunk
         and redoes nothing. Every chunk file stores ``fields`` and is refused under others.
-        Returns (features in the order of ``ids``, rows computed)."""
+        ``shard`` (every process of it calls this alike): each computes its share of the chunks
+        (``Shard.take``), then all read what the others wrote. Returns (features in the order of
+        ``ids``, rows missing before the call)."""
         ids = list(ids)
-        folder = self.root / f"{kind}-{cache_key(fields)}"
+        shard = shard or Shard()
+        folder = self.root / self._name(kind, fields)
+        shard.wait()  # every process sees the same finished chunks, so all cut the same ones
         have = self._pool(folder, fields)
         missing = [i for i in dict.fromkeys(ids) if i not in have]
-        for start in range(0, len(missing), chunk_size):
-            chunk = missing[start : start + chunk_size]
+        chunks = [missing[s : s + chunk_size] for s in range(0, len(missing), chunk_size)]
+        if shard.world > 1 and chunks:
+            print(f"{shard}: {len(shard.take(chunks))} of {len(chunks)} {kind} chunks", flush=True)
+        for chunk in shard.take(chunks):
             values = compute(chunk).detach().float().cpu()
             path = folder / f"chunk-{cache_key({'ids': chunk})}.safetensors"
             _write_entry(path, fields, chunk, values)
             self._loaded[folder].add(path.name)
             have.update(zip(chunk, values))
+        if shard.world > 1:
+            shard.wait()
+            have = self._pool(folder, fields)  # the other processes' chunks
         values = torch.stack([have[i] for i in ids]) if ids else torch.empty(0)
         return Features(ids, values, fields, {}), len(missing)
 
