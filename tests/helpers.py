@@ -83,3 +83,29 @@ def write_corpus(folder) -> tuple[list[str], list[str]]:
         (folder / name).write_bytes(data)
     os.symlink(folder / "does-not-exist.jpg", folder / "broken-link.jpg")
     return sorted(good), sorted(bad) + ["broken-link.jpg"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A small run for the adapters and methods: Inputs and the parameters of its loops
+
+
+def toy_run(n_classes=3, dim=12, seed=0):
+    """Inputs and parameters of a small run: 6 train, 4 val and 4 test images per class whose
+    features sit near their class prompt, captions near theirs too."""
+    import pandas as pd
+
+    from siglip_adapter import data, experiment
+    from siglip_adapter.store import Features
+
+    g = torch.Generator().manual_seed(seed)
+    class_text = F.normalize(torch.randn(n_classes, dim, generator=g), dim=-1)
+    rows = [(f"{s}{c}_{n}", c, f"c{c}", s, "stratified") for c in range(n_classes) for s, m in (("train", 6), ("val", 4), ("test", 4))
+            for n in range(m)]
+    manifest = pd.DataFrame(rows, columns=data.MANIFEST_COLUMNS)
+    labels = torch.tensor(manifest["label"].to_numpy())
+    noisy = lambda w: F.normalize(class_text[labels] + w * torch.randn(len(labels), dim, generator=g), dim=-1)  # noqa: E731
+    ids = manifest["image_id"].tolist()
+    inp = experiment.Inputs(manifest, Features(ids, noisy(2.0), {}, {}), Features(ids, noisy(0.8), {}, {}), class_text, 1.0, 0.0)
+    cfg = {"run": {"dataset": "toy"}, "protocol": "corrected", "zero_shot": {"logit_form": "cosine"}, "validation": {"per_class": 0},
+           "shots": [1, 2], "n_seeds": 3, "seed_base": 1, "adapter": {"alpha": [0.0, 0.5, 1.0], "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]}}
+    return inp, cfg, labels

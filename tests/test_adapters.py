@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from siglip_adapter import adapters
-from helpers import unit
+from helpers import toy_run, unit
 from siglip_adapter.trainable import TrainableAdapter, fit_trainable
 
 
@@ -81,28 +81,6 @@ def test_trainable_starts_as_training_free_and_learns_the_shots(toy_cache):
         assert adapters.accuracy(fit.model(c["image_keys"]), c["key_labels"]) == pytest.approx(fit.val_accuracy)
 
 
-def _toy_run(n_classes=3, dim=12, seed=0):
-    """Inputs and parameters of a small run: 6 train, 4 val and 4 test images per class whose
-    features sit near their class prompt, captions near theirs too."""
-    import pandas as pd
-
-    from siglip_adapter import data, experiment
-    from siglip_adapter.store import Features
-
-    g = torch.Generator().manual_seed(seed)
-    class_text = F.normalize(torch.randn(n_classes, dim, generator=g), dim=-1)
-    rows = [(f"{s}{c}_{n}", c, f"c{c}", s, "stratified") for c in range(n_classes) for s, m in (("train", 6), ("val", 4), ("test", 4))
-            for n in range(m)]
-    manifest = pd.DataFrame(rows, columns=data.MANIFEST_COLUMNS)
-    labels = torch.tensor(manifest["label"].to_numpy())
-    noisy = lambda w: F.normalize(class_text[labels] + w * torch.randn(len(labels), dim, generator=g), dim=-1)  # noqa: E731
-    ids = manifest["image_id"].tolist()
-    inp = experiment.Inputs(manifest, Features(ids, noisy(2.0), {}, {}), Features(ids, noisy(0.8), {}, {}), class_text, 1.0, 0.0)
-    cfg = {"run": {"dataset": "toy"}, "protocol": "corrected", "zero_shot": {"logit_form": "cosine"}, "validation": {"per_class": 0},
-           "shots": [1, 2], "n_seeds": 3, "seed_base": 1, "adapter": {"alpha": [0.0, 0.5, 1.0], "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]}}
-    return inp, cfg, labels
-
-
 def test_text_key_variants_change_only_the_text_keys():
     """Class-name keys are each shot's class prompt in its caption's place; no text keys is the
     search at alpha = 0; the summary's gains are the paired per-seed differences."""
@@ -111,7 +89,7 @@ def test_text_key_variants_change_only_the_text_keys():
     from siglip_adapter import experiment, report
     from siglip_adapter.store import Features
 
-    inp, cfg, labels = _toy_run()
+    inp, cfg, labels = toy_run()
     caption = experiment.adapter_rows(inp, cfg)
     named = experiment.adapter_rows(inp, cfg, "classname")
     as_captions = experiment.Inputs(inp.manifest, inp.image, Features(inp.image.ids, inp.class_text[labels], {}, {}), inp.class_text, 1.0, 0.0)

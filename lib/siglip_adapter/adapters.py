@@ -33,6 +33,13 @@ def caption_zero_shot_logits(images: torch.Tensor, captions: torch.Tensor, class
     return (1 - alpha) * zero_shot_logits(images, class_text, scale, bias) + alpha * zero_shot_logits(captions, class_text, scale, bias)
 
 
+def cache_affinity(image_sim: torch.Tensor, caption_sim: torch.Tensor, alpha: float, theta: float) -> torch.Tensor:
+    """Eq. 6's affinity, the one place it is written: ``exp(theta (s - 1))`` with
+    ``s = (1 - alpha) image_sim + alpha caption_sim`` (the query's cosines to the image keys and to
+    the caption keys), elementwise, any shape."""
+    return torch.exp(theta * ((1 - alpha) * image_sim + alpha * caption_sim - 1))
+
+
 def few_shot_logits(images: torch.Tensor, image_keys: torch.Tensor, caption_keys: torch.Tensor, key_labels: torch.Tensor,
                     n_classes: int, alpha: float, theta: float) -> torch.Tensor:
     """The cache term of eq. 6 before beta.
@@ -41,8 +48,7 @@ def few_shot_logits(images: torch.Tensor, image_keys: torch.Tensor, caption_keys
     the features of the shots' captions; key_labels (N*K,) class of each shot -> (M, N):
     ``sum over each class's shots of exp(theta (s - 1))``, ``s = (1-alpha) I_train i + alpha T_train i``.
     """
-    s = (1 - alpha) * images @ image_keys.T + alpha * images @ caption_keys.T
-    s = torch.exp(theta * (s - 1))
+    s = cache_affinity(images @ image_keys.T, images @ caption_keys.T, alpha, theta)
     return s @ F.one_hot(key_labels, n_classes).to(s.dtype)
 
 
@@ -79,7 +85,7 @@ def search_adapter(val_images, val_labels, image_keys, caption_keys, key_labels,
     b = torch.tensor(list(betas), dtype=zs.dtype)
     best = None
     for alpha, theta in itertools.product(alphas, thetas):
-        fewshot = torch.exp(theta * ((1 - alpha) * a_img + alpha * a_txt - 1)) @ onehot  # (M, N)
+        fewshot = cache_affinity(a_img, a_txt, alpha, theta) @ onehot  # (M, N)
         logits = zs.unsqueeze(0) + b[:, None, None] * fewshot.unsqueeze(0)  # (B, M, N)
         accs = (logits.argmax(-1) == val_labels).float().mean(-1)
         for beta, acc in zip(betas, accs.tolist()):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import zero_shot_logits
+from .adapters import cache_affinity, zero_shot_logits
 
 
 class TrainableAdapter(nn.Module):
@@ -38,8 +38,7 @@ class TrainableAdapter(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (M, D) -> logits (M, N)."""
         query = F.normalize(images + self.projector(images), dim=-1)
-        s = (1 - self.alpha) * images @ self.image_keys.T + self.alpha * query @ (self.caption_keys + self.latent).T
-        fewshot = torch.exp(self.theta * (s - 1)) @ self.onehot
+        fewshot = cache_affinity(images @ self.image_keys.T, query @ (self.caption_keys + self.latent).T, self.alpha, self.theta) @ self.onehot
         return self.beta * fewshot + zero_shot_logits(images, self.class_text, self.scale, self.bias)
 
 

@@ -1,0 +1,25 @@
+"""The training-free caches of eq. 6 (Tip-Adapter, IDEA, the training-free SigLIP-Adapter) differ
+only in which caption weights alpha the validation search may pick; this is their one fit."""
+
+from __future__ import annotations
+
+from .. import adapters
+from . import Fitted, Task
+
+
+def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> Fitted:
+    """Eq. 6 with (alpha, theta, beta) searched on validation over the grids (``search_adapter``);
+    ``text_keys`` (N*K, D): the cache's text keys (default: the shots' captions)."""
+    s = task.shots
+    keys = text_keys if text_keys is not None else s.captions
+    if keys is None:
+        if any(a != 0 for a in alphas):
+            raise ValueError(f"{name}: the shots have no captions, so only alpha = 0 is possible")
+        keys = s.images  # unused at alpha = 0
+    c = adapters.search_adapter(task.val.images, task.val.labels, s.images, keys, s.labels, task.class_text, alphas, thetas, betas,
+                                task.scale, task.bias)
+
+    def score(images, captions):
+        return adapters.adapter_logits(images, s.images, keys, s.labels, task.class_text, c.alpha, c.theta, c.beta, task.scale, task.bias)
+
+    return Fitted(name, score, {"alpha": c.alpha, "theta": c.theta, "beta": c.beta}, c.val_accuracy)

@@ -1,0 +1,35 @@
+"""GDA (Wang et al., ICLR 2024, "A Hard-to-Beat Baseline for Training-free CLIP-based
+Adaptation"): Gaussian discriminant analysis on the shots' image features, i.e. class means and
+one covariance shared by the classes, gives a linear classifier ``W_k = S^-1 mu_k``,
+``b_k = -1/2 mu_k S^-1 mu_k`` (equal priors), whose logits are added to zero-shot with a fusion
+weight searched on validation (``methods.gda.weight``). N*K shots cannot estimate a D x D
+covariance, so the shared covariance is shrunk towards a scaled identity with the Ledoit-Wolf
+estimate (scikit-learn)."""
+
+from __future__ import annotations
+
+import torch
+
+from . import Fitted, Task, best, register
+
+
+def gda_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W (N, D), b (N,)) from the shots: class means, Ledoit-Wolf precision of the centred features."""
+    from sklearn.covariance import LedoitWolf
+
+    x = images.double()
+    means = torch.stack([x[labels == k].mean(0) for k in range(n_classes)])
+    centred = (x - means[labels]).numpy()
+    precision = torch.from_numpy(LedoitWolf(assume_centered=True).fit(centred).precision_)
+    w = means @ precision
+    return w, -0.5 * (w * means).sum(-1)
+
+
+@register("gda")
+def fit(task: Task, params: dict) -> Fitted:
+    w, b = gda_classifier(task.shots.images, task.shots.labels, task.n_classes)
+    gda = lambda images: (images.double() @ w.T + b).float()  # noqa: E731
+    zs_val, gda_val = task.zero_shot(task.val.images), gda(task.val.images)
+    acc = lambda a: float(((zs_val + a * gda_val).argmax(-1) == task.val.labels).float().mean())  # noqa: E731
+    weight, val = best(params["weight"], acc)
+    return Fitted("gda", lambda images, captions: task.zero_shot(images) + weight * gda(images), {"weight": float(weight)}, val)

@@ -1,0 +1,15 @@
+"""Tip-Adapter (Zhang et al., ECCV 2022, "Tip-Adapter: Training-free Adaption of CLIP for Few-shot
+Classification"): a cache whose keys are the shots' image features and whose values are their
+one-hot labels, added to zero-shot: eq. 6 at alpha = 0 (Tip-Adapter names our sharpness theta its
+beta, and our residual weight beta its alpha). Both are searched on the protocol's validation set
+over ``methods.tip_adapter``'s grid, never on test."""
+
+from __future__ import annotations
+
+from . import Fitted, Task, register
+from .cache import fit_cache
+
+
+@register("tip_adapter")
+def fit(task: Task, params: dict) -> Fitted:
+    return fit_cache("tip_adapter", task, [0.0], params["theta"], params["beta"])

@@ -1,0 +1,123 @@
+"""The methods' interface (siglip_adapter.methods): each method against a direct reference
+computation on small random inputs, hyper-parameters chosen on validation only, one loop."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import toy_run
+
+from siglip_adapter import adapters
+from siglip_adapter.methods import Labelled, Task, method, method_rows
+
+METHOD_PARAMS = {
+    "run": ["zero_shot", "linear_probe", "tip_adapter", "idea", "gda", "adapter"],
+    "linear_probe": {"C": [0.01, 1.0, 100.0]},
+    "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
+    "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
+    "gda": {"weight": [0.0, 0.001, 0.01, 0.1, 1.0]},
+}
+
+
+def toy():
+    inp, cfg, _ = toy_run(n_classes=4, dim=16)
+    cfg["methods"] = copy.deepcopy(METHOD_PARAMS)
+    return inp, cfg
+
+
+def task_of(inp, cfg, k=2, seed=1):
+    return Task(Labelled(*inp.shots(k, seed)), Labelled(*inp.validation(cfg, k, seed)), inp.class_text, inp.scale, inp.bias, seed)
+
+
+def eq6(x, image_keys, text_keys, labels, class_text, alpha, theta, beta):
+    """Eq. 6 read literally, one test image and one shot at a time."""
+    out = torch.zeros(len(x), class_text.shape[0])
+    for m in range(len(x)):
+        for n in range(class_text.shape[0]):
+            few = sum(float(torch.exp(theta * ((1 - alpha) * x[m] @ image_keys[j] + alpha * x[m] @ text_keys[j] - 1)))
+                      for j in range(len(labels)) if labels[j] == n)
+            out[m, n] = beta * few + float(x[m] @ class_text[n])
+    return out
+
+
+@pytest.mark.parametrize("name,alpha", [("tip_adapter", 0.0), ("idea", 0.5), ("adapter", None)])
+def test_cache_methods_are_eq6_at_their_alpha(name, alpha):
+    inp, cfg = toy()
+    task = task_of(inp, cfg)
+    params = cfg["methods"].get(name) or cfg["adapter"]
+    fitted = method(name)(task, params)
+    c = fitted.chosen
+    if alpha is not None:
+        assert c["alpha"] == alpha
+    x = inp.split("test")[0]
+    s = task.shots
+    torch.testing.assert_close(fitted.logits(x), eq6(x, s.images, s.captions, s.labels, task.class_text, c["alpha"], c["theta"], c["beta"]),
+                               rtol=1e-5, atol=1e-5)
+    # The choice is the grid's best on validation.
+    grid = [(a, t, b) for a in ([alpha] if alpha is not None else params["alpha"]) for t in params["theta"] for b in params["beta"]]
+    accs = [adapters.accuracy(eq6(task.val.images, s.images, s.captions, s.labels, task.class_text, *g), task.val.labels) for g in grid]
+    assert fitted.val_accuracy == pytest.approx(max(accs))
+
+
+def test_zero_shot_is_the_closest_class_prompt():
+    inp, cfg = toy()
+    task = task_of(inp, cfg)
+    x = inp.split("test")[0]
+    fitted = method("zero_shot")(task, {})
+    torch.testing.assert_close(fitted.logits(x), x @ inp.class_text.T)
+    assert fitted.chosen == {}
+
+
+def test_linear_probe_is_sklearn_logistic_regression_at_the_chosen_c():
+    from sklearn.linear_model import LogisticRegression
+
+    inp, cfg = toy()
+    task = task_of(inp, cfg, k=2)
+    fitted = method("linear_probe")(task, cfg["methods"]["linear_probe"])
+    x = inp.split("test")[0]
+    ref = LogisticRegression(C=fitted.chosen["C"], max_iter=1000).fit(task.shots.images.double().numpy(), task.shots.labels.numpy())
+    np.testing.assert_allclose(fitted.logits(x).numpy(), ref.decision_function(x.double().numpy()), rtol=1e-4, atol=1e-4)
+    val = {c: ref.__class__(C=c, max_iter=1000).fit(task.shots.images.double().numpy(), task.shots.labels.numpy())
+           .score(task.val.images.double().numpy(), task.val.labels.numpy()) for c in cfg["methods"]["linear_probe"]["C"]}
+    assert fitted.val_accuracy == pytest.approx(max(val.values())) and val[fitted.chosen["C"]] == max(val.values())
+
+
+def test_gda_is_shared_covariance_discriminant_analysis_fused_with_zero_shot():
+    from sklearn.covariance import LedoitWolf
+
+    inp, cfg = toy()
+    task = task_of(inp, cfg, k=2, seed=3)
+    fitted = method("gda")(task, cfg["methods"]["gda"])
+    assert fitted.chosen["weight"] > 0  # validation picked the shots' classifier here, so it is what is compared
+    x, s = inp.split("test")[0].double().numpy(), task.shots
+    xs, ys = s.images.double().numpy(), s.labels.numpy()
+    means = np.stack([xs[ys == k].mean(0) for k in range(4)])
+    precision = LedoitWolf(assume_centered=True).fit(xs - means[ys]).precision_
+    # The Gaussian log-density with a shared covariance, up to what every class shares.
+    direct = np.stack([-0.5 * np.einsum("md,de,me->m", x - mu, precision, x - mu) + 0.5 * np.einsum("md,de,me->m", x, precision, x)
+                       for mu in means], 1)
+    expected = x @ inp.class_text.double().numpy().T + fitted.chosen["weight"] * direct
+    np.testing.assert_allclose(fitted.logits(torch.from_numpy(x).float()).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
+    inp, cfg = toy()
+    rows = method_rows(inp, cfg)
+    assert rows.groupby("method").size().to_dict() == {m: len(cfg["shots"]) * cfg["n_seeds"] for m in METHOD_PARAMS["run"]}
+    chosen = {"linear_probe": ["C"], "tip_adapter": ["theta", "beta"], "idea": ["alpha", "theta", "beta"], "gda": ["weight"],
+              "adapter": ["alpha", "theta", "beta"]}
+    for m, cols in chosen.items():
+        assert rows.loc[rows["method"] == m, cols].notna().all().all(), m
+    assert (rows["selected_on"] == "val").all() and rows["accuracy"].between(0, 1).all()
+    # Poisoned test labels change the test accuracies, never a chosen value.
+    poisoned = copy.deepcopy(inp)
+    test = poisoned.manifest["split"] == "test"
+    poisoned.manifest.loc[test, "label"] = (poisoned.manifest.loc[test, "label"] + 1) % 4
+    again = method_rows(poisoned, cfg)
+    hyper = ["C", "alpha", "theta", "beta", "weight", "val_accuracy"]
+    pd.testing.assert_frame_equal(rows[hyper], again[hyper])
+    assert not rows["accuracy"].equals(again["accuracy"])
+    with pytest.raises(ValueError, match="unknown method"):
+        method("prompt_soup")
