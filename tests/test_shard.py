@@ -76,3 +76,15 @@ def test_bad_processes_setting_is_refused(tmp_path, root):
     (tmp_path / "params" / "overlays" / "bad.yaml").write_text("shards: {processes: 0}\n")
     with pytest.raises(ConfigError, match="shards.processes"):
         load_config("digits", "bad", root=tmp_path)
+
+
+def test_processes_that_would_fill_different_stores_are_stopped(tmp_path):
+    """Ranks whose settings differ (another GPU's precision, say) would each fill their own store
+    and wait on each other's parts forever: the shard refuses to go on, naming what differs."""
+    script = tmp_path / "disagree.py"
+    script.write_text("from siglip_adapter.shard import current\nshard = current()\nshard.agree('the pool', f'pool-{shard.rank}')\n"
+                      "print('agreed', flush=True)\n")
+    cmd = launch_command("captions", "x", "y", "", 2)
+    cmd = cmd[: cmd.index("-m", 3)] + [str(script)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0 and "disagree on the pool" in out.stdout + out.stderr and "agreed" not in out.stdout

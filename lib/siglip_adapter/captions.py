@@ -417,6 +417,7 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
     shard = shard or Shard()
+    shard.agree("the caption store", store.name)
     shard.wait()  # every process sees the same finished parts, so all cut the same chunks
     have = _stored(store)
     todo = [i for i in ids if i not in have]

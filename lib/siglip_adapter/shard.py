@@ -50,6 +50,17 @@ class Shard:
 
             PartialState().wait_for_everyone()
 
+    def agree(self, what: str, value: str) -> None:
+        """Stop when the processes disagree on ``value`` (a store's key: machines whose GPUs resolve
+        another precision would otherwise each fill a different store)."""
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            values = gather_object([value])
+            if len(set(values)) > 1:
+                raise RuntimeError(f"{self}: the processes disagree on {what} ({values}); give them the same settings "
+                                   "(e.g. encoder.precision) or run them apart")
+
     def configure(self, cfg: dict) -> dict:
         """``cfg`` with this process's device (``cuda:<local rank>`` under a multi-GPU launch)."""
         if not self.device or self.world == 1:

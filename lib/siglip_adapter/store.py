@@ -166,6 +166,7 @@ class FeatureStore:
         ids = list(ids)
         shard = shard or Shard()
         folder = self.root / self._name(kind, fields)
+        shard.agree("the pool", folder.name)
         shard.wait()  # every process sees the same finished chunks, so all cut the same ones
         have = self._pool(folder, fields)
         missing = [i for i in dict.fromkeys(ids) if i not in have]
