@@ -5,6 +5,7 @@
     siglip-adapter ablation DATASET [--overlay NAME] [--switches ...] [--out FILE]
     siglip-adapter captions DATASET [--protocol P] [--overlay NAME] [--manifest-ready]
     siglip-adapter embed DATASET [--protocol P] [--overlay NAME]
+    siglip-adapter predict --card CARD [--card CARD ...] IMAGES_OR_FOLDER [...] [--json] [--out FILE]
 
 ``scan`` decodes every image a source lists, in DataLoader workers, and reports what a run would
 skip and why, before any GPU time is spent: a class-folder tree by default, a flat folder with
@@ -24,6 +25,10 @@ from ``paper`` for one dataset, and writes the per-seed rows to ``results/ablati
 same files; under ``accelerate launch`` (``python -m accelerate.commands.launch --multi_gpu
 --num_processes N -m siglip_adapter.cli captions DATASET``) N processes share the work, each its
 deterministic share of the parts, and the files equal a one-process run's (see ``siglip_adapter.shard``).
+
+``predict`` applies saved adapters (``siglip_adapter.cards``) to images: the backbone is loaded once,
+each image embedded once, and every card writes one row per image (predicted class and its logit),
+as CSV or ``--json``; a card made on another backbone or preprocessing is refused (exit status 2).
 """
 
 from __future__ import annotations
@@ -143,6 +148,22 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .cards import CardError, predict
+
+    try:
+        rows = predict(args.card, args.inputs, device=args.device, batch_size=args.batch_size)
+    except (CardError, FileNotFoundError) as e:
+        print(f"siglip-adapter predict: {e}", file=sys.stderr)
+        return 2
+    text = rows.to_json(orient="records", indent=2) + "\n" if args.json else rows.to_csv(index=False, float_format="%.6g")
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="siglip-adapter", description="SigLIP-Adapter reproducibility kit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -177,7 +198,16 @@ def main(argv: list[str] | None = None) -> int:
         st.add_argument("--overlay", default="", help="params/overlays/<name>.yaml (default none)")
         if name == "captions":
             st.add_argument("--manifest-ready", action="store_true", help="read the run's manifest.parquet instead of building it")
+    pr = sub.add_parser("predict", help="apply saved adapter cards to images")
+    pr.add_argument("--card", action="append", required=True, help="a card's .json (repeat for several)")
+    pr.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    pr.add_argument("--json", action="store_true", help="JSON records instead of CSV")
+    pr.add_argument("--out", default=None, help="write here instead of standard output")
+    pr.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    pr.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     args = ap.parse_args(argv)
+    if args.command == "predict":
+        return cmd_predict(args)
     if args.command in ("captions", "embed"):
         return cmd_stage(args)
     if args.command == "ablation":

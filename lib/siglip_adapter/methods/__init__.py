@@ -1,9 +1,11 @@
 """The field's few-shot methods behind one interface, run by one K x seed loop.
 
-A method is a function ``fit(task, params) -> Fitted``: it sees one K-shot sample (``Task.shots``),
-the protocol's validation images for that K and seed (``Task.val``) and the class prompts, chooses
-its hyper-parameters on validation only, and returns a ``Fitted`` that scores any images. The
-test split never reaches ``fit``. ``method_rows`` is the loop over K and seeds for every method
+A method is a module with two functions: ``fit(task, params) -> Fitted`` sees one K-shot sample
+(``Task.shots``), the protocol's validation images for that K and seed (``Task.val``) and the class
+prompts, chooses its hyper-parameters on validation only, and returns the tensors it needs
+(``Fitted.state``) with its choice; ``score(state, chosen, images) -> logits`` scores any images
+from them, so a fitted method saves to a file and loads back (``siglip_adapter.cards``). The test
+split never reaches ``fit``. ``method_rows`` is the loop over K and seeds for every method
 named in ``methods.run`` (params/defaults.yaml); each row carries the method's chosen
 hyper-parameters. Adding a method is one module here (``@register("name")``) plus its
 ``methods.<name>`` parameters.
@@ -51,36 +53,37 @@ class Task:
 
 @dataclass
 class Fitted:
-    """A fitted method: ``logits(images, captions)`` -> (M, N), the hyper-parameters validation
-    chose, and the validation accuracy that chose them."""
+    """A fitted method: its tensors (``state``), the hyper-parameters validation chose, and the
+    validation accuracy that chose them; ``logits(images)`` -> (M, N) through the method's
+    ``score``."""
 
     method: str
-    score: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    state: dict[str, torch.Tensor]
     chosen: dict = field(default_factory=dict)
     val_accuracy: float = float("nan")
 
-    def logits(self, images: torch.Tensor, captions: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.score(images, captions)
+            return scorer(self.method)(self.state, self.chosen, images)
 
     def accuracy(self, data: Labelled) -> float:
-        return adapters.accuracy(self.logits(data.images, data.captions), data.labels)
+        return adapters.accuracy(self.logits(data.images), data.labels)
 
 
-METHODS: dict[str, Callable[[Task, dict], Fitted]] = {}
+METHODS: dict[str, tuple[Callable[[Task, dict], Fitted], Callable]] = {}
 MODULES = ("zero_shot", "linear_probe", "tip_adapter", "idea", "gda", "adapter")
 
 
-def register(name: str):
+def register(name: str, score: Callable[[dict, dict, torch.Tensor], torch.Tensor]):
+    """Register a method's ``fit`` (decorated) with its ``score(state, chosen, images)``."""
     def deco(fit):
-        METHODS[name] = fit
+        METHODS[name] = (fit, score)
         return fit
 
     return deco
 
 
-def method(name: str) -> Callable[[Task, dict], Fitted]:
-    """The ``fit`` of a method by name (its module is imported on first use)."""
+def _lookup(name: str):
     for module in MODULES:
         if name in METHODS:
             break
@@ -88,6 +91,25 @@ def method(name: str) -> Callable[[Task, dict], Fitted]:
     if name not in METHODS:
         raise ValueError(f"unknown method '{name}'; known: {sorted(METHODS)}")
     return METHODS[name]
+
+
+def method(name: str) -> Callable[[Task, dict], Fitted]:
+    """The ``fit`` of a method by name (its module is imported on first use)."""
+    return _lookup(name)[0]
+
+
+def scorer(name: str) -> Callable[[dict, dict, torch.Tensor], torch.Tensor]:
+    """The ``score(state, chosen, images)`` of a method by name."""
+    return _lookup(name)[1]
+
+
+def zero_shot_state(task: "Task") -> dict[str, torch.Tensor]:
+    """The class prompts and the logit form, which every method that adds to zero-shot keeps."""
+    return {"class_text": task.class_text, "scale": torch.tensor(float(task.scale)), "bias": torch.tensor(float(task.bias))}
+
+
+def zero_shot_of(state: dict, images: torch.Tensor) -> torch.Tensor:
+    return adapters.zero_shot_logits(images, state["class_text"], float(state["scale"]), float(state["bias"]))
 
 
 def best(candidates, evaluate) -> tuple[object, float]:

@@ -5,9 +5,9 @@ image keys, sharpness theta, residual weight beta, all three searched on validat
 from __future__ import annotations
 
 from . import Fitted, Task, register
-from .cache import fit_cache
+from .cache import fit_cache, score_cache
 
 
-@register("adapter")
+@register("adapter", score_cache)
 def fit(task: Task, params: dict) -> Fitted:
     return fit_cache("adapter", task, params["alpha"], params["theta"], params["beta"])

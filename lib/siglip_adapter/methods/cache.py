@@ -4,7 +4,7 @@ only in which caption weights alpha the validation search may pick; this is thei
 from __future__ import annotations
 
 from .. import adapters
-from . import Fitted, Task
+from . import Fitted, Task, zero_shot_state
 
 
 def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> Fitted:
@@ -19,7 +19,11 @@ def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> F
     c = adapters.search_adapter(task.val.images, task.val.labels, s.images, keys, s.labels, task.class_text, alphas, thetas, betas,
                                 task.scale, task.bias)
 
-    def score(images, captions):
-        return adapters.adapter_logits(images, s.images, keys, s.labels, task.class_text, c.alpha, c.theta, c.beta, task.scale, task.bias)
+    state = {**zero_shot_state(task), "image_keys": s.images, "text_keys": keys, "key_labels": s.labels}
+    return Fitted(name, state, {"alpha": c.alpha, "theta": c.theta, "beta": c.beta}, c.val_accuracy)
 
-    return Fitted(name, score, {"alpha": c.alpha, "theta": c.theta, "beta": c.beta}, c.val_accuracy)
+
+def score_cache(state: dict, chosen: dict, images):
+    """Eq. 6 from a cache's state and its chosen (alpha, theta, beta)."""
+    return adapters.adapter_logits(images, state["image_keys"], state["text_keys"], state["key_labels"], state["class_text"],
+                                   chosen["alpha"], chosen["theta"], chosen["beta"], float(state["scale"]), float(state["bias"]))

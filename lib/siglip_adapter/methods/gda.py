@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Fitted, Task, best, register
+from . import Fitted, Task, best, register, zero_shot_of, zero_shot_state
 
 
 def gda_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,11 +25,19 @@ def gda_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -
     return w, -0.5 * (w * means).sum(-1)
 
 
-@register("gda")
+def _gda(state, images):
+    return (images.double() @ state["gda_weight"].T + state["gda_bias"]).float()
+
+
+def score(state, chosen, images):
+    return zero_shot_of(state, images) + chosen["weight"] * _gda(state, images)
+
+
+@register("gda", score)
 def fit(task: Task, params: dict) -> Fitted:
     w, b = gda_classifier(task.shots.images, task.shots.labels, task.n_classes)
-    gda = lambda images: (images.double() @ w.T + b).float()  # noqa: E731
-    zs_val, gda_val = task.zero_shot(task.val.images), gda(task.val.images)
+    state = {**zero_shot_state(task), "gda_weight": w, "gda_bias": b}
+    zs_val, gda_val = task.zero_shot(task.val.images), _gda(state, task.val.images)
     acc = lambda a: float(((zs_val + a * gda_val).argmax(-1) == task.val.labels).float().mean())  # noqa: E731
     weight, val = best(params["weight"], acc)
-    return Fitted("gda", lambda images, captions: task.zero_shot(images) + weight * gda(images), {"weight": float(weight)}, val)
+    return Fitted("gda", state, {"weight": float(weight)}, val)

@@ -7,9 +7,9 @@ scripts used fixed values for all three; the ``fixed_idea_cache`` switch reprodu
 from __future__ import annotations
 
 from . import Fitted, Task, register
-from .cache import fit_cache
+from .cache import fit_cache, score_cache
 
 
-@register("idea")
+@register("idea", score_cache)
 def fit(task: Task, params: dict) -> Fitted:
     return fit_cache("idea", task, [params["alpha"]], params["theta"], params["beta"])

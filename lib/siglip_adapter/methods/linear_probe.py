@@ -5,30 +5,33 @@ protocol's validation set over ``methods.linear_probe.C``. No zero-shot term."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from . import Fitted, Task, best, register
 
 
-def _probe(task: Task, c: float, max_iter: int):
+def probe_state(task: Task, c: float, max_iter: int) -> dict[str, torch.Tensor]:
+    """The fitted regression as one weight row and bias per class (N, D), (N,)."""
     from sklearn.linear_model import LogisticRegression
 
     x, y = task.shots.images.double().numpy(), task.shots.labels.numpy()
-    return LogisticRegression(C=c, max_iter=max_iter, random_state=task.seed).fit(x, y)
+    model = LogisticRegression(C=c, max_iter=max_iter, random_state=task.seed).fit(x, y)
+    if len(model.classes_) != task.n_classes:
+        raise ValueError(f"linear_probe: the shots hold {len(model.classes_)} of {task.n_classes} classes")
+    coef, intercept = torch.from_numpy(model.coef_), torch.from_numpy(model.intercept_)
+    if task.n_classes == 2:  # scikit-learn keeps one row for two classes: the second class's margin
+        coef, intercept = torch.cat([torch.zeros_like(coef), coef]), torch.cat([torch.zeros_like(intercept), intercept])
+    return {"weight": coef.float().contiguous(), "bias": intercept.float().contiguous()}  # as saved, so a card scores alike
 
 
-def probe_logits(model, images: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(M, N) decision values, a column per class (a class with no shots never wins)."""
-    out = np.full((len(images), n_classes), -np.inf)
-    out[:, model.classes_] = model.decision_function(images.double().numpy()).reshape(len(images), -1)
-    return torch.from_numpy(out).float()
+def score(state, chosen, images):
+    return images @ state["weight"].T + state["bias"]
 
 
-@register("linear_probe")
+@register("linear_probe", score)
 def fit(task: Task, params: dict) -> Fitted:
     max_iter = params.get("max_iter", 1000)
-    models = {c: _probe(task, float(c), max_iter) for c in params["C"]}
-    acc = lambda c: float((probe_logits(models[c], task.val.images, task.n_classes).argmax(-1) == task.val.labels).float().mean())  # noqa: E731
+    states = {c: probe_state(task, float(c), max_iter) for c in params["C"]}
+    acc = lambda c: float((score(states[c], {}, task.val.images).argmax(-1) == task.val.labels).float().mean())  # noqa: E731
     c, val = best(params["C"], acc)
-    return Fitted("linear_probe", lambda images, captions: probe_logits(models[c], images, task.n_classes), {"C": float(c)}, val)
+    return Fitted("linear_probe", states[c], {"C": float(c)}, val)

@@ -7,9 +7,9 @@ over ``methods.tip_adapter``'s grid, never on test."""
 from __future__ import annotations
 
 from . import Fitted, Task, register
-from .cache import fit_cache
+from .cache import fit_cache, score_cache
 
 
-@register("tip_adapter")
+@register("tip_adapter", score_cache)
 def fit(task: Task, params: dict) -> Fitted:
     return fit_cache("tip_adapter", task, [0.0], params["theta"], params["beta"])

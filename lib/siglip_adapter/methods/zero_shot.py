@@ -3,11 +3,15 @@ al., ICML 2021; SigLIP, Zhai et al., ICCV 2023). Nothing is fitted and nothing c
 
 from __future__ import annotations
 
-from . import Fitted, Task, register
+from . import Fitted, Task, register, zero_shot_of, zero_shot_state
 
 
-@register("zero_shot")
+def score(state, chosen, images):
+    return zero_shot_of(state, images)
+
+
+@register("zero_shot", score)
 def fit(task: Task, params: dict) -> Fitted:
-    fitted = Fitted("zero_shot", lambda images, captions: task.zero_shot(images))
+    fitted = Fitted("zero_shot", zero_shot_state(task))
     fitted.val_accuracy = fitted.accuracy(task.val)
     return fitted

@@ -1,0 +1,141 @@
+"""Saved adapters ("skill packs"): a fitted method as one safetensors file plus a JSON card.
+
+The safetensors file holds the method's tensors (``Fitted.state``: keys, weights, class prompts)
+and, in its header, the card; the card (``<name>.json``, the same JSON) says what the tensors
+mean and where they came from: the method, the backbone (the encoder's cache fields: model id,
+revision, preprocessing) and the parameters that rebuild it, how images are read (inverted or
+not), the dataset, its class names and prompts, shots, seed, the chosen hyper-parameters, the
+validation and test accuracy, and the weights file's SHA-256. ``predict`` loads the backbone once,
+embeds every image once, applies every card and refuses a card made on another backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .methods import Fitted, scorer
+from .store import write_atomic
+
+CARD_FORMAT = 1
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class CardError(ValueError):
+    """A card that cannot be used: tampered, unknown, or made on another backbone."""
+
+
+def backbone_fields(encoder) -> dict:
+    """What a card's features must have been made with: the encoder's cache fields, less the
+    precision (bf16 on one GPU and fp32 on a CPU read the same model)."""
+    return {k: v for k, v in json.loads(json.dumps(encoder.cache_fields(), default=str)).items() if k != "precision"}
+
+
+def card_for(fitted: Fitted, cfg: dict, encoder, classnames: Sequence[str], prompts: Sequence[str], shots: int, seed: int,
+             test_accuracy: float) -> dict:
+    """The card of a method fitted on one run's K shots (everything but the weights' file and hash)."""
+    return {"format": CARD_FORMAT, "method": fitted.method, "backbone": backbone_fields(encoder),
+            "encoder": {k: v for k, v in cfg["encoder"].items()}, "images": {"invert": bool(cfg["dataset"].get("invert", False))},
+            "dataset": cfg["dataset"]["name"], "protocol": cfg["protocol"], "classnames": list(classnames), "prompts": list(prompts),
+            "shots": int(shots), "seed": int(seed), "hyper_parameters": fitted.chosen, "val_accuracy": float(fitted.val_accuracy),
+            "test_accuracy": float(test_accuracy)}
+
+
+def save_card(fitted: Fitted, card: dict, path: Path) -> Path:
+    """``path`` (``.json``) and its ``.safetensors`` beside it, each written atomically; returns the card's path."""
+    path = Path(path).with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = path.with_suffix(".safetensors")
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in fitted.state.items()}  # one buffer each (keys may alias)
+    body = {**card, "method": fitted.method, "hyper_parameters": fitted.chosen, "weights": weights.name}
+    write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(body, sort_keys=True, default=str)}))
+    body["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str) + "\n"))
+    return path
+
+
+def load_card(path: Path) -> tuple[dict, Fitted]:
+    """(card, fitted method) from a card's ``.json``; a weights file that is not the one the card
+    names (edited, truncated, replaced) or an unknown method is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CardError(f"{path}: no such card")
+    card = json.loads(path.read_text())
+    if card.get("format") != CARD_FORMAT:
+        raise CardError(f"{path}: card format {card.get('format')!r}, this kit reads {CARD_FORMAT}")
+    weights = path.with_name(card["weights"])
+    if not weights.is_file() or hashlib.sha256(weights.read_bytes()).hexdigest() != card["weights_sha256"]:
+        raise CardError(f"{path}: {weights.name} is missing or not the file the card was saved with (SHA-256 differs)")
+    try:
+        scorer(card["method"])
+    except ValueError as e:
+        raise CardError(f"{path}: {e}") from e
+    with safe_open(str(weights), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    return card, Fitted(card["method"], state, card["hyper_parameters"], card.get("val_accuracy", float("nan")))
+
+
+def check_backbone(card: dict, encoder, invert: bool, name: str) -> None:
+    """Refuse a card whose backbone or image reading differs from the loaded encoder's."""
+    have = backbone_fields(encoder)
+    differ = sorted(k for k in set(have) | set(card["backbone"]) if have.get(k) != card["backbone"].get(k))
+    if differ:
+        raise CardError(f"{name}: made on another backbone or preprocessing than the loaded one (differs in {differ}: "
+                        + "; ".join(f"{k}: card {card['backbone'].get(k)!r} vs loaded {have.get(k)!r}" for k in differ) + ")")
+    if bool(card["images"]["invert"]) != invert:
+        raise CardError(f"{name}: reads images {'inverted' if card['images']['invert'] else 'as they are'}, unlike the first card")
+
+
+def image_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named or found (recursively, sorted) in folders."""
+    out = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            out += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            out.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such image or folder")
+    if not out:
+        raise FileNotFoundError(f"no images in {', '.join(map(str, inputs))}")
+    return out
+
+
+def embed_files(encoder, files: Sequence[Path], invert: bool, batch_size: int = 32) -> torch.Tensor:
+    """(len(files), D) image features, each image decoded and embedded once."""
+    from tqdm.auto import tqdm
+
+    from .encoders import batched
+    from .sources.images import open_rgb
+
+    out = [encoder.encode_pixels(torch.stack([encoder.preprocess(open_rgb(f, invert=invert)) for f in chunk]))
+           for chunk in tqdm(list(batched(list(files), batch_size)), desc="images", unit="batch")]
+    return torch.cat(out)
+
+
+def predict(card_paths: Sequence[str | Path], inputs: Sequence[str | Path], device: str = "auto", batch_size: int = 32) -> pd.DataFrame:
+    """One row per image x card: the predicted class and its logit. The first card's encoder
+    parameters build the backbone, once; every card must match it."""
+    from .encoders import build_encoder
+
+    cards = [(str(p), *load_card(p)) for p in card_paths]
+    first = cards[0][1]
+    encoder = build_encoder({"encoder": {**first["encoder"], "device": device}})
+    invert = bool(first["images"]["invert"])
+    for name, card, _ in cards:
+        check_backbone(card, encoder, invert, name)
+    files = image_files(inputs)
+    feats = embed_files(encoder, files, invert, batch_size)
+    rows = []
+    for name, card, fitted in cards:
+        top = fitted.logits(feats).max(-1)
+        rows += [{"image": str(f), "card": name, "method": card["method"], "dataset": card["dataset"],
+                  "class": card["classnames"][int(i)], "score": float(v)} for f, v, i in zip(files, top.values, top.indices)]
+    return pd.DataFrame(rows, columns=["image", "card", "method", "dataset", "class", "score"])

@@ -1,0 +1,127 @@
+"""Saved adapters ("skill packs", siglip_adapter.cards) and `siglip-adapter predict`: a card
+round-trips to identical predictions, a tampered or foreign card is refused, and predict loads
+the backbone once, embeds each image once and applies every card (real ConSE weights, real
+digits images)."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from helpers import toy_run
+
+from siglip_adapter.cards import CardError, card_for, load_card, save_card
+from siglip_adapter.methods import Labelled, Task, method
+
+PARAMS = {"zero_shot": {}, "linear_probe": {"C": [0.1, 10.0]}, "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
+          "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0]}, "gda": {"weight": [0.0, 0.01, 0.1]},
+          "adapter": {"alpha": [0.0, 0.5], "theta": [1.0, 5.0], "beta": [0.0, 1.0]}}
+
+
+def _card(fitted, **kw):
+    return {"format": 1, "method": fitted.method, "backbone": {"encoder": "toy"}, "encoder": {}, "images": {"invert": False},
+            "dataset": "toy", "protocol": "corrected", "classnames": ["a", "b", "c"], "prompts": ["a.", "b.", "c."], "shots": 2,
+            "seed": 1, "hyper_parameters": fitted.chosen, "val_accuracy": fitted.val_accuracy, "test_accuracy": 0.5, **kw}
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_a_card_round_trips_to_identical_predictions(tmp_path, name):
+    inp, cfg, _ = toy_run()
+    task = Task(Labelled(*inp.shots(2, 1)), Labelled(*inp.validation(cfg, 2, 1)), inp.class_text, 1.0, 0.0, 1)
+    fitted = method(name)(task, PARAMS[name])
+    path = save_card(fitted, _card(fitted), tmp_path / f"{name}.json")
+    card, loaded = load_card(path)
+    x = inp.split("test")[0]
+    assert torch.equal(loaded.logits(x), fitted.logits(x)) and loaded.chosen == fitted.chosen
+    assert card["method"] == name and card["weights"] == f"{name}.safetensors" and len(card["weights_sha256"]) == 64
+
+
+def test_a_tampered_or_unknown_card_is_refused(tmp_path):
+    inp, cfg, _ = toy_run()
+    task = Task(Labelled(*inp.shots(1, 1)), Labelled(*inp.validation(cfg, 1, 1)), inp.class_text)
+    fitted = method("zero_shot")(task, {})
+    path = save_card(fitted, _card(fitted), tmp_path / "zs.json")
+    weights = tmp_path / "zs.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # same size, other numbers
+    with pytest.raises(CardError, match="SHA-256"):
+        load_card(path)
+    path = save_card(fitted, _card(fitted), tmp_path / "zs.json")
+    card = json.loads(path.read_text())
+    path.write_text(json.dumps({**card, "method": "prompt_soup"}))
+    with pytest.raises(CardError, match="unknown method"):
+        load_card(path)
+
+
+@pytest.fixture(scope="module")
+def digits_cards(tmp_path_factory, root):
+    """Two cards (zero-shot and Tip-Adapter, 2 shots per class) fitted on real ConSE features of
+    scikit-learn's digits, and a folder of one query image per class."""
+    from siglip_adapter.cards import embed_files
+    from siglip_adapter.config import load_config
+    from siglip_adapter.encoders import build_encoder
+    from siglip_adapter.prompts import class_prompts
+    from siglip_adapter.sources.digits import write_digits
+
+    tmp = tmp_path_factory.mktemp("cards")
+    write_digits(tmp / "digits")
+    cfg = load_config("digits", root=root)
+    encoder = build_encoder(cfg)
+    names = [str(n) for n in range(10)]
+    files = {n: sorted((tmp / "digits" / n).glob("*.png")) for n in names}
+    pick = lambda lo, hi: [f for n in names for f in files[n][lo:hi]]  # noqa: E731
+    labels = lambda per: torch.arange(10).repeat_interleave(per)  # noqa: E731
+    shots, val = embed_files(encoder, pick(0, 2), True), embed_files(encoder, pick(2, 6), True)
+    prompts = class_prompts(names, cfg["dataset"]["template"])
+    task = Task(Labelled(shots, None, labels(2)), Labelled(val, None, labels(4)), encoder.encode_texts(prompts))
+    queries = tmp / "queries"
+    queries.mkdir()
+    for f in pick(6, 7):
+        (queries / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+    cards, fits = [], []
+    for name, params in (("zero_shot", {}), ("tip_adapter", {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]})):
+        fitted = method(name)(task, params)
+        cards.append(save_card(fitted, card_for(fitted, cfg, encoder, names, prompts, 2, 1, float("nan")), tmp / "cards" / f"{name}.json"))
+        fits.append(fitted)
+    return encoder, cards, fits, queries
+
+
+def test_predict_loads_the_backbone_once_embeds_each_image_once_and_applies_every_card(digits_cards, tmp_path, monkeypatch):
+    from siglip_adapter import encoders
+    from siglip_adapter.cards import embed_files
+    from siglip_adapter.cli import main
+
+    encoder, cards, fits, queries = digits_cards
+    built, embedded = [], []
+    monkeypatch.setattr(encoders, "build_encoder", lambda cfg: built.append(cfg) or encoder)
+    forward = encoder.encode_pixels
+    monkeypatch.setattr(encoder, "encode_pixels", lambda px: embedded.append(len(px)) or forward(px))
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--card", str(cards[0]), "--card", str(cards[1]), str(queries), "--out", str(out)]) == 0
+    rows = pd.read_csv(out, dtype={"class": str})
+    images = sorted(queries.glob("*.png"))
+    assert len(built) == 1 and sum(embedded) == len(images) == 10
+    assert len(rows) == 2 * len(images) and set(rows["method"]) == {"zero_shot", "tip_adapter"}
+    feats = embed_files(encoder, images, True)
+    for card, fitted in zip(cards, fits):
+        mine = rows[rows["card"] == str(card)]
+        assert mine["image"].tolist() == [str(p) for p in images]
+        assert mine["class"].tolist() == [str(int(i)) for i in fitted.logits(feats).argmax(-1)]
+    # The shots help: Tip-Adapter's predictions are right more often than chance on these queries.
+    right = rows.assign(truth=rows["image"].str.extract(r"/(\d)_[^/]*$")[0])
+    assert (right.loc[right["method"] == "tip_adapter", "class"] == right.loc[right["method"] == "tip_adapter", "truth"]).mean() > 0.1
+
+
+def test_predict_refuses_a_card_of_another_backbone(digits_cards, tmp_path, monkeypatch, capsys):
+    from siglip_adapter import encoders
+    from siglip_adapter.cli import main
+
+    encoder, cards, _, queries = digits_cards
+    monkeypatch.setattr(encoders, "build_encoder", lambda cfg: encoder)
+    card = json.loads(cards[1].read_text())
+    card["backbone"]["mean"] = [0.485, 0.456, 0.406]  # made with ImageNet normalisation
+    foreign = tmp_path / "tip_adapter.json"
+    foreign.write_text(json.dumps(card))
+    (tmp_path / "tip_adapter.safetensors").write_bytes(cards[1].with_suffix(".safetensors").read_bytes())
+    assert main(["predict", "--card", str(cards[0]), "--card", str(foreign), str(queries), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "another backbone or preprocessing" in err and "mean" in err and str(foreign) in err
