@@ -65,16 +65,26 @@ def test_search_finds_the_grid_maximum_with_first_tie(toy_cache):
     assert choice.val_accuracy == pytest.approx(best[3])
 
 
-def test_trainable_starts_as_training_free_and_learns_the_shots(toy_cache):
+@pytest.mark.parametrize("alpha,beta", [(0.4, 0.1), (0.0, 0.1), (0.4, 0.0), (0.0, 0.0)])
+def test_trainable_starts_as_training_free_and_learns_the_shots_whatever_alpha_and_beta(toy_cache, alpha, beta):
+    """At alpha = 0 (no caption term) and at beta = 0 (no cache term) too, the learned parts still
+    move the logits: the projector acts on the query everywhere, the latent offsets on both keys."""
     c = toy_cache
-    args = (c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], 0.4, 2.0, 0.1)
+    args = (c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], alpha, 2.0, beta)
     model = TrainableAdapter(*args)
     with torch.no_grad():
         torch.testing.assert_close(model(c["images"]), adapters.adapter_logits(c["images"], *args))
-    # Validation = the shots themselves: the learned parts must fit them (0.33 -> 0.58 when measured),
-    # and the model returned is the one whose validation accuracy was recorded.
+    # Each part alone changes the logits.
+    for part in ("projector", "latent"):
+        moved = TrainableAdapter(*args)
+        with torch.no_grad():
+            (moved.projector.weight if part == "projector" else moved.latent).add_(0.1)
+            changed = not torch.allclose(moved(c["images"]), model(c["images"]))
+        assert changed or (part == "latent" and beta == 0), part
+    # Validation = the shots themselves: the learned parts must fit them (0.33 -> 0.58 at alpha 0.4,
+    # beta 0.1 when measured), and the model returned is the one whose validation accuracy was recorded.
     fit = fit_trainable(c["image_keys"], c["key_labels"], c["caption_keys"], c["class_text"], c["image_keys"], c["key_labels"],
-                        0.4, 2.0, 0.1, lrs=[0.01], epochs=30)
+                        alpha, 2.0, beta, lrs=[0.01], epochs=30, patience=5)
     start = adapters.accuracy(adapters.adapter_logits(c["image_keys"], *args), c["key_labels"])
     assert fit.epoch > 0 and fit.val_accuracy > start + 0.15
     with torch.no_grad():

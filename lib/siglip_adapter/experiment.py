@@ -172,7 +172,8 @@ def trainable_rows(inp: Inputs, cfg: dict, adapter_choices: pd.DataFrame) -> pd.
             c = start.loc[(k, seed)]
             vi, _, vl = inp.validation(cfg, k, seed)
             fit = fit_trainable(keys, labels, caption_keys, inp.class_text, vi, vl, float(c["alpha"]), float(c["theta"]), float(c["beta"]),
-                                t["lr"], t["epochs"], t["weight_decay"], t["eval_every"], inp.scale, inp.bias, seed=seed)
+                                t["lr"], t["epochs"], t["weight_decay"], t["eval_every"], inp.scale, inp.bias, seed=seed,
+                                patience=t["patience"])
             with torch.no_grad():
                 acc = adapters.accuracy(fit.model.eval()(ti), tl)
             rows.append(_row(cfg, "trainable", k, seed, acc, fit.val_accuracy, _selected_on(cfg), alpha=float(c["alpha"]),

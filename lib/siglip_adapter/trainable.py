@@ -1,10 +1,15 @@
-"""Trainable SigLIP-Adapter: eq. 6 with two small learned parts, trained on the shots only.
+"""Trainable SigLIP-Adapter: eq. 6 with the paper's two small learned parts, trained on the shots only.
 
 - projector: a residual linear map (D -> D, initialised to zero, so training starts from the
-  training-free adapter) applied to the image feature before it meets the caption keys;
-- latent space: a learnable offset per cache entry added to the caption keys (N*K x D).
-alpha, theta and beta start from the training-free search; learning rate and epoch are chosen
-by validation accuracy, never on test.
+  training-free adapter) applied to the query image feature wherever it is used: against the
+  image keys, the caption keys and the class prompts;
+- latent space: a learnable offset per cache entry (N*K x D, zero at the start) added to both its
+  image key and its caption key.
+So each part changes the logits whatever caption weight alpha validation picked (before, both
+acted only through the caption term, and a choice of alpha = 0 left nothing to learn), and the
+projector even where the cache weight beta is 0. alpha, theta and beta start from the
+training-free search; AdamW with a cosine schedule, full batch, early stopping on validation;
+learning rate and epoch chosen by validation accuracy, never on test.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ class TrainableAdapter(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (M, D) -> logits (M, N)."""
         query = F.normalize(images + self.projector(images), dim=-1)
-        fewshot = cache_affinity(images @ self.image_keys.T, query @ (self.caption_keys + self.latent).T, self.alpha, self.theta) @ self.onehot
-        return self.beta * fewshot + zero_shot_logits(images, self.class_text, self.scale, self.bias)
+        fewshot = cache_affinity(query @ (self.image_keys + self.latent).T, query @ (self.caption_keys + self.latent).T,
+                                 self.alpha, self.theta) @ self.onehot
+        return self.beta * fewshot + zero_shot_logits(query, self.class_text, self.scale, self.bias)
 
 
 @dataclass
@@ -57,16 +63,20 @@ def _val_acc(model, val_images, val_labels) -> float:
 
 
 def fit_trainable(shot_images, shot_labels, caption_keys, class_text, val_images, val_labels, alpha, theta, beta,
-                  lrs, epochs: int, weight_decay: float = 0.01, eval_every: int = 1, scale=1.0, bias=0.0, seed: int = 0) -> TrainResult:
-    """Train on the shots with cross-entropy (full batch), for each learning rate; keep the
-    (lr, epoch) with the best validation accuracy (epoch 0 = the training-free start; ties go to
-    the earlier one)."""
+                  lrs, epochs: int, weight_decay: float = 0.01, eval_every: int = 1, scale=1.0, bias=0.0, seed: int = 0,
+                  patience: int | None = None) -> TrainResult:
+    """Train on the shots with cross-entropy (full batch, AdamW, learning rate annealed to zero
+    over ``epochs`` on a cosine), for each learning rate; keep the (lr, epoch) with the best
+    validation accuracy (epoch 0 = the training-free start; ties go to the earlier one). A run
+    stops early after ``patience`` validation checks without a gain over its own best."""
     best: TrainResult | None = None
     for lr in lrs:
         torch.manual_seed(seed)
         model = TrainableAdapter(shot_images, caption_keys, shot_labels, class_text, alpha, theta, beta, scale, bias)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        acc = _val_acc(model, val_images, val_labels)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+        acc = own_best = _val_acc(model, val_images, val_labels)
+        stale = 0
         if best is None or acc > best.val_accuracy:
             best = TrainResult(copy.deepcopy(model), float(lr), 0, acc)
         for epoch in range(1, epochs + 1):
@@ -75,10 +85,15 @@ def fit_trainable(shot_images, shot_labels, caption_keys, class_text, val_images
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             if epoch % eval_every == 0 or epoch == epochs:
                 acc = _val_acc(model, val_images, val_labels)
                 if acc > best.val_accuracy:
                     best = TrainResult(copy.deepcopy(model), float(lr), epoch, acc)
+                stale = 0 if acc > own_best else stale + 1
+                own_best = max(own_best, acc)
+                if patience is not None and stale >= patience:
+                    break
     return best
 
 
