@@ -50,7 +50,7 @@ class TrainableAdapter(nn.Module):
 
 @dataclass
 class TrainResult:
-    model: TrainableAdapter
+    model: nn.Module
     lr: float
     epoch: int
     val_accuracy: float
@@ -62,17 +62,17 @@ def _val_acc(model, val_images, val_labels) -> float:
         return float((model(val_images).argmax(-1) == val_labels).float().mean())
 
 
-def fit_trainable(shot_images, shot_labels, caption_keys, class_text, val_images, val_labels, alpha, theta, beta,
-                  lrs, epochs: int, weight_decay: float = 0.01, eval_every: int = 1, scale=1.0, bias=0.0, seed: int = 0,
-                  patience: int | None = None) -> TrainResult:
-    """Train on the shots with cross-entropy (full batch, AdamW, learning rate annealed to zero
-    over ``epochs`` on a cosine), for each learning rate; keep the (lr, epoch) with the best
-    validation accuracy (epoch 0 = the training-free start; ties go to the earlier one). A run
-    stops early after ``patience`` validation checks without a gain over its own best."""
+def fit_on_shots(make_model, shot_images, shot_labels, val_images, val_labels, lrs, epochs: int, weight_decay: float = 0.01,
+                 eval_every: int = 1, seed: int = 0, patience: int | None = None) -> TrainResult:
+    """The one training loop of the kit's trained methods: for each learning rate, a fresh
+    ``make_model()`` trained on the shots with cross-entropy (full batch, AdamW, learning rate
+    annealed to zero over ``epochs`` on a cosine, seeded); keep the (lr, epoch) with the best
+    validation accuracy (epoch 0 = the untrained start; ties go to the earlier one). A run stops
+    early after ``patience`` validation checks without a gain over its own best."""
     best: TrainResult | None = None
     for lr in lrs:
         torch.manual_seed(seed)
-        model = TrainableAdapter(shot_images, caption_keys, shot_labels, class_text, alpha, theta, beta, scale, bias)
+        model = make_model()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
         acc = own_best = _val_acc(model, val_images, val_labels)
@@ -95,6 +95,15 @@ def fit_trainable(shot_images, shot_labels, caption_keys, class_text, val_images
                 if patience is not None and stale >= patience:
                     break
     return best
+
+
+def fit_trainable(shot_images, shot_labels, caption_keys, class_text, val_images, val_labels, alpha, theta, beta,
+                  lrs, epochs: int, weight_decay: float = 0.01, eval_every: int = 1, scale=1.0, bias=0.0, seed: int = 0,
+                  patience: int | None = None) -> TrainResult:
+    """The trainable SigLIP-Adapter started at the training-free (alpha, theta, beta), trained by
+    ``fit_on_shots``."""
+    return fit_on_shots(lambda: TrainableAdapter(shot_images, caption_keys, shot_labels, class_text, alpha, theta, beta, scale, bias),
+                        shot_images, shot_labels, val_images, val_labels, lrs, epochs, weight_decay, eval_every, seed, patience)
 
 
 # ---------------------------------------------------------------------------------------------

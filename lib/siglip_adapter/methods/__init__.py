@@ -71,7 +71,7 @@ class Fitted:
 
 
 METHODS: dict[str, tuple[Callable[[Task, dict], Fitted], Callable]] = {}
-MODULES = ("zero_shot", "linear_probe", "tip_adapter", "idea", "gda", "adapter")
+MODULES = ("zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "adapter")
 
 
 def register(name: str, score: Callable[[dict, dict, torch.Tensor], torch.Tensor]):

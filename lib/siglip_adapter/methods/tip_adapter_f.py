@@ -1,0 +1,42 @@
+"""Tip-Adapter-F (Zhang et al., ECCV 2022, "Tip-Adapter: Training-free Adaption of CLIP for
+Few-shot Classification"): Tip-Adapter's cache with its keys (the shots' image features) made
+learnable and fine-tuned on the shots, the one-hot values fixed. Sharpness and residual weight
+start from Tip-Adapter's validation search; learning rate and epoch are chosen on the protocol's
+validation set (``methods.tip_adapter_f``), never on test."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..adapters import cache_affinity, zero_shot_logits
+from . import Fitted, Task, register, zero_shot_state
+from .cache import fit_cache, score_cache
+
+
+class TipAdapterF(nn.Module):
+    def __init__(self, keys: torch.Tensor, labels: torch.Tensor, class_text: torch.Tensor, theta: float, beta: float,
+                 scale: float = 1.0, bias: float = 0.0):
+        super().__init__()
+        self.keys = nn.Parameter(keys.clone())
+        self.register_buffer("onehot", nn.functional.one_hot(labels, class_text.shape[0]).float())
+        self.register_buffer("class_text", class_text.clone())
+        self.theta, self.beta, self.scale, self.bias = theta, beta, scale, bias
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        sim = images @ self.keys.T
+        return self.beta * cache_affinity(sim, sim, 0.0, self.theta) @ self.onehot + zero_shot_logits(images, self.class_text, self.scale, self.bias)
+
+
+@register("tip_adapter_f", score_cache)
+def fit(task: Task, params: dict) -> Fitted:
+    from ..trainable import fit_on_shots
+
+    start = fit_cache("tip_adapter_f", task, [0.0], params["theta"], params["beta"]).chosen
+    s = task.shots
+    run = fit_on_shots(lambda: TipAdapterF(s.images, s.labels, task.class_text, start["theta"], start["beta"], task.scale, task.bias),
+                       s.images, s.labels, task.val.images, task.val.labels, params["lr"], params["epochs"], params["weight_decay"],
+                       1, task.seed, params["patience"])
+    keys = run.model.keys.detach().clone()
+    state = {**zero_shot_state(task), "image_keys": keys, "text_keys": keys, "key_labels": s.labels}
+    return Fitted("tip_adapter_f", state, {**start, "lr": run.lr, "epoch": run.epoch}, run.val_accuracy)
