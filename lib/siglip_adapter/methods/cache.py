@@ -7,11 +7,11 @@ from .. import adapters
 from . import Fitted, Task, zero_shot_state
 
 
-def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> Fitted:
-    """Eq. 6 with (alpha, theta, beta) searched on validation over the grids (``search_adapter``);
-    ``text_keys`` (N*K, D): the cache's text keys (default: the shots' captions)."""
+def fit_cache(name: str, task: Task, alphas, thetas, betas) -> Fitted:
+    """Eq. 6 with (alpha, theta, beta) searched on validation over the grids (``search_adapter``),
+    the shots' captions as the text keys."""
     s = task.shots
-    keys = text_keys if text_keys is not None else s.captions
+    keys = s.captions
     if keys is None:
         if any(a != 0 for a in alphas):
             raise ValueError(f"{name}: the shots have no captions, so only alpha = 0 is possible")

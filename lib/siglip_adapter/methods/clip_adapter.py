@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Fitted, Task, register
+from . import Fitted, Task, best, register
 
 
 class ClipAdapter(nn.Module):
@@ -40,14 +40,13 @@ def score(state, chosen, images):
 def fit(task: Task, params: dict) -> Fitted:
     from ..trainable import fit_on_shots
 
-    s, best = task.shots, None
-    for ratio in params["ratio"]:
-        run = fit_on_shots(lambda: ClipAdapter(task.class_text, ratio, params["reduction"], params["logit_scale"]), s.images, s.labels,
-                           task.val.images, task.val.labels, params["lr"], params["epochs"], params["weight_decay"], 1, task.seed,
-                           params["patience"])
-        if best is None or run.val_accuracy > best[1].val_accuracy:
-            best = (ratio, run)
-    ratio, run = best
+    s = task.shots
+    runs = {ratio: fit_on_shots(lambda: ClipAdapter(task.class_text, ratio, params["reduction"], params["logit_scale"]), s.images, s.labels,
+                                task.val.images, task.val.labels, params["lr"], params["epochs"], params["weight_decay"], 1, task.seed,
+                                params["patience"])
+            for ratio in params["ratio"]}
+    ratio, _ = best(params["ratio"], lambda r: runs[r].val_accuracy)
+    run = runs[ratio]
     state = {"down": run.model.down.weight.detach().clone(), "up": run.model.up.weight.detach().clone(), "class_text": task.class_text,
              "logit_scale": torch.tensor(float(params["logit_scale"]))}
     return Fitted("clip_adapter", state, {"ratio": float(ratio), "lr": run.lr, "epoch": run.epoch}, run.val_accuracy)
