@@ -41,8 +41,7 @@ def test_a_variant_is_the_stage_pipeline_at_its_smallest_shots(smoke_ablation, r
     pipeline.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
     pipeline.embed_all(cfg, paths, source, manifest, encoder)
     inp = experiment.load_inputs(paths, cfg)
-    start = experiment.adapter_rows(inp, cfg)
-    want = pd.concat([experiment.zero_shot_rows(inp, cfg), experiment.trainable_rows(inp, cfg, start)], ignore_index=True)
+    want = pd.concat([experiment.zero_shot_rows(inp, cfg), experiment.stage_rows(inp, cfg, ["trainable"])], ignore_index=True)
     want = want[want["method"].isin(ablation.COLUMNS) & want["shots"].isin([0, 1])]
     key = ["method", "shots", "seed"]
     merged = got.merge(want, on=key, suffixes=("", "_stages"))

@@ -97,27 +97,62 @@ def test_text_key_variants_change_only_the_text_keys():
     import copy
 
     from siglip_adapter import experiment, report
+    from siglip_adapter.methods import method_rows
+    from siglip_adapter.methods.adapter import TEXT_KEYS
     from siglip_adapter.store import Features
 
     inp, cfg, labels = toy_run()
-    caption = experiment.adapter_rows(inp, cfg)
-    named = experiment.adapter_rows(inp, cfg, "classname")
+    cfg["methods"] = {"run": ["adapter"]}
+
+    def rows(keys="caption", inp=inp, alphas=None):
+        variant = copy.deepcopy(cfg)
+        variant["adapter"]["keys"] = keys
+        variant["adapter"]["alpha"] = alphas or variant["adapter"]["alpha"]
+        return method_rows(inp, variant, ["adapter"])
+
+    caption, named = rows(), rows("classname")
     as_captions = experiment.Inputs(inp.manifest, inp.image, Features(inp.image.ids, inp.class_text[labels], {}, {}), inp.class_text, 1.0, 0.0)
-    pd.testing.assert_frame_equal(named.drop(columns="keys"), experiment.adapter_rows(as_captions, cfg).drop(columns="keys"))
-    none = experiment.adapter_rows(inp, cfg, "none")
-    at_zero = copy.deepcopy(cfg)
-    at_zero["adapter"]["alpha"] = [0.0]
+    pd.testing.assert_frame_equal(named, rows(inp=as_captions))
+    none = rows("none")
     assert (none["alpha"] == 0).all()
-    pd.testing.assert_frame_equal(none.drop(columns="keys"), experiment.adapter_rows(inp, at_zero).drop(columns="keys"))
-    assert not named.drop(columns="keys").equals(caption.drop(columns="keys"))  # the variants do differ here
+    pd.testing.assert_frame_equal(none, rows(alphas=[0.0]))
+    assert not named.equals(caption)  # the variants do differ here
     every = experiment.text_key_rows(inp, cfg, caption)
-    assert every.groupby("keys").size().to_dict() == {k: len(caption) for k in experiment.TEXT_KEYS}
+    assert every.groupby("keys").size().to_dict() == {k: len(caption) for k in TEXT_KEYS}
     summary = report.text_key_summary(every).set_index("shots")
     for k in cfg["shots"]:
         c, n, m = (every[(every["keys"] == v) & (every["shots"] == k)].set_index("seed")["accuracy"] for v in ("caption", "none", "classname"))
         assert summary.loc[k, "vs_none"] == pytest.approx((c - n).mean()) and summary.loc[k, "vs_classname"] == pytest.approx((c - m).mean())
         assert summary.loc[k, "vs_none_std"] == pytest.approx((c - n).std(ddof=1)) and summary.loc[k, "n_seeds"] == 3
     with pytest.raises(ValueError, match="keys"):
-        experiment.adapter_rows(inp, cfg, "labels")
+        rows("labels")
     text = report.text_key_markdown(report.text_key_summary(every))
     assert "**toy** (corrected): caption keys against no text keys" in text and text.count("| toy | corrected |") == 2
+
+
+def test_the_sensitivity_grid_and_the_learning_curves_agree_with_the_rows():
+    """The sensitivity grid's chosen cell is the adapter's row (same validation and test accuracy);
+    a trained method's curve passes through its chosen (lr, epoch) at the row's validation accuracy."""
+    from siglip_adapter import experiment
+    from siglip_adapter.methods import method_rows
+
+    inp, cfg, _ = toy_run()
+    cfg["methods"] = {"run": ["adapter", "trainable"]}
+    cfg["trainable"] = {"method": "ours", "lr": [0.001, 0.01], "weight_decay": 0.01, "epochs": 6, "eval_every": 2, "patience": None}
+    curves = experiment.Curves(cfg)
+    rows = method_rows(inp, cfg, keep=curves)
+    sens = experiment.sensitivity_rows(inp, cfg, rows)
+    k = max(cfg["shots"])
+    assert len(sens) == cfg["n_seeds"] * len(cfg["adapter"]["alpha"]) * len(cfg["adapter"]["theta"])
+    picked = sens[sens["chosen"]].set_index("seed")
+    adapter = rows[(rows["method"] == "adapter") & (rows["shots"] == k)].set_index("seed")
+    assert len(picked) == cfg["n_seeds"]
+    pd.testing.assert_series_equal(picked["accuracy"], adapter["accuracy"], check_names=False, atol=1e-6)
+    pd.testing.assert_series_equal(picked["val_accuracy"], adapter["val_accuracy"], check_names=False, atol=1e-6)
+    assert (sens.groupby("seed")["val_accuracy"].max() <= adapter["val_accuracy"] + 1e-6).all()  # the search's best is the grid's best
+    c = curves.frame()
+    assert set(c["method"]) == {"trainable"} and set(c["shots"]) == {k} and set(c["seed"]) == {cfg["seed_base"]}
+    row = rows[(rows["method"] == "trainable") & (rows["shots"] == k) & (rows["seed"] == cfg["seed_base"])].iloc[0]
+    at = c[(c["lr"] == row["lr"]) & (c["epoch"] == row["epoch"])]
+    assert len(at) == 1 and at["val_accuracy"].iloc[0] == pytest.approx(row["val_accuracy"])
+    assert c["val_accuracy"].max() == pytest.approx(row["val_accuracy"])

@@ -16,9 +16,11 @@ from siglip_adapter.methods import Labelled, Task, method
 PARAMS = {"zero_shot": {}, "linear_probe": {"C": [0.1, 10.0]}, "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
           "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0]}, "gda": {"weight": [0.0, 0.01, 0.1]},
           "adapter": {"alpha": [0.0, 0.5], "theta": [1.0, 5.0], "beta": [0.0, 1.0]},
-          "tip_adapter_f": {"theta": [1.0, 5.0], "beta": [0.0, 1.0], "lr": [0.01], "epochs": 5, "patience": 3, "weight_decay": 0.01},
+          "tip_adapter_f": {"lr": [0.01], "epochs": 5, "patience": 3, "weight_decay": 0.01, "start": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]}},
           "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 5, "patience": 3,
-                           "weight_decay": 0.01}}
+                           "weight_decay": 0.01},
+          "trainable": {"method": "ours", "lr": [0.01], "epochs": 5, "eval_every": 1, "patience": 3, "weight_decay": 0.01,
+                        "start": {"alpha": [0.0, 0.5], "theta": [1.0, 5.0], "beta": [0.0, 1.0]}}}
 
 
 def _card(fitted, **kw):

@@ -46,7 +46,8 @@ def test_hub_profile_runs_from_captions_to_table1(executed):
     assert index["image"]["fields"]["text_attention_mask"] is False and index["image"]["fields"]["precision"] == "fp32"
     table = pd.read_csv(executed / "results" / "table1.csv")
     ours = table[table["dataset"] == "shapes"]
-    assert {"zero_shot", "zero_shot_captions", "adapter", "trainable"} <= set(ours["method"])
+    assert {"zero_shot", "zero_shot_captions", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
+            "adapter", "trainable"} <= set(ours["method"])  # CoOp trained through the tiny SigLIP's text tower
     assert ours["mean"].between(0, 1).all() and set(ours.loc[ours["method"] == "adapter", "shots"]) == {1, 2}
     report = json.loads((executed / "results" / "runs" / "shapes" / "corrected" / "data.json").read_text())
     assert report["found"] == report["used"] == 36 and report["skipped"] == 0
@@ -56,6 +57,25 @@ def test_hub_profile_runs_from_captions_to_table1(executed):
         cells = json.loads((executed.parent.parent / "executed" / f"{nb}.ipynb").read_text())["cells"]
         text = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
         assert "2 processes" in text and "process 1 of 2" in text and "process 2 of 2" in text and kind in text, text[-2000:]
+
+
+def test_the_best_method_saves_as_a_card_that_predict_applies(executed, hub_project, monkeypatch, tmp_path):
+    """`siglip-adapter card` refits the run's best 2-shot method (checked against its stage row) and
+    `siglip-adapter predict` loads the tiny SigLIP once and writes a row per image and card."""
+    from siglip_adapter import cli
+
+    monkeypatch.setenv("SIGLIP_ADAPTER_ROOT", str(hub_project))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["card", "shapes", "--overlay", "tiny_hub", "--out", str(tmp_path / "cards")]) == 0
+    (card,) = sorted((tmp_path / "cards").glob("*.json"))
+    body = json.loads(card.read_text())
+    rows = pd.concat([pd.read_csv(executed / "results" / "runs" / "shapes" / "corrected" / f"{s}.csv") for s in ("04_adapter", "05_trainable")])
+    top = rows[rows["shots"] == 2]["val_accuracy"].max()
+    assert body["shots"] == 2 and body["val_accuracy"] == pytest.approx(top) and body["backbone"]["model_id"] == "build/tiny-models/siglip"
+    out = tmp_path / "pred.csv"
+    assert cli.main(["predict", "--card", str(card), str(hub_project / "data" / "shapes" / "circle"), "--out", str(out)]) == 0
+    pred = pd.read_csv(out)
+    assert len(pred) == 12 and set(pred["class"]) <= {"circle", "square", "triangle"} and (pred["method"] == body["method"]).all()
 
 
 @pytest.mark.parametrize("name", ["siglip", "t5", "smolvlm"])

@@ -10,15 +10,15 @@ import torch
 from helpers import toy_run
 
 from siglip_adapter import adapters
-from siglip_adapter.methods import Labelled, Task, method, method_rows
+from siglip_adapter.methods import Labelled, Task, method, method_rows, params_of
 
 METHOD_PARAMS = {
-    "run": ["zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "adapter"],
+    "run": ["zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "adapter", "trainable"],
     "linear_probe": {"C": [0.01, 1.0, 100.0]},
     "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
     "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
     "gda": {"weight": [0.0, 0.001, 0.01, 0.1, 1.0]},
-    "tip_adapter_f": {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0], "lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
+    "tip_adapter_f": {"lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
     "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
 }
 
@@ -26,6 +26,7 @@ METHOD_PARAMS = {
 def toy():
     inp, cfg, _ = toy_run(n_classes=4, dim=16)
     cfg["methods"] = copy.deepcopy(METHOD_PARAMS)
+    cfg["trainable"] = {"method": "ours", "lr": [0.01], "weight_decay": 0.01, "epochs": 8, "eval_every": 2, "patience": 3}
     return inp, cfg
 
 
@@ -110,7 +111,7 @@ def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
     assert rows.groupby("method").size().to_dict() == {m: len(cfg["shots"]) * cfg["n_seeds"] for m in METHOD_PARAMS["run"]}
     chosen = {"linear_probe": ["C"], "tip_adapter": ["theta", "beta"], "idea": ["alpha", "theta", "beta"], "gda": ["weight"],
               "adapter": ["alpha", "theta", "beta"], "tip_adapter_f": ["theta", "beta", "lr", "epoch"],
-              "clip_adapter": ["ratio", "lr", "epoch"]}
+              "clip_adapter": ["ratio", "lr", "epoch"], "trainable": ["alpha", "theta", "beta", "lr", "epoch"]}
     for m, cols in chosen.items():
         assert rows.loc[rows["method"] == m, cols].notna().all().all(), m
     assert (rows["selected_on"] == "val").all() and rows["accuracy"].between(0, 1).all()
@@ -137,9 +138,9 @@ def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name
     inp, cfg = toy()
     shots = Labelled(*inp.shots(4, 1))
     task = Task(shots, shots, inp.class_text, 1.0, 0.0, 1)
-    params = {**cfg["methods"][name], "epochs": 40, "patience": None}
+    params = {**params_of(cfg, name), "epochs": 40, "patience": None}
     if name == "tip_adapter_f":  # a weak start (searched alone, the cache on its own shots is already perfect there)
-        params.update(theta=[0.5], beta=[0.5])
+        params["start"] = {"theta": [0.5], "beta": [0.5]}
     fitted = method(name)(task, params)
     assert fitted.chosen["epoch"] > 0
     x = inp.split("test")[0]
@@ -159,3 +160,43 @@ def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name
         torch.testing.assert_close(scorer(name)(fitted.state, fitted.chosen, x), model(x))
         if start is not None:
             assert fitted.val_accuracy > adapters.accuracy(start, shots.labels)
+
+
+def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
+    """The trainable adapter starts from the training-free adapter's choice on the same task, and
+    Tip-Adapter-F from Tip-Adapter's: fitted once per task, the start's params under ``start``."""
+    from siglip_adapter import methods
+
+    inp, cfg = toy()
+    assert params_of(cfg, "trainable")["start"] == cfg["adapter"] and params_of(cfg, "tip_adapter_f")["start"] == cfg["methods"]["tip_adapter"]
+    task = task_of(inp, cfg, k=2)
+    calls = []
+    real = methods.METHODS["adapter"]
+    methods.METHODS["adapter"] = real._replace(fit=lambda t, p: calls.append(1) or real.fit(t, p))
+    try:
+        first = task.fitted("adapter", params_of(cfg, "adapter"))
+        trained = task.fitted("trainable", params_of(cfg, "trainable"))
+    finally:
+        methods.METHODS["adapter"] = real
+    assert len(calls) == 1
+    assert {k: trained.chosen[k] for k in ("alpha", "theta", "beta")} == first.chosen
+    assert methods.names(cfg, trained=True) == ["tip_adapter_f", "clip_adapter", "trainable"]
+    assert methods.names(cfg, trained=False) == ["zero_shot", "linear_probe", "tip_adapter", "idea", "gda", "adapter"]
+
+
+def test_the_trainable_method_is_the_trainable_adapter_and_scores_from_its_saved_tensors():
+    from siglip_adapter.methods import scorer
+    from siglip_adapter.trainable import fit_trainable
+
+    inp, cfg = toy()
+    task = task_of(inp, cfg, k=2, seed=2)
+    fitted = method("trainable")(task, params_of(cfg, "trainable"))
+    c, t, s = fitted.chosen, cfg["trainable"], task.shots
+    ref = fit_trainable(s.images, s.labels, s.captions, task.class_text, task.val.images, task.val.labels, c["alpha"], c["theta"], c["beta"],
+                        t["lr"], t["epochs"], t["weight_decay"], t["eval_every"], seed=2, patience=t["patience"])
+    x = inp.split("test")[0]
+    with torch.no_grad():
+        torch.testing.assert_close(scorer("trainable")(fitted.state, c, x), ref.model.eval()(x))
+    assert (c["lr"], c["epoch"], fitted.val_accuracy) == (ref.lr, ref.epoch, ref.val_accuracy)
+    with pytest.raises(ValueError, match="test set"):
+        method("trainable")(task, {**params_of(cfg, "trainable"), "method": "authors"})

@@ -184,14 +184,16 @@ def test_an_edited_output_is_stale(dvc_copy):
 
 
 def test_an_adapter_parameter_reruns_only_the_stages_that_read_it(dvc_copy):
-    """The adapter stages, and the ablation (its trainable adapter starts from the adapter's choice)."""
+    """The adapter stages, and those whose trained methods start from the adapter's choice: the
+    trainable stages, the ablation and the cards."""
     defaults = dvc_copy / "params" / "defaults.yaml"
     original = defaults.read_text()
     try:
         cfg = yaml.safe_load(original)
         defaults.write_text(original.replace(f"theta: {cfg['adapter']['theta']}".replace("'", ""), "theta: [1.0, 99.0]"))
         assert yaml.safe_load(defaults.read_text())["adapter"]["theta"] == [1.0, 99.0]
-        assert set(_dvc_stale(dvc_copy)) == ({f"adapter@{ds}-{p}" for ds in run_datasets(dvc_copy) for p in run_protocols(dvc_copy)}
-                                             | {f"ablation@{ds}" for ds in run_datasets(dvc_copy)})
+        runs = [f"{ds}-{p}" for ds in run_datasets(dvc_copy) for p in run_protocols(dvc_copy)]
+        assert set(_dvc_stale(dvc_copy)) == ({f"adapter@{r}" for r in runs} | {f"trainable@{r}" for r in runs}
+                                             | {f"{stage}@{ds}" for ds in run_datasets(dvc_copy) for stage in ("ablation", "cards")})
     finally:
         defaults.write_text(original)

@@ -246,8 +246,10 @@ def test_the_offline_captioner_names_the_class_only_when_the_prompt_gives_it(mod
 def test_nothing_is_chosen_on_test_outside_the_authors_trainable(root):
     """Every committed result row says what chose its hyper-parameters: test only where the
     protocol turns the authors' trainable model on (their epoch was picked on test)."""
-    files = sorted((root / "results" / "runs").glob("*/*/0*.csv"))
-    assert files
+    from siglip_adapter.report import STAGE_FILES, TEXT_KEY_FILE
+
+    files = sorted(f for stage in (*STAGE_FILES, TEXT_KEY_FILE) for f in (root / "results" / "runs").glob(f"*/*/{stage}.csv"))
+    assert len(files) == len(list((root / "results" / "runs").glob("*/*/03_zero_shot.csv"))) * 4
     for f in files:
         rows = pd.read_csv(f)
         cfg = load_config(rows["dataset"].iloc[0], root=root, protocol=rows["protocol"].iloc[0])
@@ -257,5 +259,5 @@ def test_nothing_is_chosen_on_test_outside_the_authors_trainable(root):
         else:
             assert on_test.empty, f
         expected = "val" if cfg["validation"]["per_class"] == 0 else f"val_min_k_{cfg['validation']['per_class']}"
-        searched = rows[rows["method"].isin(["adapter"])]
+        searched = rows[rows["method"].isin(cfg["methods"]["run"]) & ~rows.index.isin(on_test.index)]  # every method of the run
         assert (searched["selected_on"] == expected).all(), f

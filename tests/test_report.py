@@ -49,3 +49,29 @@ def test_committed_table1_says_what_captions_add_to_the_adapter_on_every_run(roo
             assert f"**{ds}** ({p}): caption keys against no text keys" in text
             shots = set(keys[(keys["dataset"] == ds) & (keys["protocol"] == p)]["shots"])
             assert shots == set(load_config(ds, root=root, protocol=p)["shots"])
+
+
+def test_the_ranking_is_the_mean_rank_over_shots():
+    import pytest
+
+    import numpy as np
+
+    from siglip_adapter import report
+
+    rng = np.random.default_rng(0)
+    rows = [{"dataset": "d", "protocol": p, "method": m, "shots": k, "mean": float(rng.uniform()), "std": 0.0, "n_seeds": 3}
+            for p in ("corrected", "paper") for m in ("linear_probe", "adapter", "coop") for k in (1, 4, 16)]
+    rows.append({"dataset": "d", "protocol": "corrected", "method": "zero_shot", "shots": 0, "mean": 0.99, "std": 0.0, "n_seeds": 1})
+    table = pd.DataFrame(rows)
+    ranks = report.ranking(table)
+    assert set(ranks["protocol"]) == {"corrected"} and set(ranks["method"]) == {"linear_probe", "adapter", "coop"}  # no paper, no zero-shot
+    few = table[(table["protocol"] == "corrected") & (table["shots"] > 0)]
+    for m, r in ranks.set_index("method").iterrows():
+        per_k = [1 + int((few[(few["shots"] == k)]["mean"] > few[(few["shots"] == k) & (few["method"] == m)]["mean"].iloc[0]).sum())
+                 for k in (1, 4, 16)]
+        assert r["mean_rank"] == pytest.approx(np.mean(per_k))
+        assert r["mean_accuracy"] == pytest.approx(few[few["method"] == m]["mean"].mean())
+        assert r["at_max_shots"] == pytest.approx(few[(few["method"] == m) & (few["shots"] == 16)]["mean"].iloc[0])
+    assert list(ranks["mean_rank"]) == sorted(ranks["mean_rank"])
+    text = report.ranking_markdown(ranks)
+    assert "**d**" in text and "| Linear probe |" in text

@@ -139,3 +139,46 @@ def predict(card_paths: Sequence[str | Path], inputs: Sequence[str | Path], devi
         rows += [{"image": str(f), "card": name, "method": card["method"], "dataset": card["dataset"],
                   "class": card["classnames"][int(i)], "score": float(v)} for f, v, i in zip(files, top.values, top.indices)]
     return pd.DataFrame(rows, columns=["image", "card", "method", "dataset", "class", "score"])
+
+
+def best_row(rows: pd.DataFrame, shots: int, order: Sequence[str]) -> pd.Series:
+    """The run's best fitted method at ``shots``: the highest validation accuracy over every
+    method (``order``: ``methods.run``) and seed, ties to the earlier method, then the smaller
+    seed. Rows chosen on the test set (the authors' trainable model) are never picked."""
+    cand = rows[(rows["shots"] == shots) & (rows["selected_on"] != "test") & rows["method"].isin(order)].copy()
+    if not len(cand):
+        raise CardError(f"no rows at {shots} shots selected on validation for the methods {list(order)}")
+    cand["_order"] = cand["method"].map({m: i for i, m in enumerate(order)})
+    return cand.sort_values(["val_accuracy", "_order", "seed"], ascending=[False, True, True], kind="stable").iloc[0]
+
+
+def save_best(dataset: str, protocol: str = "corrected", shots: int | None = None, overlay: str = "", out: Path | None = None) -> Path:
+    """Refit the best ``shots``-shot method of a run (``best_row`` over its 04/05 stage rows; the
+    largest K by default) on its shots and seed, check that the refit scores the test accuracy its
+    row records (the run is reproducible), and save it as the only card in ``out`` (default
+    ``results/<dataset>/cards/``). Returns the card's path."""
+    from . import experiment, methods
+    from .config import load_config
+    from .encoders import build_encoder
+    from .paths import run_paths
+    from .prompts import class_prompts
+
+    cfg = load_config(dataset, overlay, protocol=protocol)
+    paths = run_paths(dataset, overlay, protocol)
+    rows = pd.concat([pd.read_csv(paths.rows(stage)) for stage in ("04_adapter", "05_trainable")], ignore_index=True)
+    k = int(shots or max(cfg["shots"]))
+    r = best_row(rows, k, methods.names(cfg))
+    inp = experiment.load_inputs(paths, cfg)
+    encoder = build_encoder(cfg)
+    name, seed = str(r["method"]), int(r["seed"])
+    fitted = methods.task_for(inp, cfg, k, seed, encoder).fitted(name, methods.params_of(cfg, name))
+    test = fitted.accuracy(methods.Labelled(*inp.split("test")))
+    if abs(test - float(r["accuracy"])) > 1e-5 or abs(fitted.val_accuracy - float(r["val_accuracy"])) > 1e-5:
+        raise RuntimeError(f"{name} at {k} shots, seed {seed}: the refit scores test {test:.6f} / val {fitted.val_accuracy:.6f}, its "
+                           f"row {float(r['accuracy']):.6f} / {float(r['val_accuracy']):.6f}: the stage is not reproducible")
+    out = Path(out) if out is not None else paths.results_root / dataset / "cards"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("*.json")) + list(out.glob("*.safetensors")):  # one card: the current best
+        old.unlink()
+    card = card_for(fitted, cfg, encoder, inp.classnames, class_prompts(inp.classnames, cfg["dataset"]["template"]), k, seed, test)
+    return save_card(fitted, card, out / f"{name}_{k}shot_seed{seed}.json")

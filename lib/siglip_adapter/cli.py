@@ -6,6 +6,7 @@
     siglip-adapter captions DATASET [--protocol P] [--overlay NAME] [--manifest-ready]
     siglip-adapter embed DATASET [--protocol P] [--overlay NAME]
     siglip-adapter predict --card CARD [--card CARD ...] IMAGES_OR_FOLDER [...] [--json] [--out FILE]
+    siglip-adapter card DATASET [--protocol P] [--shots K] [--overlay NAME] [--out DIR]
 
 ``scan`` decodes every image a source lists, in DataLoader workers, and reports what a run would
 skip and why, before any GPU time is spent: a class-folder tree by default, a flat folder with
@@ -29,6 +30,10 @@ deterministic share of the parts, and the files equal a one-process run's (see `
 ``predict`` applies saved adapters (``siglip_adapter.cards``) to images: the backbone is loaded once,
 each image embedded once, and every card writes one row per image (predicted class and its logit),
 as CSV or ``--json``; a card made on another backbone or preprocessing is refused (exit status 2).
+
+``card`` saves a run's best method at K shots (the largest by default; highest validation accuracy
+over methods and seeds) as a card in ``results/<dataset>/cards/``, refitted from the run's features
+and checked against the test accuracy its stage recorded (what ``dvc repro`` runs per dataset).
 """
 
 from __future__ import annotations
@@ -164,6 +169,14 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from .cards import save_best
+
+    path = save_best(args.dataset, args.protocol, args.shots, args.overlay, args.out)
+    print(f"card: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="siglip-adapter", description="SigLIP-Adapter reproducibility kit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -205,7 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--out", default=None, help="write here instead of standard output")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     pr.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    cd = sub.add_parser("card", help="save a run's best K-shot method as a card (refitted, checked against its stage row)")
+    cd.add_argument("dataset", help="a params/<dataset>.yaml name")
+    cd.add_argument("--protocol", default="corrected", help="the run's protocol (default corrected)")
+    cd.add_argument("--shots", type=int, default=None, help="K (default: the run's largest)")
+    cd.add_argument("--overlay", default="", help="a params/overlays/<name>.yaml (its outputs go under build/<name>/)")
+    cd.add_argument("--out", type=Path, default=None, help="the cards folder (default results/<dataset>/cards)")
     args = ap.parse_args(argv)
+    if args.command == "card":
+        return cmd_card(args)
     if args.command == "predict":
         return cmd_predict(args)
     if args.command in ("captions", "embed"):

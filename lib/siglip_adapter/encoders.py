@@ -5,7 +5,10 @@ L2-normalised float32 on the CPU; ``preprocess`` (a picklable image -> (3, H, W)
 DataLoader workers run) and ``encode_pixels((B, 3, H, W)) -> (B, D)`` split the image path so
 decoding and resizing happen off the main process; plus ``logit_scale``/``logit_bias`` for
 SigLIP-style zero-shot logits, a tokenizer-backed ``count_tokens``/``truncate`` for the caption token limit, and
-``cache_fields`` (everything that changes the features, for the cache key). The image path also
+``cache_fields`` (everything that changes the features, for the cache key). ``text_inputs`` ->
+``text_features`` is the text path with gradients, and ``input_embeddings`` the token table it
+starts from, so prompts whose words are learned vectors (CoOp, ``siglip_adapter.context``) run
+through the frozen text tower. The image path also
 splits at the image tower (``tower_pixels`` -> ``from_tower``, keyed by ``tower_fields``) so stores
 can keep the expensive part per image; ``text_fields`` keys text features alone.
 
@@ -215,15 +218,26 @@ class SiglipEncoder(TokenizerText):
     def from_tower(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs
 
-    @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+    def text_inputs(self, texts: Sequence[str]) -> dict:
         tok = self.tokenizer(list(texts), padding="max_length", max_length=self.max_text_tokens, truncation=True, return_tensors="pt")
         # input_ids only: SigLIP's text tower was trained on max-length padding with no attention
         # mask, and a mask (which some tokenizers return) changes its features.
-        inputs = {"input_ids": tok["input_ids"].to(self.device)}
+        return {"input_ids": tok["input_ids"].to(self.device)}
+
+    def text_features(self, inputs: dict) -> torch.Tensor:
+        """Normalised float32 text features on the encoder's device, differentiable (CoOp trains
+        through them; ``encode_texts`` is the same under inference mode)."""
         with autocast_for(self.device, self.precision):
             feats = _pooled(self.model.get_text_features(**inputs))
-        return F.normalize(feats.float(), dim=-1).cpu()
+        return F.normalize(feats.float(), dim=-1)
+
+    def input_embeddings(self) -> torch.nn.Module:
+        """The text tower's token-embedding table."""
+        return self.model.get_input_embeddings()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.text_features(self.text_inputs(texts)).cpu()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,12 +322,21 @@ class ConseEncoder(TokenizerText):
         return {"encoder": self.name, "model_id": self.model_id, "max_text_tokens": self.max_text_tokens, "text_pooling": "mean",
                 "precision": self.precision}
 
+    def text_inputs(self, texts: Sequence[str]) -> dict:
+        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt").to(self.device))
+
+    def text_features(self, inputs: dict) -> torch.Tensor:
+        """Mean-pooled, normalised float32 sentence features, differentiable (see ``SiglipEncoder``)."""
+        hidden = self.text_model(**inputs).last_hidden_state
+        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0), dim=-1).float()
+
+    def input_embeddings(self) -> torch.nn.Module:
+        return self.text_model.get_input_embeddings()
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt").to(self.device)
-        hidden = self.text_model(**tok).last_hidden_state
-        mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0), dim=-1).float().cpu()
+        return self.text_features(self.text_inputs(texts)).cpu()
 
     @property
     def label_prompts(self) -> list[str]:

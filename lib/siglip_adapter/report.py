@@ -11,18 +11,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import yaml  # noqa: E402
+from .store import write_atomic
+
+def _plotting():
+    """(pyplot, seaborn) on the Agg backend, imported on first use: the stages that only write
+    tables do not pay for them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    return plt, sns
+
 
 TABLE_COLUMNS = ["dataset", "protocol", "method", "shots", "mean", "std", "n_seeds"]
-METHOD_ORDER = ["zero_shot", "zero_shot_captions", "adapter", "trainable"]
-METHOD_LABELS = {"zero_shot": "Zero-shot", "zero_shot_captions": "Zero-shot + captions", "adapter": "SigLIP-Adapter (training-free)",
+METHOD_ORDER = ["zero_shot", "zero_shot_captions", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
+                "adapter", "trainable"]
+METHOD_LABELS = {"zero_shot": "Zero-shot", "zero_shot_captions": "Zero-shot + captions", "linear_probe": "Linear probe",
+                 "tip_adapter": "Tip-Adapter", "tip_adapter_f": "Tip-Adapter-F", "clip_adapter": "CLIP-Adapter", "gda": "GDA",
+                 "idea": "IDEA (training-free)", "coop": "CoOp", "adapter": "SigLIP-Adapter (training-free)",
                  "trainable": "SigLIP-Adapter (trainable)"}
+FEW_SHOT = [m for m in METHOD_ORDER if not m.startswith("zero_shot")]  # the methods of the shots sweep
+SWEEP_EXCLUDED = ("published", "paper")  # protocols without a shots sweep (one K, one seed)
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -33,18 +47,30 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["dataset", "protocol", "order", "shots"]).drop(columns="order").reset_index(drop=True)[TABLE_COLUMNS]
 
 
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """A result table as CSV (6 significant digits), written atomically."""
+    return write_atomic(Path(path), lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+
+
 def write_stage(rows: pd.DataFrame, csv_path: Path, json_path: Path) -> pd.DataFrame:
     """Write a stage's per-seed rows and its metrics summary; returns the summary."""
-    rows.to_csv(csv_path, index=False, float_format="%.6g")
+    write_csv(rows, csv_path)
     summary = summarise(rows)
     metrics: dict = {}
     for r in summary.itertuples(index=False):
         metrics.setdefault(r.method, {})[f"shots_{r.shots}"] = {"mean": round(r.mean, 6), "std": round(r.std, 6), "n_seeds": int(r.n_seeds)}
-    json_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_atomic(Path(json_path), lambda tmp: tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n"))
     return summary
 
 
+def shots_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """A stage summary as method x shots (accuracy in %, mean over seeds), for a notebook."""
+    return summary.pivot_table(index="method", columns="shots", values="mean", sort=False).mul(100).round(1)
+
+
 STAGE_FILES = ("03_zero_shot", "04_adapter", "05_trainable")
+SENSITIVITY_FILE = "04_sensitivity"  # the adapter's accuracy over alpha x theta at the chosen beta, per run
+CURVE_FILE = "05_curves"  # the trained methods' learning curves at the largest K and the first seed, per run
 
 
 def collect_rows(results_root: Path, datasets: list[str], protocols: list[str], stages=STAGE_FILES) -> pd.DataFrame:
@@ -143,18 +169,50 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
     out = "\n".join(lines) + "\n\nWhat each column measures:\n\n"
     for col, by in COLUMN_MEANINGS.items():
         out += f"- **{col}**: " + "; ".join(f"*{p}*: {text}" for p, text in by.items()) + ".\n"
-    sweep = table[table["method"].isin(["adapter", "trainable"]) & ~table["protocol"].isin(["published", "paper"])]
+    sweep = table[table["method"].isin(FEW_SHOT) & ~table["protocol"].isin(SWEEP_EXCLUDED)]
     if len(sweep):
         ks = sorted(sweep["shots"].unique())
-        out += "\nAccuracy (%) against shots, mean ± std over seeds:\n\n"
+        out += "\n## Every method against shots\n\nAccuracy (%), mean ± std over seeds, every hyper-parameter chosen on validation:\n\n"
         out += "| dataset | protocol | method | " + " | ".join(f"{k}-shot" for k in ks) + " | seeds |\n"
         out += "|" + "---|" * (4 + len(ks)) + "\n"
         for (ds, proto, m), g in sweep.groupby(["dataset", "protocol", "method"], sort=False):
             by = g.set_index("shots")
             cells = [_cell(*by.loc[k, ["mean", "std", "n_seeds"]]) if k in by.index else "–" for k in ks]
             out += f"| {ds} | {proto} | {METHOD_LABELS[m]} | " + " | ".join(cells) + f" | {int(g['n_seeds'].max())} |\n"
+    if len(sweep):
+        out += ranking_markdown(ranking(table))
     if text_keys is not None and len(text_keys):
         out += text_key_markdown(text_keys)
+    return out
+
+
+def ranking(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and protocol with a shots sweep: each few-shot method's rank among the methods
+    at every K (1 = best mean accuracy; ties share the mean rank), averaged over K, with its mean
+    accuracy over K and at the largest K; best mean rank first."""
+    sweep = table[table["method"].isin(FEW_SHOT) & ~table["protocol"].isin(SWEEP_EXCLUDED)].copy()
+    sweep["rank"] = sweep.groupby(["dataset", "protocol", "shots"])["mean"].rank(ascending=False, method="average")
+    top = sweep["shots"].max()
+    out = sweep.groupby(["dataset", "protocol", "method"], sort=False).agg(
+        mean_rank=("rank", "mean"), mean_accuracy=("mean", "mean"),
+        at_max_shots=("mean", lambda m: float(m[sweep.loc[m.index, "shots"] == top].mean()))).reset_index()
+    return out.sort_values(["dataset", "protocol", "mean_rank", "method"], kind="stable").reset_index(drop=True)
+
+
+def ranking_markdown(ranks: pd.DataFrame) -> str:
+    """The ranking per dataset: one column pair per protocol (mean rank over K, mean accuracy over K)."""
+    protocols = list(dict.fromkeys(ranks["protocol"]))
+    out = ("\n## Ranking\n\nPer dataset, each method's rank among the few-shot methods at every K (1 = best), averaged over K, "
+           "and its accuracy (%) averaged over K; ordered by the first protocol's mean rank.\n")
+    for ds, g in ranks.groupby("dataset", sort=False):
+        by = g.set_index(["protocol", "method"])
+        order = list(g[g["protocol"] == protocols[0]]["method"]) or list(dict.fromkeys(g["method"]))
+        out += f"\n**{ds}**\n\n| method | " + " | ".join(f"{p}: mean rank | {p}: mean acc." for p in protocols) + " |\n"
+        out += "|" + "---|" * (1 + 2 * len(protocols)) + "\n"
+        for m in order:
+            cells = [f"{by.loc[(p, m), 'mean_rank']:.1f} | {100 * by.loc[(p, m), 'mean_accuracy']:.1f}" if (p, m) in by.index else "– | –"
+                     for p in protocols]
+            out += f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |\n"
     return out
 
 
@@ -211,32 +269,92 @@ def text_key_markdown(summary: pd.DataFrame) -> str:
     return out
 
 
-def plot_shots(table: pd.DataFrame, path: Path | None = None):
-    """Accuracy against shots per dataset: the adapters as lines with ±1 std (solid: corrected,
-    dashed: realistic, other protocols dotted), zero-shot as a horizontal line."""
-    ours = table[~table["protocol"].isin(["published", "paper"])]
-    datasets = list(dict.fromkeys(ours["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
-    palette = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER))))
-    styles = {"corrected": "-", "realistic": "--"}
-    for ax, ds in zip(axes[0], datasets):
-        d = ours[ours["dataset"] == ds]
-        for (proto, m), g in d[d["method"].isin(["adapter", "trainable"])].groupby(["protocol", "method"], sort=False):
-            g = g.sort_values("shots")
-            ax.errorbar(g["shots"], 100 * g["mean"], yerr=100 * g["std"], marker="o", capsize=3, ls=styles.get(proto, ":"),
-                        label=f"{METHOD_LABELS[m]} ({proto})", color=palette[m])
-        zs = d[(d["method"] == "zero_shot") & (d["protocol"] == "corrected")]
-        if len(zs):
-            ax.axhline(100 * zs["mean"].iloc[0], ls="-.", color=palette["zero_shot"], label=METHOD_LABELS["zero_shot"])
-        ax.set_xscale("log", base=2)
-        ks = sorted(d[d["shots"] > 0]["shots"].unique())
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set(title=ds, xlabel="shots per class (K)", ylabel="test accuracy (%)")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+def _palette() -> dict:
+    plt, sns = _plotting()
+    return dict(zip(FEW_SHOT, sns.color_palette("tab10", len(FEW_SHOT))))
+
+
+def plot_shots(rows: pd.DataFrame, path: Path | None = None):
+    """Accuracy against shots for every few-shot method (mean over seeds, band: ±1 std), a panel
+    per dataset (columns) and protocol with a sweep (rows); zero-shot as a dashed line."""
+    plt, sns = _plotting()
+    ours = rows[~rows["protocol"].isin(SWEEP_EXCLUDED)].assign(accuracy=lambda r: 100 * r["accuracy"])
+    datasets, protocols = list(dict.fromkeys(ours["dataset"])), list(dict.fromkeys(ours["protocol"]))
+    fig, axes = plt.subplots(len(protocols), len(datasets), figsize=(5.5 * len(datasets), 4 * len(protocols)), squeeze=False)
+    palette = _palette()
+    for ax_row, proto in zip(axes, protocols):
+        for ax, ds in zip(ax_row, datasets):
+            d = ours[(ours["dataset"] == ds) & (ours["protocol"] == proto)]
+            few = d[d["method"].isin(FEW_SHOT)]
+            sns.lineplot(few, x="shots", y="accuracy", hue="method", hue_order=[m for m in FEW_SHOT if m in set(few["method"])],
+                         palette=palette, errorbar="sd", marker="o", ax=ax, legend=ax is axes[0][-1])
+            zs = d[d["method"] == "zero_shot"]
+            if len(zs):
+                ax.axhline(zs["accuracy"].mean(), ls="--", color="grey", label="zero-shot")
+            ax.set_xscale("log", base=2)
+            ks = sorted(few["shots"].unique())
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.set(title=f"{ds} ({proto})", xlabel="shots per class (K)", ylabel="test accuracy (%)")
+            ax.grid(alpha=0.3)
+    leg = axes[0][-1].get_legend()
+    if leg is not None:
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+        axes[0][-1].legend(handles, [METHOD_LABELS.get(lab, lab) for lab in labels], fontsize=7, loc="lower right")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120, metadata={"Software": None})
+        fig.savefig(path, dpi=110, metadata={"Software": None})
+    return fig
+
+
+def read_run_files(results_root: Path, datasets: list[str], protocols: list[str], name: str) -> pd.DataFrame:
+    """A per-run file (``<name>.csv``: sensitivity, curves) of every dataset x protocol run that has one."""
+    paths = [Path(results_root) / "runs" / ds / p / f"{name}.csv" for ds in datasets for p in protocols]
+    frames = [pd.read_csv(p) for p in paths if p.is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):
+    """The training-free adapter's test accuracy (%) over alpha x theta at the beta validation chose
+    (mean over seeds at the largest K), a heat map per dataset x protocol with a sweep; the
+    number in a cell is how often validation chose it."""
+    plt, sns = _plotting()
+    sens = sens[~sens["protocol"].isin(SWEEP_EXCLUDED)]
+    runs = list(dict.fromkeys(zip(sens["dataset"], sens["protocol"])))
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.2), squeeze=False)
+    for ax, (ds, proto) in zip(axes[0], runs):
+        d = sens[(sens["dataset"] == ds) & (sens["protocol"] == proto)]
+        acc = d.pivot_table(index="alpha", columns="theta", values="accuracy", aggfunc="mean").mul(100)
+        picked = d.pivot_table(index="alpha", columns="theta", values="chosen", aggfunc="sum").astype(int)
+        sns.heatmap(acc, annot=picked.where(picked > 0, 0).astype(str).where(picked > 0, ""), fmt="", cmap="viridis", ax=ax,
+                    cbar_kws={"label": "test accuracy (%)"})
+        ax.set(title=f"{ds} ({proto}), K = {int(d['shots'].max())}", xlabel="theta (sharpness)", ylabel="alpha (caption weight)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110, metadata={"Software": None})
+    return fig
+
+
+def plot_curves(curves: pd.DataFrame, path: Path | None = None):
+    """Validation accuracy against epoch for each trained method (a line per learning rate), a row
+    per dataset x protocol with a sweep: the learning curves behind each chosen epoch."""
+    plt, sns = _plotting()
+    curves = curves[~curves["protocol"].isin(SWEEP_EXCLUDED)]
+    runs = list(dict.fromkeys(zip(curves["dataset"], curves["protocol"])))
+    trained = [m for m in FEW_SHOT if m in set(curves["method"])]
+    fig, axes = plt.subplots(len(runs), len(trained), figsize=(3.4 * len(trained), 2.8 * len(runs)), squeeze=False, sharey="row")
+    for ax_row, (ds, proto) in zip(axes, runs):
+        for ax, m in zip(ax_row, trained):
+            d = curves[(curves["dataset"] == ds) & (curves["protocol"] == proto) & (curves["method"] == m)]
+            d = d.assign(val=100 * d["val_accuracy"], lr=d["lr"].map(lambda v: f"{v:g}"))
+            sns.lineplot(d, x="epoch", y="val", hue="lr", marker=".", ax=ax, palette="colorblind")
+            ax.set(title=f"{METHOD_LABELS[m]}\n{ds} ({proto}), K = {int(d['shots'].max()) if len(d) else '?'}", xlabel="epoch",
+                   ylabel="validation accuracy (%)")
+            ax.title.set_fontsize(8)
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110, metadata={"Software": None})
     return fig
 
 
@@ -354,6 +472,7 @@ def ablation_markdown(effects: pd.DataFrame, rows: pd.DataFrame) -> str:
 def plot_ablation(effects: pd.DataFrame, path: Path | None = None):
     """Each switch's effect (points) on each column: one row of panels per dataset, on alone over
     corrected (left) and off alone from paper (right), switches biggest first."""
+    plt, sns = _plotting()
     datasets = list(dict.fromkeys(effects["dataset"]))
     n_sw = max(effects.groupby("dataset")["switch"].nunique()) if len(effects) else 1
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 0.35 * n_sw * len(datasets) + 1.2 * len(datasets)), squeeze=False, sharex=True)
@@ -416,6 +535,7 @@ def caption_quality_markdown(table: pd.DataFrame) -> str:
 
 def plot_caption_lengths(hist: pd.DataFrame, path: Path | None = None):
     """Caption length in encoder tokens per dataset (one panel each), a bar group per protocol."""
+    plt, sns = _plotting()
     datasets = list(dict.fromkeys(hist["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.2), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
@@ -433,6 +553,7 @@ def plot_caption_lengths(hist: pd.DataFrame, path: Path | None = None):
 def plot_caption_examples(examples: pd.DataFrame, images: dict, path: Path | None = None, width: int = 48):
     """Examples next to their images (``images``: {(dataset, image_id): PIL image}): a row per
     example, flagged ones first, with dataset, protocol, class and what was flagged."""
+    plt, sns = _plotting()
     import textwrap
 
     n = len(examples)

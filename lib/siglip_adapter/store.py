@@ -13,6 +13,7 @@ asks, so another split or protocol computes only the ids it lacks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -66,18 +67,24 @@ def code_version(*modules: str) -> str:
 def code_hash(paths) -> str:
     """Hash of Python files' syntax trees without docstrings: a comment, docstring or layout change
     keeps it, a code change does not."""
-    import ast
-
     h = hashlib.sha256()
     for path in paths:
-        tree = ast.parse(Path(path).read_text())
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-                node.body = body[1:] or [ast.Pass()]
-        h.update(ast.dump(tree).encode())
+        h.update(_tree_digest(Path(path).read_text()))
     return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _tree_digest(source: str) -> bytes:
+    """The dump of a module's syntax tree without docstrings (parsed once per source text)."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:

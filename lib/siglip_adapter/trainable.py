@@ -15,7 +15,7 @@ learning rate and epoch chosen by validation accuracy, never on test.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +42,16 @@ class TrainableAdapter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (M, D) -> logits (M, N)."""
-        query = F.normalize(images + self.projector(images), dim=-1)
-        fewshot = cache_affinity(query @ (self.image_keys + self.latent).T, query @ (self.caption_keys + self.latent).T,
-                                 self.alpha, self.theta) @ self.onehot
-        return self.beta * fewshot + zero_shot_logits(query, self.class_text, self.scale, self.bias)
+        return trainable_logits(images, self.projector.weight, self.projector.bias, self.image_keys, self.caption_keys, self.latent,
+                                self.onehot, self.class_text, self.alpha, self.theta, self.beta, self.scale, self.bias)
+
+
+def trainable_logits(images, weight, bias_vec, image_keys, caption_keys, latent, onehot, class_text, alpha: float, theta: float,
+                     beta: float, scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
+    """The trainable adapter's logits from its tensors (the module's forward, and a saved card's)."""
+    query = F.normalize(images + F.linear(images, weight, bias_vec), dim=-1)
+    fewshot = cache_affinity(query @ (image_keys + latent).T, query @ (caption_keys + latent).T, alpha, theta) @ onehot
+    return beta * fewshot + zero_shot_logits(query, class_text, scale, bias)
 
 
 @dataclass
@@ -54,6 +60,7 @@ class TrainResult:
     lr: float
     epoch: int
     val_accuracy: float
+    history: list[dict] = field(default_factory=list)  # every validation check of every lr: lr, epoch, loss, val_accuracy
 
 
 def _val_acc(model, val_images, val_labels) -> float:
@@ -68,8 +75,10 @@ def fit_on_shots(make_model, shot_images, shot_labels, val_images, val_labels, l
     ``make_model()`` trained on the shots with cross-entropy (full batch, AdamW, learning rate
     annealed to zero over ``epochs`` on a cosine, seeded); keep the (lr, epoch) with the best
     validation accuracy (epoch 0 = the untrained start; ties go to the earlier one). A run stops
-    early after ``patience`` validation checks without a gain over its own best."""
+    early after ``patience`` validation checks without a gain over its own best. The result's
+    ``history`` is the learning curve: the training loss and validation accuracy at every check."""
     best: TrainResult | None = None
+    history: list[dict] = []
     for lr in lrs:
         torch.manual_seed(seed)
         model = make_model()
@@ -77,6 +86,7 @@ def fit_on_shots(make_model, shot_images, shot_labels, val_images, val_labels, l
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
         acc = own_best = _val_acc(model, val_images, val_labels)
         stale = 0
+        history.append({"lr": float(lr), "epoch": 0, "loss": float("nan"), "val_accuracy": acc})
         if best is None or acc > best.val_accuracy:
             best = TrainResult(copy.deepcopy(model), float(lr), 0, acc)
         for epoch in range(1, epochs + 1):
@@ -88,12 +98,14 @@ def fit_on_shots(make_model, shot_images, shot_labels, val_images, val_labels, l
             sched.step()
             if epoch % eval_every == 0 or epoch == epochs:
                 acc = _val_acc(model, val_images, val_labels)
+                history.append({"lr": float(lr), "epoch": epoch, "loss": loss.item(), "val_accuracy": acc})
                 if acc > best.val_accuracy:
                     best = TrainResult(copy.deepcopy(model), float(lr), epoch, acc)
                 stale = 0 if acc > own_best else stale + 1
                 own_best = max(own_best, acc)
                 if patience is not None and stale >= patience:
                     break
+    best.history = history
     return best
 
 

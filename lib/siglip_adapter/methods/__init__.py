@@ -7,15 +7,18 @@ prompts, chooses its hyper-parameters on validation only, and returns the tensor
 from them, so a fitted method saves to a file and loads back (``siglip_adapter.cards``). The test
 split never reaches ``fit``. ``method_rows`` is the loop over K and seeds for every method
 named in ``methods.run`` (params/defaults.yaml); each row carries the method's chosen
-hyper-parameters. Adding a method is one module here (``@register("name")``) plus its
-``methods.<name>`` parameters.
+hyper-parameters. Adding a method is one module here (``@register("name", score)``) plus its
+``methods.<name>`` parameters. A method that starts from another's validation choice (Tip-Adapter-F
+from Tip-Adapter, the trainable adapter from the training-free one) names it (``start=``): its
+params then carry the other's under ``start`` and ``Task.fitted`` fits that one once per task.
+Methods that train (``trained=True``) run in 05_trainable, the others in 04_adapter.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pandas as pd
 import torch
@@ -42,13 +45,22 @@ class Task:
     scale: float = 1.0  # the zero-shot logit form: scale * cos + bias
     bias: float = 0.0
     seed: int = 0
+    classnames: list[str] | None = None  # the dataset's class names in label order
+    encoder: object = None  # the frozen dual encoder, for methods that train through its text tower (CoOp)
+    _fitted: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_classes(self) -> int:
         return self.class_text.shape[0]
 
     def zero_shot(self, images: torch.Tensor) -> torch.Tensor:
-        return adapters.zero_shot_logits(images, self.class_text, self.scale, self.bias)
+        return zero_shot_of(zero_shot_state(self), images)
+
+    def fitted(self, name: str, params: dict) -> "Fitted":
+        """Method ``name`` fitted on this task, once (a later method that starts from it reuses it)."""
+        if name not in self._fitted:
+            self._fitted[name] = method(name)(self, params)
+        return self._fitted[name]
 
 
 @dataclass
@@ -61,6 +73,7 @@ class Fitted:
     state: dict[str, torch.Tensor]
     chosen: dict = field(default_factory=dict)
     val_accuracy: float = float("nan")
+    history: list[dict] = field(default_factory=list)  # trained methods: the learning curve (``TrainResult.history``)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -70,14 +83,22 @@ class Fitted:
         return adapters.accuracy(self.logits(data.images), data.labels)
 
 
-METHODS: dict[str, tuple[Callable[[Task, dict], Fitted], Callable]] = {}
-MODULES = ("zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "adapter")
+class Method(NamedTuple):
+    fit: Callable[[Task, dict], Fitted]
+    score: Callable[[dict, dict, torch.Tensor], torch.Tensor]
+    start: str | None  # the method whose validation choice this one starts from
+    trained: bool  # trains on the shots (05_trainable) rather than computing in closed form (04_adapter)
 
 
-def register(name: str, score: Callable[[dict, dict, torch.Tensor], torch.Tensor]):
+METHODS: dict[str, Method] = {}
+MODULES = ("zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "coop", "adapter", "trainable")
+
+
+def register(name: str, score: Callable[[dict, dict, torch.Tensor], torch.Tensor], start: str | None = None, trained: bool = False):
     """Register a method's ``fit`` (decorated) with its ``score(state, chosen, images)``."""
+
     def deco(fit):
-        METHODS[name] = (fit, score)
+        METHODS[name] = Method(fit, score, start, trained)
         return fit
 
     return deco
@@ -95,12 +116,19 @@ def _lookup(name: str):
 
 def method(name: str) -> Callable[[Task, dict], Fitted]:
     """The ``fit`` of a method by name (its module is imported on first use)."""
-    return _lookup(name)[0]
+    return _lookup(name).fit
 
 
 def scorer(name: str) -> Callable[[dict, dict, torch.Tensor], torch.Tensor]:
     """The ``score(state, chosen, images)`` of a method by name."""
-    return _lookup(name)[1]
+    return _lookup(name).score
+
+
+def names(cfg: dict, trained: bool | None = None) -> list[str]:
+    """The methods ``methods.run`` names, in its order; ``trained``: only those that train (True)
+    or only those that do not (False)."""
+    out = list(cfg["methods"]["run"])
+    return out if trained is None else [n for n in out if _lookup(n).trained == trained]
 
 
 def zero_shot_state(task: "Task") -> dict[str, torch.Tensor]:
@@ -124,25 +152,48 @@ def best(candidates, evaluate) -> tuple[object, float]:
 
 
 def params_of(cfg: dict, name: str) -> dict:
-    """A method's parameters: ``methods.<name>``, else the top-level section of its name."""
-    return cfg["methods"].get(name) or cfg.get(name) or {}
+    """A method's parameters: ``methods.<name>``, else the top-level section of its name; with the
+    parameters of the method it starts from under ``start``."""
+    params = dict(cfg["methods"].get(name) or cfg.get(name) or {})
+    start = _lookup(name).start
+    if start is not None:
+        params["start"] = params_of(cfg, start)
+    return params
 
 
-def method_rows(inp, cfg: dict, names: list[str] | None = None) -> pd.DataFrame:
+def cells(cfg: dict) -> list[tuple[int, int]]:
+    """The (K, seed) pairs of a run: every ``shots`` value with every seed."""
+    from ..config import seeds as seed_list
+
+    return [(k, seed) for k in cfg["shots"] for seed in seed_list(cfg)]
+
+
+def task_for(inp, cfg: dict, k: int, seed: int, encoder=None) -> Task:
+    """The task of one K and seed of a run (``inputs.Inputs``)."""
+    return Task(Labelled(*inp.shots(k, seed)), Labelled(*inp.validation(cfg, k, seed)), inp.class_text, inp.scale, inp.bias, seed,
+                inp.classnames, encoder)
+
+
+def method_rows(inp, cfg: dict, names: list[str] | None = None, encoder=None, keep=None) -> pd.DataFrame:
     """Every named method (default ``methods.run``) at every K and seed: fitted on the shots with
     its hyper-parameters chosen on the protocol's validation set, then scored once on test. One
-    row per method, K and seed, with the chosen hyper-parameters."""
-    from ..config import seeds as seed_list
-    from ..experiment import _row, _selected_on
+    row per method, K and seed, with the chosen hyper-parameters. ``encoder``: the frozen encoder
+    for methods that train through its text tower (CoOp). ``keep(name, k, seed, fitted, test
+    accuracy)`` sees every fitted method (``experiment.Curves`` keeps learning curves with it)."""
+    from tqdm.auto import tqdm
 
-    names = list(names or cfg["methods"]["run"])
-    fits = {n: method(n) for n in names}
+    from ..inputs import result_row, selected_on
+
+    names = list(cfg["methods"]["run"] if names is None else names)
+    params = {n: params_of(cfg, n) for n in names}
     test = Labelled(*inp.split("test"))
     rows = []
-    for k in cfg["shots"]:
-        for seed in seed_list(cfg):
-            task = Task(Labelled(*inp.shots(k, seed)), Labelled(*inp.validation(cfg, k, seed)), inp.class_text, inp.scale, inp.bias, seed)
-            for name, fit in fits.items():
-                fitted = fit(task, params_of(cfg, name))
-                rows.append(_row(cfg, name, k, seed, fitted.accuracy(test), fitted.val_accuracy, _selected_on(cfg), **fitted.chosen))
+    for k, seed in tqdm(cells(cfg), desc=f"{', '.join(names)}: K x seeds", unit="cell"):
+        task = task_for(inp, cfg, k, seed, encoder)
+        for name in names:
+            fitted = task.fitted(name, params[name])
+            acc = fitted.accuracy(test)
+            rows.append(result_row(cfg, name, k, seed, acc, fitted.val_accuracy, selected_on(cfg), **fitted.chosen))
+            if keep is not None:
+                keep(name, k, seed, fitted, acc)
     return pd.DataFrame(rows)

@@ -4,7 +4,12 @@ one covariance shared by the classes, gives a linear classifier ``W_k = S^-1 mu_
 ``b_k = -1/2 mu_k S^-1 mu_k`` (equal priors), whose logits are added to zero-shot with a fusion
 weight searched on validation (``methods.gda.weight``). N*K shots cannot estimate a D x D
 covariance, so the shared covariance is shrunk towards a scaled identity with the Ledoit-Wolf
-estimate (scikit-learn)."""
+estimate (scikit-learn); with one shot per class nothing varies and GDA is zero-shot.
+
+The published code (main_few_shots.py) shrinks with its own estimator, ``d * pinv((n-1) S +
+tr(S) I)``, averages features over augmented views of the shots, and searches the weight on the
+validation split, except on ImageNet, where it sets the validation features to the test
+features: chosen on test. The kit uses Ledoit-Wolf, the shots as they are, and validation only."""
 
 from __future__ import annotations
 
@@ -15,12 +20,16 @@ from . import Fitted, Task, best, register, zero_shot_of, zero_shot_state
 
 def gda_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(W (N, D), b (N,)) from the shots: class means, Ledoit-Wolf precision of the centred features."""
-    from sklearn.covariance import LedoitWolf
+    from sklearn.covariance import ledoit_wolf
 
     x = images.double()
     means = torch.stack([x[labels == k].mean(0) for k in range(n_classes)])
-    centred = (x - means[labels]).numpy()
-    precision = torch.from_numpy(LedoitWolf(assume_centered=True).fit(centred).precision_)
+    shrunk, _ = ledoit_wolf((x - means[labels]).numpy(), assume_centered=True)
+    shrunk = torch.from_numpy(shrunk)
+    try:  # shrinkage towards a scaled identity makes it invertible ...
+        precision = torch.linalg.inv(shrunk)
+    except torch.linalg.LinAlgError:  # ... unless nothing varies (one shot per class): the pseudo-inverse, as scikit-learn's
+        precision = torch.linalg.pinv(shrunk, hermitian=True)
     w = means @ precision
     return w, -0.5 * (w * means).sum(-1)
 

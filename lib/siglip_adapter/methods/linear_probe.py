@@ -1,7 +1,8 @@
 """Linear probe: L2-regularised multinomial logistic regression on the shots' image features
 (scikit-learn, lbfgs), CLIP's linear probe as CoOp runs it for few-shot (Zhou et al., IJCV 2022,
 "Learning to Prompt for Vision-Language Models"): the inverse regularisation C is searched on the
-protocol's validation set over ``methods.linear_probe.C``. No zero-shot term."""
+protocol's validation set over ``methods.linear_probe.C``, as CLIP's and CoOp's linear probes
+search it on a validation split. No zero-shot term."""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 Classification"): a cache whose keys are the shots' image features and whose values are their
 one-hot labels, added to zero-shot: eq. 6 at alpha = 0 (Tip-Adapter names our sharpness theta its
 beta, and our residual weight beta its alpha). Both are searched on the protocol's validation set
-over ``methods.tip_adapter``'s grid, never on test."""
+over ``methods.tip_adapter``'s grid, never on test. The published code (Tip-Adapter's main.py)
+searches them on the validation split for CoOp's ten datasets, but on the test set for ImageNet
+(main_imagenet.py, which has no validation split); the kit never does."""
 
 from __future__ import annotations
 
