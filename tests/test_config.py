@@ -106,3 +106,23 @@ def test_every_dataset_asks_its_captioner_for_visible_attributes_without_its_cla
         if name == "digits":  # the class folders sources/digits.py writes
             classes += [str(n) for n in range(10)]
         assert not [n for n in classes if names_class(prompt, n)], name
+
+
+def test_every_method_has_its_parameters_for_every_dataset_protocol_and_profile(root):
+    """The same methods run unchanged on the paper's datasets: every method of ``methods.run``
+    resolves its parameters (and those of the method it starts from) under every protocol (profiles
+    change only the encoder, the captioner and sharding)."""
+    from siglip_adapter import methods
+
+    names = sorted(p.stem for p in (root / "params").glob("*.yaml") if p.stem not in ("defaults", "run", "paper_table1"))
+    assert {"food101", "eurosat", "dtd", "oxford_pets", "caltech101"} <= set(names)
+    for ds in names:
+        for protocol in run_protocols(root):
+            cfg = load_config(ds, root=root, protocol=protocol)
+            assert set(methods.names(cfg)) == {"linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
+                                               "adapter", "trainable"}
+            for name in methods.names(cfg):
+                params = methods.params_of(cfg, name)
+                assert params, (ds, protocol, name)
+                if name in ("trainable", "tip_adapter_f"):
+                    assert params["start"] == methods.params_of(cfg, {"trainable": "adapter", "tip_adapter_f": "tip_adapter"}[name])
