@@ -116,6 +116,22 @@ def test_predict_loads_the_backbone_once_embeds_each_image_once_and_applies_ever
     assert (right.loc[right["method"] == "tip_adapter", "class"] == right.loc[right["method"] == "tip_adapter", "truth"]).mean() > 0.1
 
 
+def test_predict_names_an_unreadable_image(digits_cards, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from siglip_adapter import encoders
+    from siglip_adapter.cli import main
+
+    encoder, cards, _, queries = digits_cards
+    monkeypatch.setattr(encoders, "build_encoder", lambda cfg: encoder)
+    folder = tmp_path / "photos"
+    shutil.copytree(queries, folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert main(["predict", "--card", str(cards[0]), str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 11 images cannot be read" in err and "broken.png: not an image" in err and "manifest" not in err
+
+
 def test_predict_refuses_a_card_of_another_backbone(digits_cards, tmp_path, monkeypatch, capsys):
     from siglip_adapter import encoders
     from siglip_adapter.cli import main

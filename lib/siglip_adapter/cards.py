@@ -108,16 +108,36 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def embed_files(encoder, files: Sequence[Path], invert: bool, batch_size: int = 32) -> torch.Tensor:
-    """(len(files), D) image features, each image decoded and embedded once."""
-    from tqdm.auto import tqdm
+class _Files:
+    """The images ``predict`` reads, as a source for the DataLoader path (decoded in workers)."""
 
-    from .encoders import batched
-    from .sources.images import open_rgb
+    def __init__(self, files: Sequence[Path], invert: bool):
+        self.files, self.invert, self.root = [Path(f) for f in files], invert, Path(".")
+        self.ids = [str(n) for n in range(len(self.files))]
 
-    out = [encoder.encode_pixels(torch.stack([encoder.preprocess(open_rgb(f, invert=invert)) for f in chunk]))
-           for chunk in tqdm(list(batched(list(files), batch_size)), desc="images", unit="batch")]
-    return torch.cat(out)
+    def open(self, image_id: str):
+        from .sources.images import open_rgb
+
+        return open_rgb(self.files[int(image_id)], invert=self.invert)
+
+    def path_of(self, image_id: str) -> str:
+        return str(self.files[int(image_id)])
+
+
+def embed_files(encoder, files: Sequence[Path], invert: bool, batch_size: int = 32, num_workers: int | str = "auto") -> torch.Tensor:
+    """(len(files), D) image features, each image embedded once, decoded in DataLoader workers as
+    the embed stage does. Unreadable files are found first (as ``siglip-adapter scan`` does) and
+    reported together, each with its reason, before any is embedded."""
+    from .data import find_bad_images
+    from .encoders import encode_image_ids
+    from .sources.images import ImageError
+
+    source = _Files(files, invert)
+    bad = find_bad_images(source, source.ids, num_workers, desc="checking images")
+    if bad:
+        raise ImageError(f"{len(bad)} of {len(files)} images cannot be read: "
+                         + "; ".join(f"{source.path_of(i)}: {reason}" for i, reason in sorted(bad.items(), key=lambda x: int(x[0]))))
+    return encode_image_ids(encoder, source, source.ids, batch_size, num_workers, desc="images")
 
 
 def predict(card_paths: Sequence[str | Path], inputs: Sequence[str | Path], device: str = "auto", batch_size: int = 32) -> pd.DataFrame:

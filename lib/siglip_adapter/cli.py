@@ -155,10 +155,11 @@ def cmd_stage(args) -> int:
 
 def cmd_predict(args) -> int:
     from .cards import CardError, predict
+    from .sources.images import ImageError
 
     try:
         rows = predict(args.card, args.inputs, device=args.device, batch_size=args.batch_size)
-    except (CardError, FileNotFoundError) as e:
+    except (CardError, FileNotFoundError, ImageError) as e:
         print(f"siglip-adapter predict: {e}", file=sys.stderr)
         return 2
     text = rows.to_json(orient="records", indent=2) + "\n" if args.json else rows.to_csv(index=False, float_format="%.6g")
