@@ -30,6 +30,10 @@ def siglip(tmp_path_factory):
     return SiglipEncoder.from_pretrained(str(build_siglip(tmp_path_factory.mktemp("siglip"))), device="cpu")
 
 
+def prompts_n_ctx(encoder) -> int:
+    return len(encoder.tokenizer("a photo of a", add_special_tokens=False)["input_ids"])
+
+
 @pytest.fixture(params=["conse", "siglip"])
 def encoder(request):
     return request.getfixturevalue(request.param)
@@ -57,7 +61,8 @@ def test_gradients_reach_the_context_only(encoder):
     assert [p.requires_grad for p in tower] == before  # the tower is left as it was
 
 
-def test_coop_learns_the_shots_and_scores_from_its_saved_tensors(encoder, tmp_path):
+@pytest.mark.parametrize("class_specific", [False, True])
+def test_coop_learns_the_shots_and_scores_from_its_saved_tensors(encoder, class_specific, tmp_path):
     """Images near the class prompts of another template: CoOp must move its context towards them
     (validation = the shots) and its card's score equals the trained prompts' logits."""
     from siglip_adapter.methods.coop import CoOp
@@ -68,9 +73,11 @@ def test_coop_learns_the_shots_and_scores_from_its_saved_tensors(encoder, tmp_pa
     images = F.normalize(target[labels] + NOISE[encoder.name] * torch.randn(len(labels), target.shape[1], generator=g), dim=-1)
     shots = Labelled(images, None, labels)
     task = Task(shots, shots, encoder.encode_texts([f"a photo of a {n}." for n in SHOES]), 1.0, 0.0, 1, SHOES, encoder)
-    params = {"init": "a photo of a", "logit_scale": 100.0, "lr": [0.05], "epochs": 15, "patience": None, "weight_decay": 0.0}
+    params = {"init": "a photo of a", "logit_scale": 100.0, "lr": [0.05], "epochs": 15, "patience": None, "weight_decay": 0.0,
+              "class_specific": class_specific}
     fitted = method("coop")(task, params)
-    start = CoOp(ContextPrompts(encoder, SHOES), 100.0)
+    start = CoOp(ContextPrompts(encoder, SHOES), 100.0, class_specific)
+    assert start.ctx.shape[0] == (len(SHOES) if class_specific else prompts_n_ctx(encoder))
     with torch.no_grad():
         start_acc = float((start(images).argmax(-1) == labels).float().mean())
     assert start_acc < 1 and fitted.chosen["epoch"] > 0 and fitted.val_accuracy > start_acc
