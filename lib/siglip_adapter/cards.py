@@ -125,19 +125,22 @@ class _Files:
 
 
 def embed_files(encoder, files: Sequence[Path], invert: bool, batch_size: int = 32, num_workers: int | str = "auto") -> torch.Tensor:
-    """(len(files), D) image features, each image embedded once, decoded in DataLoader workers as
-    the embed stage does. Unreadable files are found first (as ``siglip-adapter scan`` does) and
-    reported together, each with its reason, before any is embedded."""
-    from .data import find_bad_images
-    from .encoders import encode_image_ids
+    """(len(files), D) image features, each image decoded once (in DataLoader workers, as the
+    embed stage does) and embedded once. Unreadable files are reported together at the end, each
+    with its reason (``siglip-adapter scan``'s reasons), instead of the first one stopping the run."""
+    from .data import iter_batches
     from .sources.images import ImageError
 
     source = _Files(files, invert)
-    bad = find_bad_images(source, source.ids, num_workers, desc="checking images")
+    feats, bad = [], []
+    for ids, pixels, errors in iter_batches(source, source.ids, batch_size, num_workers, encoder.preprocess, desc="images"):
+        bad += [f"{source.path_of(i)}: {e}" for i, e in zip(ids, errors) if e is not None]
+        good = [p for p, e in zip(pixels, errors) if e is None]
+        if good and not bad:  # after the first bad file only the reasons are still collected
+            feats.append(encoder.encode_pixels(torch.stack(good)))
     if bad:
-        raise ImageError(f"{len(bad)} of {len(files)} images cannot be read: "
-                         + "; ".join(f"{source.path_of(i)}: {reason}" for i, reason in sorted(bad.items(), key=lambda x: int(x[0]))))
-    return encode_image_ids(encoder, source, source.ids, batch_size, num_workers, desc="images")
+        raise ImageError(f"{len(bad)} of {len(files)} images cannot be read: " + "; ".join(bad))
+    return torch.cat(feats)
 
 
 def predict(card_paths: Sequence[str | Path], inputs: Sequence[str | Path], device: str = "auto", batch_size: int = 32) -> pd.DataFrame:

@@ -74,7 +74,8 @@ CURVE_FILE = "05_curves"  # the trained methods' learning curves at the largest 
 
 
 def collect_rows(results_root: Path, datasets: list[str], protocols: list[str], stages=STAGE_FILES) -> pd.DataFrame:
-    """Every stage's per-seed rows (``<stage>.csv``) of every dataset x protocol run."""
+    """Every dataset x protocol run's ``<stage>.csv``: the stages' per-seed rows by default, or any
+    per-run file named in ``stages`` (sensitivity, curves, text keys); a missing one is an error."""
     frames = []
     for ds in datasets:
         for proto in protocols:
@@ -304,13 +305,6 @@ def plot_shots(rows: pd.DataFrame, path: Path | None = None):
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
     return fig
-
-
-def read_run_files(results_root: Path, datasets: list[str], protocols: list[str], name: str) -> pd.DataFrame:
-    """A per-run file (``<name>.csv``: sensitivity, curves) of every dataset x protocol run that has one."""
-    paths = [Path(results_root) / "runs" / ds / p / f"{name}.csv" for ds in datasets for p in protocols]
-    frames = [pd.read_csv(p) for p in paths if p.is_file()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):

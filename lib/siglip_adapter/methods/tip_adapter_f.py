@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..adapters import cache_affinity, zero_shot_logits
+from ..adapters import adapter_logits
 from . import Fitted, Task, register, zero_shot_state
 from .cache import score_cache
 
@@ -23,13 +23,13 @@ class TipAdapterF(nn.Module):
                  scale: float = 1.0, bias: float = 0.0):
         super().__init__()
         self.keys = nn.Parameter(keys.clone())
-        self.register_buffer("onehot", nn.functional.one_hot(labels, class_text.shape[0]).float())
+        self.register_buffer("labels", labels.clone())
         self.register_buffer("class_text", class_text.clone())
         self.theta, self.beta, self.scale, self.bias = theta, beta, scale, bias
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        sim = images @ self.keys.T
-        return self.beta * cache_affinity(sim, sim, 0.0, self.theta) @ self.onehot + zero_shot_logits(images, self.class_text, self.scale, self.bias)
+        """Eq. 6 at alpha = 0 with the learnable keys (``adapters.adapter_logits``)."""
+        return adapter_logits(images, self.keys, self.keys, self.labels, self.class_text, 0.0, self.theta, self.beta, self.scale, self.bias)
 
 
 @register("tip_adapter_f", score_cache, start="tip_adapter", trained=True)
