@@ -14,7 +14,6 @@ also written to results/bench/captions.txt.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -24,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, write  # noqa: E402
 
 
 def images(n: int) -> list[Image.Image]:
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> float:
     from siglip_adapter.captions import VLMCaptioner
     from siglip_adapter.tiny_models import build_smolvlm
 
-    lines = [f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads, cuda {torch.cuda.is_available()}"]
+    lines = machine()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or build_smolvlm(Path(tmp) / "smolvlm")
         cap = VLMCaptioner.from_pretrained(str(model), "Describe this image in one sentence.", max_new_tokens=args.max_new_tokens,
@@ -76,11 +75,8 @@ def main(argv: list[str] | None = None) -> float:
               f"batches of {args.batch} (left padding): {batch_rate:.1f} images/s",
               f"same captions both ways: {one == batched}",
               f"caption_batching ratio: {ratio:.2f}"]
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    out = ROOT / "results" / "bench" / "captions.txt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    print("\n".join(lines))
+    write("captions", lines)
     return ratio
 
 

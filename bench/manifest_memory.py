@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, write  # noqa: E402
 
 
 def make_tree(root: Path, n: int, classes: int = 100) -> None:
@@ -87,7 +87,7 @@ def main() -> None:
         print(json.dumps(one_size(args.one, args.embed)))
         return
     env = {**os.environ, "TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
-    lines = [f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, {platform.platform()}"]
+    lines = machine()
     results = []
     for n in args.sizes:
         res = subprocess.run([sys.executable, __file__, "--one", str(n), "--embed", str(args.embed)], capture_output=True, text=True,
@@ -99,11 +99,8 @@ def main() -> None:
                      f"(after listing {r['after_listing']['main_mb']} MB), largest worker {r['peak']['largest_worker_mb']} MB")
     ratio = results[-1]["peak"]["main_mb"] / results[0]["peak"]["main_mb"]
     lines.append(f"manifest_memory ratio: {ratio:.3f}")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    out = ROOT / "results" / "bench" / "manifest_memory.txt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    print("\n".join(lines))
+    write("manifest_memory", lines)
 
 
 if __name__ == "__main__":

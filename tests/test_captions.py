@@ -103,25 +103,53 @@ class CountingCaptioner:
         return [f"caption {int(np.asarray(im)[0, 0, 0])} " + "word " * 40 for im in images]
 
 
-def test_captioning_resumes_from_finished_parts(tmp_path, minilm_tokenizer):
-    x = np.stack([np.full((4, 4), v, dtype=np.uint8) for v in range(7)])
-    source = ArraySource({"p": (x, np.zeros(7, dtype=int))}, ["only"])
-    ids = [f"p/{i}" for i in range(7)]
-    lim, cap = Limit(minilm_tokenizer, 12), CountingCaptioner()
+def _counted_captions(tmp_path, tokenizer, n: int):
+    """``n`` grey squares captioned into a store under tmp_path in parts of 3, counting every image
+    the captioner sees. Returns (first result, a function that captions ``ids`` again, ids, captioner)."""
+    x = np.stack([np.full((4, 4), v, dtype=np.uint8) for v in range(n)])
+    source = ArraySource({"p": (x, np.zeros(n, dtype=int))}, ["only"])
+    ids = [f"p/{i}" for i in range(n)]
+    lim, cap = Limit(tokenizer, 12), CountingCaptioner()
     settings = {"captioner": "counting", "token_limit": 12}
-    first = caption_images(source, ids, cap, None, lim, settings, tmp_path, batch_size=2, chunk_size=3)
+    run = lambda which: caption_images(source, which, cap, None, lim, settings, tmp_path, batch_size=2, chunk_size=3)  # noqa: E731
+    return run(ids), run, ids, cap
+
+
+def test_captioning_resumes_from_finished_parts(tmp_path, minilm_tokenizer):
+    first, run, ids, cap = _counted_captions(tmp_path, minilm_tokenizer, 7)
     assert len(cap.seen) == 7 and (first["n_tokens"] <= 12).all()
     parts = sorted((tmp_path).rglob("part-*.parquet"))
     assert len(parts) == 3
     second = next(p for p in parts if "p/3" in set(pd.read_parquet(p)["image_id"]))
     second.unlink()  # as if the run had died while captioning the second part
-    again = caption_images(source, ids, cap, None, lim, settings, tmp_path, batch_size=2, chunk_size=3)
+    again = run(ids)
     assert len(cap.seen) == 7 + 3  # only the missing part was captioned again
     assert again[["image_id", "caption"]].equals(first[["image_id", "caption"]])
     assert again["image_id"].is_unique
     # Another run over a subset (another protocol's split) finds every caption in the store.
-    subset = caption_images(source, ids[2:5], cap, None, lim, settings, tmp_path, batch_size=2, chunk_size=3)
+    subset = run(ids[2:5])
     assert len(cap.seen) == 10 and subset["caption"].tolist() == first["caption"].tolist()[2:5]
+
+
+@pytest.mark.parametrize("how", ["edited", "truncated"])
+def test_an_edited_or_truncated_caption_part_is_made_again(tmp_path, minilm_tokenizer, how):
+    """A part whose bytes changed on disk is never read as captions: its rows are made again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first, run, ids, cap = _counted_captions(tmp_path, minilm_tokenizer, 6)
+    part = sorted(tmp_path.rglob("part-*.parquet"))[0]
+    if how == "truncated":
+        part.write_bytes(part.read_bytes()[:100])
+    else:  # a caption rewritten, the file still a valid parquet table with the old metadata
+        table = pq.read_table(part)
+        captions = table.column("caption").to_pylist()
+        table = table.set_column(table.schema.get_field_index("caption"), "caption", pa.array(["edited"] + captions[1:]))
+        pq.write_table(table, part)
+    with pytest.warns(UserWarning, match="made again"):
+        again = run(ids)
+    assert len(cap.seen) == 6 + 3 and "edited" not in set(again["caption"])
+    assert again[["image_id", "caption"]].equals(first[["image_id", "caption"]])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from siglip_adapter.store import FeatureStore, StaleCacheError, cache_key
+from siglip_adapter.store import CorruptCacheError, FeatureStore, StaleCacheError, cache_key
 
 FIELDS = {"kind": "image", "encoder": "siglip", "model_id": "google/siglip-base-patch16-224", "revision": "", "manifest": "abc"}
 
@@ -136,3 +136,77 @@ def test_code_version_follows_code_not_comments(tmp_path):
     f.write_text("def f(x):\n    return x + 2\n")
     assert code_hash([f]) != base
     assert code_version("captions") != code_version("encoders") and code_version("captions") == code_version("captions")
+
+
+def _edit(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # one byte of the last value flipped: the header still parses
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["edited", "truncated"])
+def test_an_edited_or_truncated_entry_is_detected_and_rebuilt(tmp_path, how):
+    store = FeatureStore(tmp_path)
+    values = torch.randn(3, 4)
+    path = store.save("image", FIELDS, ["a", "b", "c"], values)
+    _edit(path, how)
+    with pytest.raises(CorruptCacheError):
+        store.load("image", FIELDS)  # never read as valid
+    calls = []
+    with pytest.warns(UserWarning, match="computing it again"):
+        feats, reused = store.get_or_compute("image", FIELDS, ["a", "b", "c"], lambda ids: calls.append(ids) or values)
+    assert not reused and len(calls) == 1
+    torch.testing.assert_close(feats.values, values)
+    torch.testing.assert_close(store.load("image", FIELDS).values, values)
+
+
+@pytest.mark.parametrize("how", ["edited", "truncated"])
+def test_an_edited_or_truncated_pool_chunk_is_computed_again(tmp_path, how):
+    ids = [f"i{n}" for n in range(6)]
+    full = torch.randn(6, 3)
+    compute = lambda chunk: full[[ids.index(i) for i in chunk]]  # noqa: E731
+    FeatureStore(tmp_path).rows("image", FIELDS, ids, compute, chunk_size=3)
+    chunks = sorted((tmp_path / FeatureStore._name("image", FIELDS)).glob("chunk-*"))
+    _edit(chunks[0], how)
+    with pytest.warns(UserWarning, match="computed again"):
+        feats, computed = FeatureStore(tmp_path).rows("image", FIELDS, ids, compute, chunk_size=3)
+    assert computed == 3
+    torch.testing.assert_close(feats.values, full)
+
+
+def test_an_entry_replaced_after_the_index_was_written_is_refused(tmp_path):
+    """A self-consistent file of the same settings swapped in (an older run's, say) passes its own
+    hash; the run's index, which recorded the hash it was written with, refuses it."""
+    store = FeatureStore(tmp_path)
+    store.save("image", FIELDS, ["a"], torch.ones(1, 2))
+    index = tmp_path / "features.json"
+    store.write_index({"image": FIELDS}, index)
+    assert store.load_index(index)["image"].ids == ["a"]
+    store.save("image", FIELDS, ["a"], torch.zeros(1, 2))
+    with pytest.raises(CorruptCacheError, match="replaced"):
+        store.load_index(index)
+
+
+def test_writes_are_flushed_before_the_rename_and_leave_nothing_on_failure(tmp_path, monkeypatch):
+    import os
+
+    from siglip_adapter import store as store_module
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store_module.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    target = tmp_path / "out.csv"
+    store_module.write_atomic(target, lambda tmp: tmp.write_text("a,b\n"))
+    assert target.read_text() == "a,b\n"
+    assert synced[0].endswith(".tmp") and synced[-1] == str(tmp_path)  # the file before its rename, then the folder
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        store_module.write_atomic(target, failing)
+    assert target.read_text() == "a,b\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]

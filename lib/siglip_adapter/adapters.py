@@ -77,18 +77,19 @@ class Choice:
 def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,
                     scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
     """(len(alphas), len(thetas), len(betas)) accuracy of eq. 6 on ``images`` at every grid point:
-    the affinities once, each (alpha, theta) one matrix product, all betas at once."""
+    the affinities once, then per alpha one batched matrix product over every theta, all betas at
+    once (bench/hp_search.py measures it against one combination at a time)."""
     n = class_text.shape[0]
     zs = zero_shot_logits(images, class_text, scale, bias)
     a_img, a_txt = images @ image_keys.T, images @ caption_keys.T
     onehot = F.one_hot(key_labels, n).to(zs.dtype)
-    b = torch.tensor(list(betas), dtype=zs.dtype)
+    b = torch.tensor(list(betas), dtype=zs.dtype)[None, :, None, None]
+    th = torch.tensor(list(thetas), dtype=zs.dtype)[:, None, None]
     out = torch.empty(len(alphas), len(thetas), len(betas))
     for i, alpha in enumerate(alphas):
-        for j, theta in enumerate(thetas):
-            fewshot = cache_affinity(a_img, a_txt, alpha, theta) @ onehot  # (M, N)
-            logits = zs.unsqueeze(0) + b[:, None, None] * fewshot.unsqueeze(0)  # (B, M, N)
-            out[i, j] = (logits.argmax(-1) == labels).float().mean(-1)
+        fewshot = cache_affinity(a_img, a_txt, alpha, th) @ onehot  # (T, M, N)
+        logits = zs + b * fewshot[:, None]  # (T, B, M, N)
+        out[i] = (logits.argmax(-1) == labels).float().mean(-1)
     return out
 
 

@@ -18,7 +18,9 @@ protocol or split with the same settings reuses every caption already made.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -352,11 +354,48 @@ CAPTION_COLUMNS = ["image_id", "prompt", "raw", "clean", "summary", "caption", "
 CAPTION_CODE = ("captions", "prompts", "encoders", "sources.images")
 
 
+_PART_HASH = b"siglip_adapter.sha256"  # a caption part's key-value metadata: the SHA-256 of its rows
+
+
+def _rows_hash(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(frame[CAPTION_COLUMNS].to_json(orient="values").encode()).hexdigest()
+
+
+def _write_part(path: Path, rows: list[tuple]) -> None:
+    """One part of a caption store, atomically, with the SHA-256 of its rows in its metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .store import write_atomic
+
+    frame = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PART_HASH: _rows_hash(frame).encode()})
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
 def _stored(store: Path) -> dict[str, tuple]:
-    """Every caption already in a store folder: {image id: row}."""
+    """Every caption already in a store folder: {image id: row}. A part that cannot be read or whose
+    rows do not match the SHA-256 written with them (edited or truncated on disk) is removed with a
+    warning: its captions count as missing and are made again."""
+    import pyarrow.parquet as pq
+
     have = {}
     for part in sorted(store.glob("part-*.parquet")):
-        for row in pd.read_parquet(part)[CAPTION_COLUMNS].itertuples(index=False):
+        try:
+            table = pq.read_table(part)
+            frame = table.to_pandas()[CAPTION_COLUMNS]
+            ok = (table.schema.metadata or {}).get(_PART_HASH, b"").decode() == _rows_hash(frame)
+        except Exception as e:  # truncated or overwritten bytes: pyarrow's parse error
+            ok, frame = False, None
+            why = f"unreadable ({type(e).__name__}: {e})"
+        else:
+            why = "its rows do not match the SHA-256 stored with them"
+        if not ok:
+            warnings.warn(f"{part}: {why}; its captions will be made again", stacklevel=2)
+            part.unlink(missing_ok=True)
+            continue
+        for row in frame.itertuples(index=False):
             have[row.image_id] = tuple(row)
     return have
 
@@ -411,7 +450,7 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
     process of it calls this alike): each makes its share of the parts (``Shard.take``), then
     reads the others'; the parts and the result are those of one process.
     """
-    from .store import cache_key, write_atomic
+    from .store import cache_key
 
     ids = sorted(ids)
     store = Path(store)
@@ -437,8 +476,7 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
             raw = captioner.describe(images, names) if images is not None else captioner.describe_ids(batch, names)
             done = finish_captions(raw, prompts, summariser, encoder, cleaning, summarise, min_summary_tokens)
             rows += [(i, q, *d) for i, q, d in zip(batch, prompts, done)]
-        part = store / f"part-{cache_key({'ids': list(chunk)})}.parquet"
-        write_atomic(part, lambda tmp: pd.DataFrame(rows, columns=CAPTION_COLUMNS).to_parquet(tmp, index=False))  # whole or absent
+        _write_part(store / f"part-{cache_key({'ids': list(chunk)})}.parquet", rows)  # whole or absent
         have.update({r[0]: r for r in rows})
     if shard.world > 1:
         shard.wait()

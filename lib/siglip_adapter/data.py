@@ -206,13 +206,21 @@ class _Images(torch.utils.data.Dataset):
 
 
 def _collate(items):
-    return items
+    """A batch as (positions, payload, errors), built in the worker. When every item is a tensor of
+    one shape (transformed pixels) the payload is them stacked, so the main process receives one
+    tensor per batch instead of one per image and stacks nothing; else the list of items."""
+    xs = [x for _, x, _ in items]
+    if xs and all(isinstance(x, torch.Tensor) for x in xs) and len({tuple(x.shape) for x in xs}) == 1:
+        xs = torch.stack(xs)
+    return [n for n, _, _ in items], xs, [e for _, _, e in items]
 
 
 def iter_batches(source: Source, ids: Sequence[str], batch_size: int, num_workers: int | str = "auto", transform: Callable | None = None,
                  desc: str = "images", check_only: bool = False) -> Iterator[tuple[list[str], list, list[str | None]]]:
     """Yield (ids, images or transformed tensors, error per image) in ``ids`` order, batch by
-    batch, decoded in worker processes; peak memory holds a few batches, not the dataset."""
+    batch, decoded in worker processes; peak memory holds a few batches, not the dataset. With a
+    ``transform`` to tensors and no unreadable image in the batch, the tensors come stacked,
+    (B, ...) (iterating it gives each image's)."""
     workers = resolve_workers(num_workers)
     loader = torch.utils.data.DataLoader(_Images(source, ids, transform, check_only), batch_size=batch_size, shuffle=False,
                                          num_workers=workers, collate_fn=_collate, prefetch_factor=2 if workers else None,
@@ -220,9 +228,9 @@ def iter_batches(source: Source, ids: Sequence[str], batch_size: int, num_worker
     it = iter(loader)
     bar = tqdm(desc=desc, unit="batch", total=len(loader))
     try:
-        for batch in it:
+        for positions, payload, errors in it:
             bar.update(1)
-            yield [ids[n] for n, _, _ in batch], [x for _, x, _ in batch], [e for _, _, e in batch]
+            yield [ids[n] for n in positions], payload, errors
     finally:
         bar.close()
         # Shut the workers down here, in this process: a finished iterator left for the garbage

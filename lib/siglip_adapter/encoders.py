@@ -89,11 +89,14 @@ class SquashNormalise:
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], resample: str = "bicubic"):
         self.size, self.mean, self.std, self.resample = size, list(mean), list(std), resample
+        self._mean, self._std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
-        a = np.asarray(im.convert("RGB").resize((self.size, self.size), RESAMPLE[self.resample]), dtype=np.float32)
-        x = torch.from_numpy(a).permute(2, 0, 1).div_(255.0)
-        return (x - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
+        # One contiguous float copy, then in place: the same arithmetic as (x / 255 - mean) / std
+        # on strided views, bit for bit, at about half the decoding worker's time.
+        a = np.array(im.convert("RGB").resize((self.size, self.size), RESAMPLE[self.resample]))
+        x = torch.from_numpy(a).permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format)
+        return x.div_(255.0).sub_(self._mean).div_(self._std)
 
 
 class ProcessorTransform:
@@ -472,7 +475,8 @@ def encode_image_ids(encoder, source, ids: Sequence[str], batch_size: int, num_w
     from .data import load_images
 
     forward = encoder.tower_pixels if tower else encoder.encode_pixels
-    out = [forward(torch.stack(pixels)) for _, pixels in load_images(source, ids, batch_size, num_workers, encoder.preprocess, desc)]
+    out = [forward(pixels if isinstance(pixels, torch.Tensor) else torch.stack(pixels))
+           for _, pixels in load_images(source, ids, batch_size, num_workers, encoder.preprocess, desc)]
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -2,9 +2,11 @@
 
 An entry's key is a hash of everything that changes its content (the ``fields``: encoder and
 preprocessing, dataset, split manifest hash, prompt template, caption settings). The file is
-named by that key and also stores the fields and the row ids; loading checks both, so an
-entry made under other settings is refused rather than reused. A run's index (``features.json``) names the entries
-of one run for the later stages.
+named by that key and also stores the fields, the row ids and the SHA-256 of its values; loading
+checks all three, so an entry made under other settings is refused rather than reused, and a file
+edited or truncated on disk is never read as valid (``CorruptCacheError``: the stores compute it
+again). A run's index (``features.json``) names the entries of one run for the later stages, with
+each entry's SHA-256, so an entry replaced after the index was written is refused too.
 
 Pools (``rows``) keep rows per id under one setting instead (a folder of chunk files, each with
 its fields and ids): an image's tower output or a text's features do not depend on the run that
@@ -17,6 +19,7 @@ import functools
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,7 +35,17 @@ class StaleCacheError(RuntimeError):
     pass
 
 
-STORE_FORMAT = 2  # 2: one sorted JSON header per file (byte-identical across processes)
+class CorruptCacheError(StaleCacheError):
+    """A cache file whose bytes are not what the kit wrote: unreadable, truncated, or values that
+    do not match the SHA-256 stored with them."""
+
+
+STORE_FORMAT = 3  # 2: one sorted JSON header per file (byte-identical across processes); 3: + the values' SHA-256
+
+
+def content_hash(values: torch.Tensor) -> str:
+    """SHA-256 of a float32 tensor's bytes (C order), as stored in every cache file's header."""
+    return hashlib.sha256(values.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
 @dataclass
@@ -41,6 +54,7 @@ class Features:
     values: torch.Tensor  # (len(ids), D), float32, L2-normalised
     fields: dict
     meta: dict
+    sha256: str = ""  # of ``values`` as stored (a loaded entry's; see ``content_hash``)
 
     def take(self, ids: Sequence[str]) -> torch.Tensor:
         """Rows for ``ids`` in that order: (len(ids), D)."""
@@ -88,13 +102,34 @@ def _tree_digest(source: str) -> bytes:
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """``write(tmp)`` then rename onto ``path``: readers see the old file or the new one, never
-    half of one."""
+    """``write(tmp)``, flush it to disk (fsync), rename it onto ``path`` and flush the folder: readers
+    see the old file or the new one, never half of one, and after a crash or power loss the new
+    file is either complete or absent. The temporary file is the writer's own (its process id),
+    so concurrent writers of one path do not mix, and it is removed if ``write`` fails."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
     return path
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder cannot be opened on some systems (Windows): nothing to flush there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write_entry(path: Path, fields: dict, ids: Sequence[str], values: torch.Tensor, meta: dict | None = None) -> Path:
@@ -105,8 +140,9 @@ def _write_entry(path: Path, fields: dict, ids: Sequence[str], values: torch.Ten
     if values.shape[0] != len(ids):
         raise ValueError(f"{path.name}: {values.shape[0]} feature rows for {len(ids)} ids")
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"entry": json.dumps({"fields": fields, "ids": list(ids), "meta": meta or {}}, sort_keys=True, default=str)}
     tensors = {"values": values.detach().float().contiguous().cpu()}
+    entry = {"fields": fields, "ids": list(ids), "meta": meta or {}, "sha256": content_hash(tensors["values"])}
+    header = {"entry": json.dumps(entry, sort_keys=True, default=str)}
     return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
@@ -132,17 +168,24 @@ class FeatureStore:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such cache entry; run notebooks/02_embed")
-        with safe_open(str(path), framework="pt") as f:
-            header = json.loads((f.metadata() or {}).get("entry", "{}"))
-            values = f.get_tensor("values")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = json.loads((f.metadata() or {}).get("entry", "{}"))
+                values = f.get_tensor("values")
+        except Exception as e:  # truncated or overwritten bytes: safetensors' or JSON's parse error
+            raise CorruptCacheError(f"{path}: unreadable cache file ({type(e).__name__}: {e})") from e
+        if "sha256" not in header:
+            raise CorruptCacheError(f"{path}: written by an older version of the kit (no content hash); it is computed again")
+        if header["sha256"] != content_hash(values):
+            raise CorruptCacheError(f"{path}: its values do not match the SHA-256 stored with them (edited on disk)")
         stored = header.get("fields", {})
         if fields is not None and stored != json.loads(json.dumps(fields, sort_keys=True, default=str)):
             changed = sorted(k for k in set(stored) | set(fields) if stored.get(k) != fields.get(k))
             raise StaleCacheError(f"{path}: made with other settings (differs in {changed}); refusing to reuse it")
         ids = header.get("ids", [])
         if len(ids) != values.shape[0]:
-            raise StaleCacheError(f"{path}: {values.shape[0]} rows but {len(ids)} ids; the entry is corrupt")
-        return Features(ids, values, stored, header.get("meta", {}))
+            raise CorruptCacheError(f"{path}: {values.shape[0]} rows but {len(ids)} ids; the entry is corrupt")
+        return Features(ids, values, stored, header.get("meta", {}), header["sha256"])
 
     def load(self, kind: str, fields: dict) -> Features:
         return self.load_path(self.path(kind, fields), fields)
@@ -154,9 +197,12 @@ class FeatureStore:
         ids = list(ids)
         path = self.path(kind, fields)
         if path.is_file():
-            feats = self.load_path(path, fields)
-            if feats.ids == ids:
-                return feats, True
+            try:
+                feats = self.load_path(path, fields)
+                if feats.ids == ids:
+                    return feats, True
+            except CorruptCacheError as e:
+                warnings.warn(f"{e}; computing it again", stacklevel=2)
         self.save(kind, fields, ids, compute(ids), meta)
         return self.load(kind, fields), False
 
@@ -199,14 +245,21 @@ class FeatureStore:
         loaded = self._loaded.setdefault(folder, set())
         for path in sorted(folder.glob("chunk-*.safetensors")):
             if path.name not in loaded:
-                part = self.load_path(path, fields)
+                try:
+                    part = self.load_path(path, fields)
+                except CorruptCacheError as e:  # its rows count as missing: the caller computes them again
+                    warnings.warn(f"{e}; its rows will be computed again", stacklevel=3)
+                    path.unlink(missing_ok=True)
+                    continue
                 have.update(zip(part.ids, part.values))
                 loaded.add(path.name)
         return have
 
     # The index names the entries of one run, so later stages need no encoder settings.
     def write_index(self, entries: dict[str, dict], path: Path) -> Path:
-        index = {kind: {"file": self.path(kind, fields).name, "fields": fields} for kind, fields in entries.items()}
+        """``entries``: {kind: fields} of saved entries; each is recorded with its file's SHA-256."""
+        index = {kind: {"file": self.path(kind, fields).name, "fields": fields, "sha256": self.load(kind, fields).sha256}
+                 for kind, fields in entries.items()}
         return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(index, indent=2, sort_keys=True, default=str) + "\n"))
 
     def load_index(self, path: Path) -> dict[str, Features]:
@@ -214,4 +267,10 @@ class FeatureStore:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no feature index; run notebooks/02_embed")
         index = json.loads(path.read_text())
-        return {kind: self.load_path(self.root / e["file"], e["fields"]) for kind, e in index.items()}
+        out = {}
+        for kind, e in index.items():
+            out[kind] = self.load_path(self.root / e["file"], e["fields"])
+            if out[kind].sha256 != e.get("sha256"):
+                raise CorruptCacheError(f"{self.root / e['file']}: not the entry {path} was written with (replaced on disk); "
+                                        "run the embed stage again (notebooks/02_embed)")
+        return out
