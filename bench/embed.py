@@ -1,6 +1,6 @@
 """The embed stage's image throughput against the bare encoder forward, measured in one run.
 
-    python bench/embed.py [--dataset fashion_mnist] [--images 512] [--rounds 2]
+    python bench/embed.py [--dataset fashion_mnist] [--images 768] [--rounds 3]
 
 Bare: the images decoded and preprocessed beforehand (not timed), then only the encoder's image
 tower (``tower_pixels``) over them in the configured batches, channels_last as the encoder runs it.
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> float:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion_mnist")
-    ap.add_argument("--images", type=int, default=512)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--images", type=int, default=768)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
 
     report = Report("embed")

@@ -210,3 +210,78 @@ def test_writes_are_flushed_before_the_rename_and_leave_nothing_on_failure(tmp_p
     with pytest.raises(OSError):
         store_module.write_atomic(target, failing)
     assert target.read_text() == "a,b\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+# The embed stage's image path under a real `kill -9`: encode_image_ids (DataLoader decoding, the
+# encoder's tower) into a pool through FeatureStore.rows, as pipeline.tower_rows runs it.
+_KILLED_EMBED = """
+import sys, time
+import numpy as np, torch
+from siglip_adapter.encoders import SquashNormalise, encode_image_ids
+from siglip_adapter.sources.fashion_mnist import ArraySource
+from siglip_adapter.store import FeatureStore
+
+class SlowTower:  # an image's "tower output": its mean pixel per channel (its grey level)
+    preprocess = SquashNormalise(4, [0.0] * 3, [1.0] * 3)
+    def tower_pixels(self, pixels):
+        time.sleep(0.1)
+        return pixels.mean(dim=(2, 3))
+
+x = np.stack([np.full((4, 4), v, dtype=np.uint8) for v in range(40)])
+source = ArraySource({"p": (x, np.zeros(40, dtype=int))}, ["only"])
+ids = [f"p/{i}" for i in range(40)]
+FeatureStore(sys.argv[1]).rows("image_tower", {"kind": "image_tower", "t": 1}, ids,
+                               lambda chunk: encode_image_ids(SlowTower(), source, chunk, 2, 0, tower=True), chunk_size=4)
+"""
+
+
+def test_a_killed_embedding_run_resumes_with_nothing_lost_or_redone(tmp_path):
+    """A real ``kill -9`` while images are embedded: the rerun computes only the chunks the dead run
+    had not finished, and the pool holds every id once with the right values."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from siglip_adapter.encoders import SquashNormalise, encode_image_ids
+    from siglip_adapter.sources.fashion_mnist import ArraySource
+
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_EMBED)
+    store = tmp_path / "store"
+    fields = {"kind": "image_tower", "t": 1}
+    pool = store / FeatureStore._name("image_tower", fields)
+    proc = subprocess.Popen([sys.executable, str(script), str(store)], env={**os.environ, "TQDM_DISABLE": "1"})
+    deadline = time.time() + 120
+    while len(list(pool.glob("chunk-*.safetensors"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {i for p in pool.glob("chunk-*.safetensors") for i in FeatureStore(store).load_path(p, fields).ids}
+    assert 12 <= len(finished) < 40, "the run was not killed mid-way"
+
+    class Tower:
+        preprocess = SquashNormalise(4, [0.0] * 3, [1.0] * 3)
+
+        def tower_pixels(self, pixels):
+            return pixels.mean(dim=(2, 3))
+
+    x = np.stack([np.full((4, 4), v, dtype=np.uint8) for v in range(40)])
+    source = ArraySource({"p": (x, np.zeros(40, dtype=int))}, ["only"])
+    ids = [f"p/{i}" for i in range(40)]
+    computed = []
+
+    def compute(chunk):
+        computed.extend(chunk)
+        return encode_image_ids(Tower(), source, chunk, 2, 0, tower=True)
+
+    feats, missing = FeatureStore(store).rows("image_tower", fields, ids, compute, chunk_size=4)
+    assert not finished & set(computed) and missing == len(computed) == 40 - len(finished)  # nothing finished is redone
+    levels = torch.tensor([float(i) / 255.0 for i in range(40)])
+    torch.testing.assert_close(feats.values, levels[:, None].expand(40, 3))  # nothing lost, every row its own image's
+    stored = [i for p in pool.glob("chunk-*.safetensors") for i in FeatureStore(store).load_path(p, fields).ids]
+    assert sorted(stored) == sorted(ids)  # every id once on disk
+    assert all(f".{proc.pid}.tmp" in t.name for t in store.rglob("*.tmp"))  # at most the dead run's half-written file
