@@ -109,3 +109,25 @@ def toy_run(n_classes=3, dim=12, seed=0):
     cfg = {"run": {"dataset": "toy"}, "protocol": "corrected", "zero_shot": {"logit_form": "cosine"}, "validation": {"per_class": 0},
            "shots": [1, 2], "n_seeds": 3, "seed_base": 1, "adapter": {"alpha": [0.0, 0.5, 1.0], "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]}}
     return inp, cfg, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# A real `kill -9` in the middle of a run
+
+
+def kill_midway(script, arg, done) -> int:
+    """Run the Python file ``script`` with ``arg`` in a subprocess, SIGKILL it as soon as ``done()``
+    is true (finished parts on disk), and return its process id (its half-written files carry it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(script), str(arg)], env={**os.environ, "TQDM_DISABLE": "1"})
+    deadline = time.time() + 120
+    while not done() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.pid

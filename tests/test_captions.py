@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import kill_midway
 from PIL import Image
 
 from siglip_adapter.captions import T5Summariser, VLMCaptioner, caption_images, clean_caption
@@ -236,21 +237,10 @@ caption_images(source, [f"p/{i}" for i in range(40)], Slow(), None, Words(), {"c
 def test_a_killed_captioning_run_resumes_with_nothing_lost_or_redone(tmp_path):
     """A real ``kill -9`` mid-run: the rerun makes only the parts the dead run had not finished,
     and the result has every id once."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     script = tmp_path / "run.py"
     script.write_text(_KILLED_RUN)
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, str(script), str(store)], env={**os.environ, "TQDM_DISABLE": "1"})
-    deadline = time.time() + 120
-    while len(list(store.glob("part-*.parquet"))) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_midway(script, store, lambda: len(list(store.glob("part-*.parquet"))) >= 3)
     finished = {i for p in store.glob("part-*.parquet") for i in pd.read_parquet(p)["image_id"]}
     assert 12 <= len(finished) < 40, "the run was not killed mid-way"
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import kill_midway
 from safetensors.torch import load_file
 
 from siglip_adapter.store import CorruptCacheError, FeatureStore, StaleCacheError, cache_key
@@ -238,12 +239,6 @@ FeatureStore(sys.argv[1]).rows("image_tower", {"kind": "image_tower", "t": 1}, i
 def test_a_killed_embedding_run_resumes_with_nothing_lost_or_redone(tmp_path):
     """A real ``kill -9`` while images are embedded: the rerun computes only the chunks the dead run
     had not finished, and the pool holds every id once with the right values."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     import numpy as np
 
     from siglip_adapter.encoders import SquashNormalise, encode_image_ids
@@ -254,12 +249,7 @@ def test_a_killed_embedding_run_resumes_with_nothing_lost_or_redone(tmp_path):
     store = tmp_path / "store"
     fields = {"kind": "image_tower", "t": 1}
     pool = store / FeatureStore._name("image_tower", fields)
-    proc = subprocess.Popen([sys.executable, str(script), str(store)], env={**os.environ, "TQDM_DISABLE": "1"})
-    deadline = time.time() + 120
-    while len(list(pool.glob("chunk-*.safetensors"))) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    pid = kill_midway(script, store, lambda: len(list(pool.glob("chunk-*.safetensors"))) >= 3)
     finished = {i for p in pool.glob("chunk-*.safetensors") for i in FeatureStore(store).load_path(p, fields).ids}
     assert 12 <= len(finished) < 40, "the run was not killed mid-way"
 
@@ -284,4 +274,4 @@ def test_a_killed_embedding_run_resumes_with_nothing_lost_or_redone(tmp_path):
     torch.testing.assert_close(feats.values, levels[:, None].expand(40, 3))  # nothing lost, every row its own image's
     stored = [i for p in pool.glob("chunk-*.safetensors") for i in FeatureStore(store).load_path(p, fields).ids]
     assert sorted(stored) == sorted(ids)  # every id once on disk
-    assert all(f".{proc.pid}.tmp" in t.name for t in store.rglob("*.tmp"))  # at most the dead run's half-written file
+    assert all(f".{pid}.tmp" in t.name for t in store.rglob("*.tmp"))  # at most the dead run's half-written file
