@@ -54,6 +54,20 @@ def test_siglip_images_and_cache_fields(tiny_siglip):
     assert enc.logit_scale > 0
 
 
+def test_workers_squash_and_batches_normalise_exactly_as_one_image_at_a_time():
+    """ConSE's decoding workers send uint8 (``Squash``); the batch is normalised in the main process
+    (``Normalise``): bit for bit ``SquashNormalise`` of each image, and a float batch passes as is."""
+    from siglip_adapter.encoders import Normalise, Squash, SquashNormalise
+
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (28, 28, 3), dtype=np.uint8)) for i in range(4)]
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    batch = torch.stack([Squash(32, "bilinear")(im) for im in images])
+    assert batch.dtype == torch.uint8
+    one_by_one = torch.stack([SquashNormalise(32, mean, std, "bilinear")(im) for im in images])
+    assert torch.equal(Normalise(mean, std)(batch), one_by_one)
+    assert Normalise(mean, std)(one_by_one) is one_by_one
+
+
 def test_to_pixels_squashes_and_normalises():
     im = Image.fromarray(np.full((10, 20, 3), 255, dtype=np.uint8))
     x = to_pixels([im], 8, [0.5] * 3, [0.5] * 3)
@@ -95,7 +109,7 @@ def test_conse_tower_is_the_packaged_network_rewritten_for_inference(conse):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tower.modules())
     assert sum(isinstance(m, torch.nn.ZeroPad2d) for m in tower.modules()) < sum(isinstance(m, torch.nn.ZeroPad2d) for m in plain.modules())
     images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (28, 28, 3), dtype=np.uint8)) for i in range(3)]
-    x = torch.cat([torch.stack([conse.preprocess(im) for im in images]), torch.randn(2, 3, 224, 224)])
+    x = torch.cat([conse.normalise(torch.stack([conse.preprocess(im) for im in images])), torch.randn(2, 3, 224, 224)])
     with torch.inference_mode():
         expected = plain(x)
         got = tower(x.contiguous(memory_format=torch.channels_last))
