@@ -65,6 +65,19 @@ def test_search_finds_the_grid_maximum_with_first_tie(toy_cache):
     assert choice.val_accuracy == pytest.approx(best[3])
 
 
+def test_the_grid_is_the_same_whatever_memory_bound_splits_its_thetas(toy_cache, monkeypatch):
+    """A validation set large enough to hit ``GRID_ELEMENTS`` splits the thetas into several
+    products; the accuracies do not change (one theta per product, two, or all at once)."""
+    c = toy_cache
+    grid = ([0.0, 0.5, 1.0], [1.0, 2.0, 4.0, 8.0, 15.0], [0.0, 0.5, 2.0])
+    args = (c["images"], c["labels"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], *grid)
+    whole = adapters.grid_accuracies(*args)
+    per_theta = c["images"].shape[0] * c["n"] * len(grid[2])
+    for bound in (1, 2 * per_theta):
+        monkeypatch.setattr(adapters, "GRID_ELEMENTS", bound)
+        assert torch.equal(adapters.grid_accuracies(*args), whole)
+
+
 @pytest.mark.parametrize("alpha,beta", [(0.4, 0.1), (0.0, 0.1), (0.4, 0.0), (0.0, 0.0)])
 def test_trainable_starts_as_training_free_and_learns_the_shots_whatever_alpha_and_beta(toy_cache, alpha, beta):
     """At alpha = 0 (no caption term) and at beta = 0 (no cache term) too, the learned parts still

@@ -74,6 +74,9 @@ class Choice:
     val_accuracy: float
 
 
+GRID_ELEMENTS = 2**25  # at most this many logits (128 MB in float32) per batched product of ``grid_accuracies``
+
+
 def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,
                     scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
     """(len(alphas), len(thetas), len(betas)) accuracy of eq. 6 on ``images`` at every grid point:
@@ -85,11 +88,13 @@ def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_
     onehot = F.one_hot(key_labels, n).to(zs.dtype)
     b = torch.tensor(list(betas), dtype=zs.dtype)[None, :, None, None]
     th = torch.tensor(list(thetas), dtype=zs.dtype)[:, None, None]
+    step = max(1, GRID_ELEMENTS // (len(betas) * zs.numel()))  # thetas per product: (T, B, M, N) logits stay bounded
     out = torch.empty(len(alphas), len(thetas), len(betas))
     for i, alpha in enumerate(alphas):
-        fewshot = cache_affinity(a_img, a_txt, alpha, th) @ onehot  # (T, M, N)
-        logits = zs + b * fewshot[:, None]  # (T, B, M, N)
-        out[i] = (logits.argmax(-1) == labels).float().mean(-1)
+        for j in range(0, len(thetas), step):
+            fewshot = cache_affinity(a_img, a_txt, alpha, th[j : j + step]) @ onehot  # (T, M, N)
+            logits = zs + b * fewshot[:, None]  # (T, B, M, N)
+            out[i, j : j + step] = (logits.argmax(-1) == labels).float().mean(-1)
     return out
 
 
