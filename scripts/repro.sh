@@ -36,13 +36,19 @@ mkdir -p .dvc/tmp
 failed=0
 pids=()
 for ds in $datasets; do
+  targets=$(grep -E "@$ds(-|$)" <<<"$all_stages" || true)
+  if [ -z "$targets" ]; then  # never `dvc repro --single-item` without targets: that is every stage
+    echo "repro: dvc.yaml has no stage of dataset $ds" >&2
+    failed=1
+    continue
+  fi
   if [ "${#pids[@]}" -ge "$jobs" ]; then  # wait for the oldest before starting another
     wait "${pids[0]}" || failed=1
     pids=("${pids[@]:1}")
   fi
-  # shellcheck disable=SC2046  # one argument per stage name
+  # shellcheck disable=SC2086  # one argument per stage name
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-    "$DVC" --wait-for-lock repro "$@" --single-item $(grep -E "@$ds(-|$)" <<<"$all_stages") \
+    "$DVC" --wait-for-lock repro "$@" --single-item $targets \
     >".dvc/tmp/repro-$ds.log" 2>&1 &
   pids+=($!)
 done

@@ -272,5 +272,5 @@ class FeatureStore:
             out[kind] = self.load_path(self.root / e["file"], e["fields"])
             if out[kind].sha256 != e.get("sha256"):
                 raise CorruptCacheError(f"{self.root / e['file']}: not the entry {path} was written with (replaced on disk); "
-                                        "run the embed stage again (notebooks/02_embed)")
+                                        "delete that file and run the embed stage again (notebooks/02_embed), which recomputes it")
         return out
