@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> float:
     report.add(f"{cfg['encoder']['model_id']} ({cfg['encoder']['name']}), {len(ids)} {args.dataset} images, batch {bs}, "
                f"{data.resolve_workers(workers)} decoding worker(s), device {encoder.device}, precision {encoder.precision}")
 
-    pixels = torch.cat([torch.as_tensor(x) if isinstance(x, torch.Tensor) else torch.stack(x)
+    pixels = torch.cat([x if isinstance(x, torch.Tensor) else torch.stack(x)
                         for _, x in data.load_images(source, ids, bs, workers, encoder.preprocess, "decode")])
     encoder.tower_pixels(pixels[:bs])  # warm-up: weights loaded, kernels chosen
 
