@@ -5,7 +5,8 @@
 Bare: the images decoded and preprocessed beforehand (not timed), then only the encoder's image
 tower (``tower_pixels``) over them in the configured batches, channels_last as the encoder runs it.
 Stage: what the embed stage runs for images it has not seen, ``pipeline.tower_rows`` into an empty
-temporary store: DataLoader workers decode and preprocess, the tower runs, and every chunk is
+temporary store: images decoded and preprocessed as ``data.num_workers`` says (``auto`` on 2 CPU
+cores with 2 torch threads: in the main process, between batches), the tower runs, and every chunk is
 written atomically (fsync) with its SHA-256. The rounds alternate bare and stage so a noisy
 machine slows both alike. The last line is ``embed ratio: <stage images/s / bare images/s>``
 (target: at least 0.9).

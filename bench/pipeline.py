@@ -91,7 +91,7 @@ def reruns_after_theta_change(report: Report) -> list[str]:
 
 def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--warm", action="store_true", help="keep cache/ (the stores): every stage still reruns")
+    ap.add_argument("--warm", action="store_true", help="keep cache/ (the stores and the finished method cells): every stage still reruns, reading them")
     ap.add_argument("--skip-full", action="store_true", help="only the no-op and the parameter change")
     args = ap.parse_args(argv)
     report = Report("pipeline")

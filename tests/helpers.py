@@ -131,3 +131,33 @@ def kill_midway(script, arg, done) -> int:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return proc.pid
+
+
+def counted_method_run(store=None, fits=None, n_seeds=5, pause=0.1):
+    """``methods.method_rows`` on a toy run with a real trained method (CLIP-Adapter, which has a
+    learning curve), a closed-form one (Tip-Adapter) and ``slow_count``, a zero-shot method that
+    takes ``pause`` seconds and appends its (K, seed) to the file ``fits`` each time it is fitted.
+    ``store``: where finished cells are kept. Returns (rows, learning curves)."""
+    import time
+    from pathlib import Path
+
+    from siglip_adapter import experiment, methods
+
+    def fit(task, params):
+        time.sleep(pause)
+        if fits is not None:
+            with open(fits, "a") as f:
+                f.write(f"{len(task.shots.labels) // task.n_classes} {task.seed}\n")
+        state = methods.zero_shot_state(task)
+        val = methods.Fitted("slow_count", state).accuracy(task.val)
+        return methods.Fitted("slow_count", state, {}, val, [{"lr": 0.0, "epoch": 0, "loss": 1.0, "val_accuracy": val}])
+
+    methods.register("slow_count", lambda state, chosen, images: methods.zero_shot_of(state, images))(fit)
+    inp, cfg, _ = toy_run(n_classes=4, dim=16)
+    cfg["n_seeds"] = n_seeds
+    cfg["methods"] = {"run": ["tip_adapter", "slow_count", "clip_adapter"], "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
+                      "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 4, "patience": 2,
+                                       "weight_decay": 0.01}}
+    curves = experiment.Curves(cfg, shots=1, seed=cfg["seed_base"])  # the first cell: the one a killed run has finished
+    rows = methods.method_rows(inp, cfg, keep=curves, store=Path(store) if store is not None else None)
+    return rows, curves.frame()

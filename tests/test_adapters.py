@@ -6,7 +6,6 @@ import math
 import pytest
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from siglip_adapter import adapters
 from helpers import toy_run, unit

@@ -1,5 +1,6 @@
 """Parameters: merge order, profiles, and clear errors that name the file."""
 
+import re
 import shutil
 
 import pytest
@@ -41,14 +42,120 @@ def test_unknown_key_names_file_and_key(params_root):
         load_config("typo", root=params_root)
 
 
-@pytest.mark.parametrize("change,match", [({"adapter": {"alpha": [1.5]}}, "alpha in"), ({"shots": [0, 1]}, "shots"),
-                                          ({"split": {"fractions": {"train": 0.5, "val": 0.2, "test": 0.1}}}, "summing to 1")])
-def test_bad_values_are_refused(params_root, change, match):
-    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
-    ds.update(change)
-    (params_root / "params" / "bad.yaml").write_text(yaml.safe_dump(ds))
-    with pytest.raises(ConfigError, match=match):
-        load_config("bad", root=params_root)
+def _with(params_root, change: dict, name: str = "bad", file: str | None = None):
+    """Write params/<name>.yaml (fashion_mnist's with ``change`` merged in), or merge ``change`` into
+    ``file`` (a path under params/), and load the run."""
+    from siglip_adapter.config import deep_merge
+
+    target = params_root / "params" / (file or "fashion_mnist.yaml")
+    data = deep_merge(yaml.safe_load(target.read_text()), change)
+    (params_root / "params" / (file or f"{name}.yaml")).write_text(yaml.safe_dump(data))
+    return load_config("fashion_mnist" if file else name, root=params_root)
+
+
+# One case per class of mistake: (what is changed, the file the message must name, the key, the words).
+MISTAKES = {
+    "alpha outside [0, 1]": ({"adapter": {"alpha": [0.5, 1.5]}}, None, "adapter.alpha.1", "less than or equal to 1"),
+    "a fixed alpha outside [0, 1]": ({"methods": {"idea": {"alpha": -0.1}}}, None, "methods.idea.alpha", "greater than or equal to 0"),
+    "theta <= 0": ({"adapter": {"theta": [0.0, 1.0]}}, None, "adapter.theta.0", "greater than 0"),
+    "a method's theta <= 0": ({"methods": {"tip_adapter": {"theta": [-1.0]}}}, None, "methods.tip_adapter.theta.0", "greater than 0"),
+    "non-positive shots": ({"shots": [0, 1]}, None, "shots.0", "greater than or equal to 1"),
+    "fractions not summing to 1": ({"split": {"fractions": {"train": 0.5}}}, None, "split.fractions", "must be 1"),
+    "unknown source": ({"dataset": {"source": "ftp"}}, None, "dataset.source", "'folder', 'hf', 'coop' or 'fashion-mnist'"),
+    "unknown split method": ({"split": {"method": "random"}}, None, "split.method", "'stratified'"),
+    "unknown method": ({"methods": {"run": ["adapter", "prompt_soup"]}}, None, "methods.run.1", "'coop', 'adapter' or 'trainable' (got 'prompt_soup')"),
+    "unknown choice": ({"zero_shot": {"logit_form": "cos"}}, None, "zero_shot.logit_form", "'cosine'"),
+    "unknown top-level key": ({"shot": [1]}, None, "shot", "unknown parameter 'shot'"),
+    "unknown nested key": ({"adapter": {"thetta": [1.0]}}, None, "adapter.thetta", "did you mean 'theta'"),
+    "unknown key three deep": ({"zero_shot_captions": {"fixed": {"gamma": 1.0}}}, None, "zero_shot_captions.fixed.gamma", "unknown"),
+    "unknown key in the dataset's Kaggle layout": ({"dataset": {"kaggle": {"rooot": "/kaggle/input/x"}}}, None, "dataset.kaggle.rooot",
+                                                   "did you mean 'root'"),
+    "unknown key in a dataset's switch": ({"switches": {"author_shots": {"shotz": [4]}}}, "params/bad.yaml switches.author_shots", "shotz",
+                                          "unknown"),
+    "unknown key in a profile": ({"profiles": {"hub": {"encoder": {"modle_id": "x"}}}}, "params/defaults.yaml profiles.hub",
+                                 "encoder.modle_id", "did you mean 'model_id'"),
+    "unknown key in a switch": ({"switches": {"one_seed_42": {"seed_bse": 1}}}, "params/defaults.yaml switches.one_seed_42", "seed_bse",
+                                "unknown"),
+    "a string for a number": ({"n_seeds": "ten"}, None, "n_seeds", "valid integer"),
+    "a float for an integer": ({"encoder": {"batch_size": 8.5}}, None, "encoder.batch_size", "valid integer"),
+    "a string for a list": ({"shots": "1,2"}, None, "shots", "valid list"),
+    "a string for a boolean": ({"dataset": {"invert": "yes"}}, None, "dataset.invert", "valid boolean"),
+    "a number for a string": ({"captions": {"vlm_prompt": 5}}, None, "captions.vlm_prompt", "valid string"),
+    "a wrong type in a profile": ({"profiles": {"hub": {"encoder": {"batch_size": "64"}}}}, "params/defaults.yaml profiles.hub",
+                                  "encoder.batch_size", "valid integer"),
+    "a template without its slot": ({"dataset": {"template": "a photo"}}, None, "dataset.template", "'{}'"),
+    "a data path climbing out of the data root": ({"dataset": {"idx_dir": "../../etc"}}, None, "dataset.idx_dir", "outside the data root"),
+    "an absolute data path elsewhere": ({"dataset": {"idx_dir": "/etc"}}, None, "dataset.idx_dir", "outside the data root"),
+    "a split file climbing out": ({"dataset": {"kaggle": {"root": "/kaggle/input/x", "split_files": {"train": "../../../etc/passwd"}}}},
+                                  None, "dataset.kaggle.split_files.train", "outside the data root"),
+    "a model folder outside the project": ({"encoder": {"model_id": "../../models/siglip"}}, None, "encoder.model_id", "outside"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_each_kind_of_mistake_names_its_file_and_key(params_root, mistake):
+    change, file, key, words = MISTAKES[mistake]
+    in_defaults = file is not None and file.startswith("params/defaults.yaml")
+    with pytest.raises(ConfigError) as e:
+        _with(params_root, change, file="defaults.yaml" if in_defaults else None)
+    text = str(e.value)
+    assert (file or "params/bad.yaml") in text and key in text and words in text, text
+
+
+def test_every_mistake_is_reported_at_once(params_root):
+    with pytest.raises(ConfigError) as e:
+        _with(params_root, {"adapter": {"alpha": [2.0], "theta": [0.0]}, "n_seeds": "x"})
+    assert all(k in str(e.value) for k in ("adapter.alpha.0", "adapter.theta.0", "n_seeds")), str(e.value)
+
+
+def test_a_mistake_in_an_unused_profile_is_found_by_every_run(params_root):
+    """The offline run never merges the hub profile, yet a typo there is reported (by its file)."""
+    with pytest.raises(ConfigError, match=r"params/defaults.yaml profiles.hub: unknown parameter 'captions.captionr'"):
+        _with(params_root, {"profiles": {"hub": {"captions": {"captionr": "smolvlm"}}}}, file="defaults.yaml")
+
+
+@pytest.mark.parametrize("dataset,overlay,protocol,words", [("fashion_mnistt", "", None, "unknown dataset 'fashion_mnistt'"),
+                                                             ("../params/fashion_mnist", "", None, "not a plain name"),
+                                                             ("fashion_mnist", "smokey", None, "smokey.yaml"),
+                                                             ("fashion_mnist", "", "papr", "unknown protocol 'papr'"),
+                                                             ("fashion_mnist", "", "corrected+imagenet", "unknown switch 'imagenet'")])
+def test_unknown_dataset_overlay_protocol_or_switch_is_named(params_root, dataset, overlay, protocol, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(dataset, overlay, root=params_root, protocol=protocol)
+
+
+def test_an_unknown_profile_is_named_with_the_file_that_asked_for_it(params_root):
+    with pytest.raises(ConfigError, match=r"params/bad.yaml: profile: unknown profile 'gpu'"):
+        _with(params_root, {"profile": "gpu"})
+
+
+def test_a_dataset_specialising_an_unknown_switch_is_named(params_root):
+    with pytest.raises(ConfigError, match=r"params/bad.yaml: switches.author_shotz is not a switch"):
+        _with(params_root, {"switches": {"author_shotz": {"shots": [4]}}})
+
+
+def test_shots_larger_than_a_class_training_images_name_the_file_that_set_them(params_root):
+    """Only the data knows how many training images a class has: the manifest check names the
+    file that set ``shots``, the class and its count."""
+    import pandas as pd
+
+    from siglip_adapter.config import check_shots
+
+    cfg = _with(params_root, {"shots": [1, 2, 16]}, name="many")
+    rows = [(f"{c}{i}", c, f"class{c}", "train", "stratified") for c in range(3) for i in range(20 if c else 12)]
+    manifest = pd.DataFrame(rows, columns=["image_id", "label", "classname", "split", "split_method"])
+    check_shots({**cfg, "shots": [1, 2, 12]}, manifest, params_root)  # 12 fits the smallest class
+    with pytest.raises(ConfigError, match=r"params/many.yaml: shots: K=16 .* 1 classes \(e.g. 'class0': 12\)"):
+        check_shots(cfg, manifest, params_root)
+
+
+def test_every_params_file_and_overlay_is_valid(root):
+    """The shipped parameters pass their own schema under every protocol, overlays included."""
+    names = sorted(p.stem for p in (root / "params").glob("*.yaml") if p.stem not in ("defaults", "run", "paper_table1"))
+    for ds in names:
+        for overlay in ["", *(p.stem for p in (root / "params" / "overlays").glob("*.yaml"))]:
+            for protocol in run_protocols(root):
+                load_config(ds, overlay, root=root, protocol=protocol)
 
 
 def test_missing_file_is_named(params_root):

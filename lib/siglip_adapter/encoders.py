@@ -35,14 +35,24 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .schema import PRECISIONS
+
+
+def numerics(device: torch.device) -> str:
+    """What besides the weights and inputs decides a forward's last bits: on the CPU, torch's
+    thread count (its parallel reductions split the sums differently: the offline tower's
+    features move by ~6e-7 between 1 and 2 threads, enough to flip a borderline validation
+    image); on a GPU, the card. Part of every feature key, so a store never mixes rows computed
+    under two of them and a run's features do not depend on which command filled the store first."""
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    return f"{device.type} {torch.get_num_threads()} threads"
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -216,12 +226,13 @@ class SiglipEncoder(TokenizerText):
                 "resample": self.resample or str(getattr(ip, "resample", None)),
                 "mean": list(self.image_mean or ip.image_mean), "std": list(self.image_std or ip.image_std),
                 "text_padding": "max_length", "text_attention_mask": False, "max_text_tokens": self.max_text_tokens,
-                "precision": self.precision}
+                "precision": self.precision, "numerics": numerics(self.device)}
 
     def text_fields(self) -> dict:
         """What decides a text's features (not the image preprocessing)."""
         return {"encoder": self.name, "model_id": self.model_id, "revision": self.revision, "text_padding": "max_length",
-                "text_attention_mask": False, "max_text_tokens": self.max_text_tokens, "precision": self.precision}
+                "text_attention_mask": False, "max_text_tokens": self.max_text_tokens, "precision": self.precision,
+                "numerics": numerics(self.device)}
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -377,12 +388,12 @@ class ConseEncoder(TokenizerText):
     def cache_fields(self) -> dict:
         return {"encoder": self.name, "model_id": self.model_id, "top_k": self.top_k, "image_size": self.image_size,
                 "resample": self.resample, "mean": self.mean, "std": self.std, "max_text_tokens": self.max_text_tokens,
-                "label_template": self.label_template, "text_pooling": "mean", "precision": self.precision}
+                "label_template": self.label_template, "text_pooling": "mean", "precision": self.precision, "numerics": numerics(self.device)}
 
     def text_fields(self) -> dict:
         """What decides a text's features (not the image side)."""
         return {"encoder": self.name, "model_id": self.model_id, "max_text_tokens": self.max_text_tokens, "text_pooling": "mean",
-                "precision": self.precision}
+                "precision": self.precision, "numerics": numerics(self.device)}
 
     def text_inputs(self, texts: Sequence[str]) -> dict:
         return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt").to(self.device))
@@ -442,7 +453,7 @@ class ConseEncoder(TokenizerText):
         """What decides the tower's output: weights, preprocessing and precision (not top_k or
         the text side, which only ``from_tower`` reads)."""
         return {"encoder": self.name, "model_id": self.model_id, "image_size": self.image_size, "resample": self.resample,
-                "mean": self.mean, "std": self.std, "precision": self.precision, "output": "imagenet_probs"}
+                "mean": self.mean, "std": self.std, "precision": self.precision, "output": "imagenet_probs", "numerics": numerics(self.device)}
 
     def tower_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.pixel_probs(pixels)

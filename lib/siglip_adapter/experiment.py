@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 
 import pandas as pd
-import torch
 
 from . import adapters, methods
 from .config import seeds as seed_list
@@ -51,20 +50,21 @@ def zero_shot_rows(inp: Inputs, cfg: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def stage_rows(inp: Inputs, cfg: dict, names: list[str], encoder=None, keep=None) -> pd.DataFrame:
+def stage_rows(inp: Inputs, cfg: dict, names: list[str], encoder=None, keep=None, store=None) -> pd.DataFrame:
     """The rows of the methods ``names`` on one run (``methods.method_rows``: every K and seed,
-    everything chosen on validation), except that ``trainable.method: authors`` (the ``paper``
+    everything chosen on validation; ``store``: where finished cells are kept, so a killed run
+    resumes), except that ``trainable.method: authors`` (the ``paper``
     protocol's switch) runs the authors' trainable model, which needs the test labels and so is
     not a method (``authors_trainable_rows``)."""
     authors = "trainable" in names and cfg["trainable"]["method"] == "authors"
     ours = [n for n in names if not (authors and n == "trainable")]
-    frames = [methods.method_rows(inp, cfg, ours, encoder, keep)] if ours else []
+    frames = [methods.method_rows(inp, cfg, ours, encoder, keep, store)] if ours else []
     if authors:
         frames.append(authors_trainable_rows(inp, cfg))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def text_key_rows(inp: Inputs, cfg: dict, rows: pd.DataFrame) -> pd.DataFrame:
+def text_key_rows(inp: Inputs, cfg: dict, rows: pd.DataFrame, store=None) -> pd.DataFrame:
     """Is a caption worth it? The training-free adapter at every K and seed with each kind of text
     key (``methods.adapter.TEXT_KEYS``: the ``adapter.keys`` parameter), every variant's hyper-parameters chosen on
     validation alike: the caption-key rows already computed (``rows``' adapter rows) plus
@@ -73,7 +73,7 @@ def text_key_rows(inp: Inputs, cfg: dict, rows: pd.DataFrame) -> pd.DataFrame:
     for keys in ("classname", "none"):
         variant = copy.deepcopy(cfg)
         variant["adapter"]["keys"] = keys
-        frames.append(methods.method_rows(inp, variant, ["adapter"]).assign(keys=keys))
+        frames.append(methods.method_rows(inp, variant, ["adapter"], store=store).assign(keys=keys))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -124,10 +124,10 @@ class Curves:
         self.shots = max(cfg["shots"]) if shots is None else shots
         self.seed = seed_list(cfg)[0] if seed is None else seed
 
-    def __call__(self, name: str, k: int, seed: int, fitted, accuracy: float) -> None:
-        if k == self.shots and seed == self.seed:
-            self.rows += [{"dataset": self.cfg["run"]["dataset"], "protocol": self.cfg["protocol"], "method": name, "shots": k, "seed": seed,
-                           **h} for h in fitted.history]
+    def __call__(self, row: dict, history: list[dict]) -> None:
+        if row["shots"] == self.shots and row["seed"] == self.seed:
+            self.rows += [{"dataset": self.cfg["run"]["dataset"], "protocol": self.cfg["protocol"], "method": row["method"],
+                           "shots": row["shots"], "seed": row["seed"], **h} for h in history]
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["dataset", "protocol", "method", "shots", "seed", "lr", "epoch", "loss", "val_accuracy"])

@@ -8,6 +8,8 @@ number in Table I traces back to a CSV row.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -15,7 +17,7 @@ import torch
 
 from .data import read_manifest, sample_shots
 from .paths import RunPaths
-from .store import Features, FeatureStore
+from .store import Features, FeatureStore, content_hash
 
 
 @dataclass
@@ -47,6 +49,15 @@ class Inputs:
     def shots(self, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(I_train (N*K, D), T_train (N*K, D), labels (N*K,)) of one K-shot sample."""
         return self._take(sample_shots(self.manifest, k, seed))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything a method reads from these inputs: the manifest, every feature row
+        with its id, the class prompts and the logit form (part of ``methods.cells_key``)."""
+        h = hashlib.sha256(pd.util.hash_pandas_object(self.manifest, index=False).to_numpy().tobytes())
+        for feats in (self.image, self.caption):
+            h.update(json.dumps(list(feats.ids)).encode() + content_hash(feats.values).encode())
+        h.update(content_hash(self.class_text).encode() + repr((float(self.scale), float(self.bias))).encode())
+        return h.hexdigest()
 
     def validation(self, cfg: dict, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """The images that choose hyper-parameters for K shots and one seed: the whole validation

@@ -118,6 +118,12 @@ class RunPaths:
         return self.dataset_cache / "features"
 
     @property
+    def cells(self) -> Path:
+        """Finished K x seed cells of the methods (``methods.method_rows``), keyed by what they
+        depend on: a killed stage resumes from them (shared by the dataset's protocols)."""
+        return self.dataset_cache / "cells"
+
+    @property
     def features_index(self) -> Path:
         """This run's entries of the feature store: what the later stages read."""
         return self.cache / "features.json"

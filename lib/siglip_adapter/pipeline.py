@@ -17,6 +17,7 @@ import torch
 
 from .captions import (build_captioner, build_summariser, caption_flags, caption_images, caption_quality, caption_settings, caption_store,
                        read_captions, write_captions)
+from .config import check_shots
 from .config import seeds as seed_list
 from .data import build_source, find_bad_images, images_read, make_manifest, manifest_hash, read_manifest, shot_image_ids
 from .encoders import build_encoder, encode_image_ids, encode_text_list
@@ -49,6 +50,7 @@ def checked_manifest(cfg: dict, source: Source, seen: dict | None = None) -> tup
     while True:
         manifest = make_manifest(source, cfg["dataset"].get("per_class"), s["fractions"], s["seed"], s["method"], s["val_from_train"], exclude=bad,
                                  keep_source_test=s["keep_source_test"])
+        check_shots(cfg, manifest)
         todo = [i for i in images_read(manifest, k_max, seeds) if i not in checked]
         if not todo:
             break

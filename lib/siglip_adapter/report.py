@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .store import write_atomic
+from .atomic import write_atomic
 
 def _plotting():
     """(pyplot, seaborn) on the Agg backend, imported on first use: the stages that only write

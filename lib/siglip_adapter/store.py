@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .atomic import write_atomic  # noqa: F401  (the stages' writers import it from here too)
 from .shard import Shard
 
 
@@ -101,35 +101,51 @@ def _tree_digest(source: str) -> bytes:
     return ast.dump(tree).encode()
 
 
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """``write(tmp)``, flush it to disk (fsync), rename it onto ``path`` and flush the folder: readers
-    see the old file or the new one, never half of one, and after a crash or power loss the new
-    file is either complete or absent. The temporary file is the writer's own (its process id),
-    so concurrent writers of one path do not mix, and it is removed if ``write`` fails."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)
-    return path
+PART_HASH = b"siglip_adapter.sha256"  # a part file's Parquet key-value metadata: the SHA-256 of its rows
 
 
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # a folder cannot be opened on some systems (Windows): nothing to flush there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def rows_hash(frame) -> str:
+    """SHA-256 of a table's values in column order (its JSON rows), as stored in each part file."""
+    return hashlib.sha256(frame.to_json(orient="values").encode()).hexdigest()
+
+
+def write_part(path: Path, frame) -> Path:
+    """One part of a resumable table (a DataFrame) as Parquet, atomically (``write_atomic``), with
+    the SHA-256 of its rows in its metadata: a crash leaves the part whole or absent, and
+    ``read_parts`` tells an edited or truncated part from a good one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PART_HASH: rows_hash(frame).encode()})
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_parts(folder: Path, columns: Sequence[str], what: str, pattern: str = "*.parquet") -> dict[Path, "object"]:
+    """{path: DataFrame} of the good parts in ``folder`` (``write_part``), with exactly ``columns``.
+    A part that cannot be read, has other columns, or whose rows do not match the SHA-256 written
+    with them (edited or truncated on disk) is removed with a warning: its ``what`` count as
+    missing and the caller makes them again."""
+    import pyarrow.parquet as pq
+
+    good = {}
+    for part in sorted(Path(folder).glob(pattern)):
+        try:
+            table = pq.read_table(part)
+            frame = table.to_pandas()
+        except Exception as e:  # truncated or overwritten bytes: pyarrow's parse error
+            why = f"unreadable ({type(e).__name__}: {e})"
+        else:
+            if list(frame.columns) != list(columns):
+                why = f"its columns {list(frame.columns)} are not {list(columns)}"
+            elif (table.schema.metadata or {}).get(PART_HASH, b"").decode() != rows_hash(frame):
+                why = "its rows do not match the SHA-256 stored with them"
+            else:
+                good[part] = frame
+                continue
+        warnings.warn(f"{part}: {why}; its {what} will be made again", stacklevel=2)
+        part.unlink(missing_ok=True)
+    return good
 
 
 def _write_entry(path: Path, fields: dict, ids: Sequence[str], values: torch.Tensor, meta: dict | None = None) -> Path:
@@ -152,6 +168,7 @@ class FeatureStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._pools: dict[Path, dict[str, torch.Tensor]] = {}  # rows of the pools read so far
         self._loaded: dict[Path, set[str]] = {}  # their chunk files already read
+        self._verified: dict[Path, str] = {}  # entries this object read or wrote and checked: their SHA-256
 
     def path(self, kind: str, fields: dict) -> Path:
         return self.root / f"{self._name(kind, fields)}.safetensors"
@@ -185,6 +202,7 @@ class FeatureStore:
         ids = header.get("ids", [])
         if len(ids) != values.shape[0]:
             raise CorruptCacheError(f"{path}: {values.shape[0]} rows but {len(ids)} ids; the entry is corrupt")
+        self._verified[path] = header["sha256"]
         return Features(ids, values, stored, header.get("meta", {}), header["sha256"])
 
     def load(self, kind: str, fields: dict) -> Features:
@@ -257,9 +275,10 @@ class FeatureStore:
 
     # The index names the entries of one run, so later stages need no encoder settings.
     def write_index(self, entries: dict[str, dict], path: Path) -> Path:
-        """``entries``: {kind: fields} of saved entries; each is recorded with its file's SHA-256."""
-        index = {kind: {"file": self.path(kind, fields).name, "fields": fields, "sha256": self.load(kind, fields).sha256}
-                 for kind, fields in entries.items()}
+        """``entries``: {kind: fields} of saved entries; each is recorded with its file's SHA-256 (as
+        this object last checked it, else read again)."""
+        sha = {kind: self._verified.get(self.path(kind, f)) or self.load(kind, f).sha256 for kind, f in entries.items()}
+        index = {kind: {"file": self.path(kind, fields).name, "fields": fields, "sha256": sha[kind]} for kind, fields in entries.items()}
         return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(index, indent=2, sort_keys=True, default=str) + "\n"))
 
     def load_index(self, path: Path) -> dict[str, Features]:

@@ -17,13 +17,16 @@ Methods that train (``trained=True``) run in 05_trainable, the others in 04_adap
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import pandas as pd
 import torch
 
 from .. import adapters
+from ..schema import METHODS as MODULES  # the method modules (each registers the method of its name): the names params may use
 
 
 @dataclass
@@ -91,7 +94,6 @@ class Method(NamedTuple):
 
 
 METHODS: dict[str, Method] = {}
-MODULES = ("zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "coop", "adapter", "trainable")
 
 
 def register(name: str, score: Callable[[dict, dict, torch.Tensor], torch.Tensor], start: str | None = None, trained: bool = False):
@@ -174,12 +176,21 @@ def task_for(inp, cfg: dict, k: int, seed: int, encoder=None) -> Task:
                 inp.classnames, encoder)
 
 
-def method_rows(inp, cfg: dict, names: list[str] | None = None, encoder=None, keep=None) -> pd.DataFrame:
+CELL_COLUMNS = ["method", "row", "history"]  # a finished cell's part: one row per method, its result row and curve as JSON
+
+
+def method_rows(inp, cfg: dict, names: list[str] | None = None, encoder=None, keep=None, store: Path | None = None) -> pd.DataFrame:
     """Every named method (default ``methods.run``) at every K and seed: fitted on the shots with
     its hyper-parameters chosen on the protocol's validation set, then scored once on test. One
     row per method, K and seed, with the chosen hyper-parameters. ``encoder``: the frozen encoder
-    for methods that train through its text tower (CoOp). ``keep(name, k, seed, fitted, test
-    accuracy)`` sees every fitted method (``experiment.Curves`` keeps learning curves with it)."""
+    for methods that train through its text tower (CoOp). ``keep(row, history)`` sees every row
+    with the method's learning curve (``experiment.Curves`` keeps some).
+
+    ``store`` (a folder, ``RunPaths.cells``): each (K, seed) cell's rows are written there as the
+    cell finishes (``store.write_part``), in a folder keyed by the inputs, the parameters, the
+    methods, the kit's code, the numeric libraries' versions and torch's threads (``cells_key``). A run killed
+    midway resumes at the first unfinished cell: nothing finished is fitted again, nothing is
+    lost or counted twice, and a cell edited on disk is refused and fitted again."""
     from tqdm.auto import tqdm
 
     from ..inputs import result_row, selected_on
@@ -187,13 +198,62 @@ def method_rows(inp, cfg: dict, names: list[str] | None = None, encoder=None, ke
     names = list(cfg["methods"]["run"] if names is None else names)
     params = {n: params_of(cfg, n) for n in names}
     test = Labelled(*inp.split("test"))
+    todo = cells(cfg)
+    folder = Path(store) / cells_key(inp, cfg, names) if store is not None else None
+    done = _finished_cells(folder, names) if folder is not None else {}
+    resumed = f" ({len(done)} done before, cells/{folder.name})" if done else ""  # in the bar: a notebook's outputs stay the same
     rows = []
-    for k, seed in tqdm(cells(cfg), desc=f"{', '.join(names)}: K x seeds", unit="cell"):
-        task = task_for(inp, cfg, k, seed, encoder)
-        for name in names:
-            fitted = task.fitted(name, params[name])
-            acc = fitted.accuracy(test)
-            rows.append(result_row(cfg, name, k, seed, acc, fitted.val_accuracy, selected_on(cfg), **fitted.chosen))
+    for k, seed in tqdm(todo, desc=f"{', '.join(names)}: K x seeds{resumed}", unit="cell"):
+        cell = done.get((k, seed))
+        if cell is None:
+            task, cell = task_for(inp, cfg, k, seed, encoder), []
+            for name in names:
+                fitted = task.fitted(name, params[name])
+                row = result_row(cfg, name, k, seed, fitted.accuracy(test), fitted.val_accuracy, selected_on(cfg), **fitted.chosen)
+                cell.append((_plain(row), _plain(fitted.history)))  # what a resumed run reads back, exactly
+            if folder is not None:
+                _write_cell(folder, k, seed, cell)
+        for row, history in cell:
+            rows.append(row)
             if keep is not None:
-                keep(name, k, seed, fitted, acc)
+                keep(row, history)
     return pd.DataFrame(rows)
+
+
+def cells_key(inp, cfg: dict, names: list[str]) -> str:
+    """The key of a run's finished cells: everything a cell's rows depend on."""
+    import numpy
+    import sklearn
+
+    from ..store import cache_key, code_hash
+
+    code = code_hash(sorted(Path(__file__).resolve().parents[1].rglob("*.py")))
+    versions = {"torch": torch.__version__, "numpy": numpy.__version__, "sklearn": sklearn.__version__,
+                "threads": torch.get_num_threads(),  # the last bits of a fit (see encoders.numerics)
+                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return cache_key({"inputs": inp.fingerprint(), "cfg": cfg, "methods": names, "code": code, "versions": versions})
+
+
+def _plain(value):
+    """``value`` as JSON gives it back (numpy and torch scalars as Python numbers, tuples as lists)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def _write_cell(folder: Path, k: int, seed: int, cell: list[tuple[dict, list]]) -> None:
+    from ..store import write_part
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([(row["method"], json.dumps(row), json.dumps(history)) for row, history in cell], columns=CELL_COLUMNS)
+    write_part(folder / f"cell-{k}-{seed}.parquet", frame)
+
+
+def _finished_cells(folder: Path, names: list[str]) -> dict[tuple[int, int], list[tuple[dict, list]]]:
+    """{(K, seed): [(row, history) per method]} of the cells already written to ``folder``."""
+    from ..store import read_parts
+
+    done = {}
+    for frame in read_parts(folder, CELL_COLUMNS, "K x seed cells", "cell-*.parquet").values():
+        cell = [(json.loads(r), json.loads(h)) for r, h in zip(frame["row"], frame["history"])]
+        if cell and [row["method"] for row, _ in cell] == names:
+            done[(int(cell[0][0]["shots"]), int(cell[0][0]["seed"]))] = cell
+    return done

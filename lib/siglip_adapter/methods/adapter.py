@@ -7,9 +7,8 @@ text keys are (``TEXT_KEYS``): the shots' captions (the paper's), each shot's cl
 from __future__ import annotations
 
 from . import Fitted, Task, register
+from ..schema import TEXT_KEYS
 from .cache import fit_cache, score_cache
-
-TEXT_KEYS = {"caption": "caption keys", "classname": "class-name keys", "none": "no text keys (alpha = 0)"}
 
 
 @register("adapter", score_cache)

@@ -1,0 +1,281 @@
+"""The parameters' schema (pydantic): every key a run's merged parameters may hold, its type and
+its range. ``config.load_config`` validates each merged run against ``Params`` and names, for every
+mistake, the file and the key that made it (an unknown key at any depth, a wrong type, a value out
+of range, a name that is not one of the choices); the profiles and the switches are checked the
+same way whether or not a run uses them.
+
+Types are strict: a string never stands for a number, nor a number for a string or a boolean
+(an integer is a valid float). Choices come from the code that implements them (sources, split
+methods, methods, text keys): the sources and split methods from their modules, the method names, text
+keys and precisions from here (``METHODS``, ``TEXT_KEYS``, ``PRECISIONS``), which those modules
+import, so a new choice is added in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from .data import SPLIT_METHODS
+from .sources import SOURCE_KINDS
+
+# Choices declared here and read by the code that implements them (which imports this module;
+# this one imports nothing of theirs, so checking parameters never loads a method or an encoder).
+METHODS = ("zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "coop", "adapter", "trainable")
+TEXT_KEYS = {"caption": "caption keys", "classname": "class-name keys", "none": "no text keys (alpha = 0)"}  # adapter.keys
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # encoder.precision (siglip_adapter.encoders.resolve_precision)
+
+Unit = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=1)]
+NonNegativeCount = Annotated[int, Field(ge=0)]
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # names that become folder names (results/runs/<dataset>/...)
+
+
+def _one_of(*names: str):
+    return Literal[tuple(names)]  # Literal["a", "b", ...] from names the code defines
+
+
+def _with_slot(text: str) -> str:
+    if "{}" not in text:
+        raise ValueError("must contain '{}' where the class name goes")
+    return text
+
+
+def _plain_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ValueError("must be a plain name (letters, digits, '_', '.', '-'; no '/'): it names folders")
+    return name
+
+
+Template = Annotated[str, AfterValidator(_with_slot)]
+Grid = Annotated[list[Positive], Field(min_length=1)]
+UnitGrid = Annotated[list[Unit], Field(min_length=1)]
+WeightGrid = Annotated[list[NonNegative], Field(min_length=1)]
+Triple = Annotated[list[float], Field(min_length=3, max_length=3)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Layout(Section):
+    """Where a dataset's images are and how they are laid out (also ``dataset.kaggle``'s keys)."""
+
+    source: Optional[_one_of(*SOURCE_KINDS)] = None
+    root: Optional[str] = None  # folder / coop: the images (relative paths are under the data root)
+    hub_id: Optional[str] = None  # hf: a hub dataset id, or a local folder under the data root
+    revision: Optional[str] = None  # hf: the hub commit
+    idx_dir: Optional[str] = None  # fashion-mnist: the IDX files
+    split_file: Optional[str] = None  # coop: split_zhou_<name>.json
+    split_files: Optional[dict[str, str]] = None  # folder: {train|val|test: list file, relative to root}
+    split_file_column: Optional[str] = None
+    split_names: Optional[dict[str, str]] = None  # hf: {train|val|test: the hub's split name}
+    filename_regex: Optional[str] = None  # folder: the class from a flat folder's file names
+    image_column: Optional[str] = None
+    label_column: Optional[str] = None
+
+
+class Dataset(Layout):
+    """``dataset``: only a dataset's own file (and switches or overlays) sets it."""
+
+    name: Annotated[str, AfterValidator(_plain_name)]
+    source: _one_of(*SOURCE_KINDS)
+    template: Template
+    kaggle: Optional[Layout] = None  # the same dataset as a Kaggle input lays it out
+    per_class: Optional[Count] = None  # images drawn per class before the split
+    invert: bool = False
+    classnames: Optional[list[str]] = None
+    class_map: Optional[dict[str, str]] = None
+    drop_classes: Optional[list[str]] = None
+    classname_case: _one_of("keep", "lower") = "keep"
+    classname_style: _one_of("kit", "authors") = "kit"
+
+
+class Fractions(Section):
+    train: Unit
+    val: Unit
+    test: Unit
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {self.train + self.val + self.test:g}")
+        return self
+
+
+class Split(Section):
+    method: _one_of(*SPLIT_METHODS)
+    fractions: Fractions
+    val_from_train: Unit
+    keep_source_test: bool
+    seed: int
+
+
+class Validation(Section):
+    per_class: NonNegativeCount
+
+
+class Data(Section):
+    num_workers: Union[Literal["auto"], NonNegativeCount]
+    max_skipped_fraction: Unit
+
+
+class Encoder(Section):
+    name: _one_of("offline-conse", "siglip")
+    model_id: str
+    revision: str
+    image_size: Count
+    mean: Triple
+    std: Annotated[list[Positive], Field(min_length=3, max_length=3)]
+    resample: _one_of("bicubic", "bilinear")
+    max_text_tokens: Count
+    conse_top_k: Count
+    batch_size: Count
+    chunk_size: Count
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
+    precision: _one_of(*PRECISIONS)
+
+
+class Captions(Section):
+    captioner: _one_of("offline-labels", "smolvlm")
+    summariser: _one_of("token-limit", "t5")
+    top_labels: Count
+    vlm_model_id: str
+    vlm_revision: str
+    vlm_prompt: str
+    vlm_prompt_class: _one_of("none", "template", "template_first_char")
+    class_template: Template
+    keep_chat_prompt: bool
+    cleaning: _one_of("full", "none")
+    summarise: _one_of("over_limit", "always")
+    vlm_max_new_tokens: Count
+    vlm_image_splitting: bool
+    vlm_num_beams: Count
+    only_shots: bool
+    min_summary_tokens: NonNegativeCount
+    t5_model_id: str
+    t5_revision: str
+    t5_max_new_tokens: Count
+    t5_num_beams: Count
+    t5_length_penalty: float
+    batch_size: Count
+    chunk_size: Count
+
+
+class ZeroShot(Section):
+    logit_form: _one_of("cosine", "cosine100", "siglip")
+
+
+class FixedCache(Section):
+    alpha: Unit
+    theta: Positive
+    beta: NonNegative
+
+
+class ZeroShotCaptions(Section):
+    method: _one_of("caption_mix", "fixed_cache")
+    alpha: UnitGrid
+    fixed: FixedCache
+
+
+class Adapter(Section):
+    alpha: UnitGrid  # caption-key weight
+    theta: Grid  # sharpness: exp(theta (s - 1)) needs theta > 0
+    beta: WeightGrid  # few-shot weight
+    keys: _one_of(*TEXT_KEYS)
+
+
+class LinearProbe(Section):
+    C: Grid
+
+
+class TipAdapter(Section):
+    theta: Grid
+    beta: WeightGrid
+
+
+class Idea(TipAdapter):
+    alpha: Unit
+
+
+class Gda(Section):
+    weight: WeightGrid
+
+
+class Training(Section):
+    lr: Grid
+    epochs: Count
+    patience: Optional[Count]
+    weight_decay: NonNegative
+
+
+class ClipAdapter(Training):
+    ratio: UnitGrid
+    reduction: Count
+    logit_scale: Positive
+
+
+class Coop(Training):
+    init: Annotated[str, Field(min_length=1)]
+    class_specific: bool
+    logit_scale: Positive
+    eval_every: Count
+
+
+class Methods(Section):
+    run: list[_one_of(*METHODS)]  # a method module of siglip_adapter.methods each
+    linear_probe: LinearProbe
+    tip_adapter: TipAdapter
+    idea: Idea
+    gda: Gda
+    tip_adapter_f: Training
+    clip_adapter: ClipAdapter
+    coop: Coop
+
+
+class Trainable(Training):
+    method: _one_of("ours", "authors")
+    eval_every: Count
+
+
+class Shards(Section):
+    processes: Union[Literal["auto"], Count]
+
+
+class Ablation(Section):
+    n_seeds: Count
+
+
+class Run(Section):
+    dataset: str
+    overlay: str
+    protocol: str
+
+
+class Params(Section):
+    """One run's merged parameters (``config.load_config``)."""
+
+    dataset: Dataset
+    protocol: str
+    profile: str
+    switches: list[str]
+    run: Run
+    split: Split
+    validation: Validation
+    data: Data
+    shots: Annotated[list[Count], Field(min_length=1)]
+    n_seeds: Count
+    seed_base: int
+    encoder: Encoder
+    captions: Captions
+    zero_shot: ZeroShot
+    zero_shot_captions: ZeroShotCaptions
+    adapter: Adapter
+    methods: Methods
+    trainable: Trainable
+    shards: Shards
+    ablation: Ablation
