@@ -74,7 +74,7 @@ def hub_runs(proj: Path, precisions: list[str], log) -> dict:
             spaces[nb] = run_notebook(proj / "notebooks" / f"{nb}.ipynb", params)
         wall = time.perf_counter() - t0
         cap, enc = spaces["01_captions"], spaces["02_embed"]["encoder"]
-        index = json.loads((proj / "build" / overlay / "cache" / "shapes" / "corrected" / "features.json").read_text())
+        index = json.loads((proj / "build" / overlay / "cache" / "shapes" / "tiny-siglip" / "corrected" / "features.json").read_text())
         table = spaces["06_analysis"]["table"]
         images, _, _ = spaces["02_embed"]["inp"].split("test")
         out[precision] = images

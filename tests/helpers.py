@@ -106,7 +106,7 @@ def toy_run(n_classes=3, dim=12, seed=0):
     noisy = lambda w: F.normalize(class_text[labels] + w * torch.randn(len(labels), dim, generator=g), dim=-1)  # noqa: E731
     ids = manifest["image_id"].tolist()
     inp = experiment.Inputs(manifest, Features(ids, noisy(2.0), {}, {}), Features(ids, noisy(0.8), {}, {}), class_text, 1.0, 0.0)
-    cfg = {"run": {"dataset": "toy"}, "protocol": "corrected", "zero_shot": {"logit_form": "cosine"}, "validation": {"per_class": 0},
+    cfg = {"run": {"dataset": "toy"}, "protocol": "corrected", "backbone": "toy", "zero_shot": {"logit_form": "cosine"}, "validation": {"per_class": 0},
            "shots": [1, 2], "n_seeds": 3, "seed_base": 1, "adapter": {"alpha": [0.0, 0.5, 1.0], "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]}}
     return inp, cfg, labels
 

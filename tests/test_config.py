@@ -31,7 +31,50 @@ def test_hub_profile_switches_encoder_and_captioner(params_root):
     cfg = load_config("fm_hub", root=params_root)
     assert cfg["encoder"]["name"] == "siglip" and cfg["encoder"]["model_id"] == "google/siglip-base-patch16-224"
     assert cfg["captions"]["captioner"] == "smolvlm" and cfg["captions"]["summariser"] == "t5"
-    assert cfg["encoder"]["max_text_tokens"] == 64
+    # The ConSE encoder's preprocessing does not leak into a hub backbone: its processor decides.
+    assert cfg["backbone"] == "siglip-b16" and cfg["encoder"]["max_text_tokens"] == "auto"
+    assert all(cfg["encoder"].get(k) is None for k in ("image_size", "mean", "std", "resample"))
+
+
+@pytest.mark.parametrize("backbone, name, model_id", [("offline-conse", "offline-conse", "offline-conse/efficientnet-lite0+all-MiniLM-L6-v2"),
+                                                      ("siglip2-b16", "siglip", "google/siglip2-base-patch16-224"),
+                                                      ("siglip2-b16-naflex", "siglip", "google/siglip2-base-patch16-naflex"),
+                                                      ("clip-b16", "clip", "openai/clip-vit-base-patch16")])
+def test_a_backbone_is_a_parameter_with_its_own_settings_only(params_root, backbone, name, model_id):
+    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
+    (params_root / "params" / "fm_hub.yaml").write_text(yaml.safe_dump({**ds, "profile": "hub"}))  # SmolVLM captions: any backbone
+    cfg = load_config("fm_hub", root=params_root, backbone=backbone)
+    assert (cfg["backbone"], cfg["run"]["backbone"], cfg["encoder"]["name"], cfg["encoder"]["model_id"]) == (backbone, backbone, name, model_id)
+    own = name == "offline-conse"  # only ConSE, which has no processor, sets its preprocessing
+    assert (cfg["encoder"]["mean"] is not None) == own and (cfg["encoder"]["resample"] is not None) == own
+    assert cfg["encoder"]["lowercase"] == backbone.startswith("siglip2")
+    # A paper switch that sets the preprocessing applies over any backbone (deliberately).
+    paper = load_config("fm_hub", root=params_root, backbone=backbone, protocol="corrected+imagenet_preprocess")
+    assert paper["encoder"]["mean"] == [0.485, 0.456, 0.406] and paper["encoder"]["resample"] == "bilinear"
+
+
+def test_an_unknown_backbone_names_where_it_was_asked_and_the_choices(params_root):
+    with pytest.raises(ConfigError, match=r"unknown backbone 'siglip3'.*clip-b16"):
+        load_config("fashion_mnist", root=params_root, backbone="siglip3")
+    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
+    (params_root / "params" / "bb.yaml").write_text(yaml.safe_dump({**ds, "backbone": "clip-b32"}))
+    with pytest.raises(ConfigError, match=r"params/bb.yaml: backbone: unknown backbone 'clip-b32'"):
+        load_config("bb", root=params_root)
+
+
+def test_a_backbone_defined_in_an_overlay_is_checked_like_any_section(params_root):
+    ov = params_root / "params" / "overlays"
+    ov.mkdir(exist_ok=True)
+    (ov / "bb.yaml").write_text("profile: hub\nbackbone: mine\nbackbones:\n  mine: {name: clip, model_id: some/clip}\n")
+    cfg = load_config("fashion_mnist", overlay="bb", root=params_root)
+    assert cfg["encoder"]["name"] == "clip" and cfg["encoder"]["model_id"] == "some/clip"
+    (ov / "bb.yaml").write_text("backbones:\n  mine: {name: clip, model_id: some/clip, max_text_tokens: 0}\n"
+                                "  conse2: {name: offline-conse, model_id: x}\n")
+    with pytest.raises(ConfigError) as e:  # checked though the run does not use them
+        load_config("fashion_mnist", overlay="bb", root=params_root)
+    msg = str(e.value)
+    assert "params/overlays/bb.yaml backbones.mine: encoder.max_text_tokens" in msg
+    assert "params/overlays/bb.yaml backbones.conse2" in msg and "no image processor: set image_size, mean, std, resample" in msg
 
 
 def test_unknown_key_names_file_and_key(params_root):
@@ -233,3 +276,13 @@ def test_every_method_has_its_parameters_for_every_dataset_protocol_and_profile(
                 assert params, (ds, protocol, name)
                 if name in ("trainable", "tip_adapter_f"):
                     assert params["start"] == methods.params_of(cfg, {"trainable": "adapter", "tip_adapter_f": "tip_adapter"}[name])
+
+
+def test_the_offline_captioner_needs_the_conse_backbone(params_root):
+    """The offline captioner reads ConSE's ImageNet classes: on another backbone it is refused at
+    load time, naming both files, instead of failing inside 01_captions."""
+    with pytest.raises(ConfigError, match=r"params/defaults.yaml: captions.captioner: offline-labels .* backbone 'clip-b16' is a clip"):
+        load_config("fashion_mnist", root=params_root, backbone="clip-b16")
+    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
+    (params_root / "params" / "fm_hub.yaml").write_text(yaml.safe_dump({**ds, "profile": "hub"}))
+    assert load_config("fm_hub", root=params_root, backbone="clip-b16")["captions"]["captioner"] == "smolvlm"

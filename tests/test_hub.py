@@ -1,7 +1,8 @@
 """The hub profile end to end on tiny local models with the real architectures and tokenizer /
 processor classes (SigLIP + SentencePiece, SmolVLM's Idefics3 + chat template, T5): the six
 notebooks, executed by papermill as `dvc repro` runs them, on a small generated image folder,
-from captions to Table I. The numbers mean nothing; the wiring is what is proven."""
+from captions to Table I, on two backbones (the tiny SigLIP and the offline ConSE encoder). The
+numbers mean nothing; the wiring is what is proven."""
 
 import json
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 NOTEBOOKS = ["01_captions", "02_embed", "03_zero_shot", "04_adapter", "05_trainable", "06_analysis"]
+BACKBONES = ["tiny-siglip", "offline-conse"]  # the tiny_hub overlay's own, and the offline profile's
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +25,13 @@ def executed(hub_project):
     try:
         out = hub_project / "executed"
         out.mkdir()
-        for nb in NOTEBOOKS:
-            params = {"overlay": "tiny_hub"} | ({"datasets": "shapes"} if nb == "06_analysis" else {"dataset": "shapes"})
-            papermill.execute_notebook(str(hub_project / "notebooks" / f"{nb}.ipynb"), str(out / f"{nb}.ipynb"), parameters=params,
-                                       kernel_name="python3", cwd=str(hub_project), progress_bar=False)
+        runs = [(nb, {"dataset": "shapes", "backbone": bb}, f"{nb}-{bb}" if bb != BACKBONES[0] else nb)
+                for bb in BACKBONES for nb in NOTEBOOKS[:-1]] + [("06_analysis", {"datasets": "shapes", "backbones": ",".join(BACKBONES)},
+                                                                  "06_analysis")]
+        for nb, params, name in runs:
+            papermill.execute_notebook(str(hub_project / "notebooks" / f"{nb}.ipynb"), str(out / f"{name}.ipynb"),
+                                       parameters={"overlay": "tiny_hub", **params}, kernel_name="python3", cwd=str(hub_project),
+                                       progress_bar=False)
     finally:
         for k, v in old.items():
             if v is None:
@@ -37,11 +42,11 @@ def executed(hub_project):
 
 
 def test_hub_profile_runs_from_captions_to_table1(executed):
-    caps = pd.read_parquet(executed / "cache" / "shapes" / "corrected" / "captions.parquet")
+    caps = pd.read_parquet(executed / "cache" / "shapes" / "tiny-siglip" / "corrected" / "captions.parquet")
     assert caps["captioner"].unique().tolist() == ["build/tiny-models/smolvlm"]
     assert caps["summariser"].unique().tolist() == ["build/tiny-models/t5"]
     assert (caps["n_tokens"] <= 64).all() and caps["image_id"].is_unique
-    index = json.loads((executed / "cache" / "shapes" / "corrected" / "features.json").read_text())
+    index = json.loads((executed / "cache" / "shapes" / "tiny-siglip" / "corrected" / "features.json").read_text())
     assert index["image"]["fields"]["model_id"] == "build/tiny-models/siglip"
     assert index["image"]["fields"]["text_attention_mask"] is False and index["image"]["fields"]["precision"] == "fp32"
     table = pd.read_csv(executed / "results" / "table1.csv")
@@ -49,7 +54,7 @@ def test_hub_profile_runs_from_captions_to_table1(executed):
     assert {"zero_shot", "zero_shot_captions", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
             "adapter", "trainable"} <= set(ours["method"])  # CoOp trained through the tiny SigLIP's text tower
     assert ours["mean"].between(0, 1).all() and set(ours.loc[ours["method"] == "adapter", "shots"]) == {1, 2}
-    report = json.loads((executed / "results" / "runs" / "shapes" / "corrected" / "data.json").read_text())
+    report = json.loads((executed / "results" / "runs" / "shapes" / "tiny-siglip" / "corrected" / "data.json").read_text())
     assert report["found"] == report["used"] == 36 and report["skipped"] == 0
     # tiny_hub's shards.processes: 2 made 01_captions and 02_embed launch two processes, whose
     # shares the notebooks show; the notebooks then found every caption and feature made.
@@ -57,6 +62,30 @@ def test_hub_profile_runs_from_captions_to_table1(executed):
         cells = json.loads((executed.parent.parent / "executed" / f"{nb}.ipynb").read_text())["cells"]
         text = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
         assert "2 processes" in text and "process 1 of 2" in text and "process 2 of 2" in text and kind in text, text[-2000:]
+
+
+def test_a_run_on_two_backbones_makes_table1_with_a_backbone_column(executed):
+    """The tiny SigLIP and ConSE ran the same dataset and protocol: Table I holds both, apart, with
+    every method each; each run keyed its features and limited its captions by its own encoder;
+    06_analysis drew each method's gain over its own backbone's zero-shot."""
+    table = pd.read_csv(executed / "results" / "table1.csv")
+    ours = table[table["dataset"] == "shapes"]
+    assert "backbone" in table.columns and set(ours["backbone"]) == set(BACKBONES)
+    methods = {bb: set(ours[ours["backbone"] == bb]["method"]) for bb in BACKBONES}
+    assert methods["tiny-siglip"] == methods["offline-conse"] and {"zero_shot", "adapter", "trainable", "coop"} <= methods["offline-conse"]
+    assert "| shapes | offline-conse | corrected |" in (executed / "results" / "table1.md").read_text()
+    fields = {bb: json.loads((executed / "cache" / "shapes" / bb / "corrected" / "features.json").read_text())["image"]["fields"]
+              for bb in BACKBONES}
+    assert fields["tiny-siglip"]["encoder"] == "siglip" and fields["offline-conse"]["encoder"] == "offline-conse"
+    gains = pd.read_csv(executed / "results" / "backbone_gains.csv")
+    assert set(gains["backbone"]) == set(BACKBONES) and (executed / "results" / "figures" / "backbone_gains.png").stat().st_size > 0
+    for bb in BACKBONES:
+        zs = ours[(ours["backbone"] == bb) & (ours["method"] == "zero_shot")]["mean"].iloc[0]
+        g = gains[gains["backbone"] == bb].set_index("method")
+        top = ours[(ours["backbone"] == bb) & (ours["method"] == "adapter") & (ours["shots"] == 2)]["mean"].iloc[0]
+        assert g.loc["adapter", "gain"] == pytest.approx(100 * (top - zs))
+        caps = pd.read_parquet(executed / "cache" / "shapes" / bb / "corrected" / "captions.parquet")
+        assert (caps["n_tokens"] <= 64).all()  # both encoders' own text length (SigLIP's; ConSE stands in for it)
 
 
 def test_the_best_method_saves_as_a_card_that_predict_applies(executed, hub_project, monkeypatch, tmp_path):
@@ -69,7 +98,7 @@ def test_the_best_method_saves_as_a_card_that_predict_applies(executed, hub_proj
     assert cli.main(["card", "shapes", "--overlay", "tiny_hub", "--out", str(tmp_path / "cards")]) == 0
     (card,) = sorted((tmp_path / "cards").glob("*.json"))
     body = json.loads(card.read_text())
-    rows = pd.concat([pd.read_csv(executed / "results" / "runs" / "shapes" / "corrected" / f"{s}.csv") for s in ("04_adapter", "05_trainable")])
+    rows = pd.concat([pd.read_csv(executed / "results" / "runs" / "shapes" / "tiny-siglip" / "corrected" / f"{s}.csv") for s in ("04_adapter", "05_trainable")])
     top = rows[rows["shots"] == 2]["val_accuracy"].max()
     assert body["shots"] == 2 and body["val_accuracy"] == pytest.approx(top) and body["backbone"]["model_id"] == "build/tiny-models/siglip"
     out = tmp_path / "pred.csv"
@@ -109,8 +138,8 @@ def test_hub_paper_protocol_captions_as_the_authors_did(hub_project):
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     run = hub_project / "build" / "tiny_hub"
-    caps = pd.read_parquet(run / "cache" / "shapes" / "paper" / "captions.parquet")
-    manifest = pd.read_parquet(run / "results" / "runs" / "shapes" / "paper" / "manifest.parquet").set_index("image_id")
+    caps = pd.read_parquet(run / "cache" / "shapes" / "tiny-siglip" / "paper" / "captions.parquet")
+    manifest = pd.read_parquet(run / "results" / "runs" / "shapes" / "tiny-siglip" / "paper" / "manifest.parquet").set_index("image_id")
     assert len(caps) == 3  # one seed-42 1-shot set of three classes: only the shots are captioned
     for row in caps.itertuples():
         cls = manifest.loc[row.image_id, "classname"]
@@ -118,7 +147,7 @@ def test_hub_paper_protocol_captions_as_the_authors_did(hub_project):
         assert row.raw.startswith("User:")  # the chat prompt decoded into the caption
     assert set(caps["decoding"]) == {"beam4"} and set(caps["summariser_min_new_tokens"]) == {64}
     assert set(caps["summariser_num_beams"]) == {4} and set(manifest["split_method"]) == {"shuffled"}
-    index = json.loads((run / "cache" / "shapes" / "paper" / "features.json").read_text())
+    index = json.loads((run / "cache" / "shapes" / "tiny-siglip" / "paper" / "features.json").read_text())
     assert index["image"]["fields"]["mean"] == [0.485, 0.456, 0.406] and index["image"]["fields"]["resample"] == "bilinear"
 
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from siglip_adapter.cli import main
-from siglip_adapter.config import run_datasets, run_protocols
+from siglip_adapter.config import run_backbones, run_datasets, run_protocols
 from siglip_adapter.kaggle import KERNEL_METADATA_SCHEMA, kernel_metadata, validate, write_kernel
 
 
@@ -17,7 +17,7 @@ def test_cli_writes_a_valid_kernel_for_every_run(tmp_path, root, capsys):
     assert main(["kaggle", "--user", "alice", "--kit-dataset", "alice/siglip-adapter-kit", "--out", str(tmp_path),
                  "--images", "digits=alice/digits-png"]) == 0
     folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert len(folders) == len(run_datasets(root)) * len(run_protocols(root))
+    assert len(folders) == len(run_datasets(root)) * len(run_backbones(root)) * len(run_protocols(root))
     seen = set()
     for folder in folders:
         meta = json.loads((folder / "kernel-metadata.json").read_text())
@@ -39,7 +39,7 @@ def test_cli_writes_a_valid_kernel_for_every_run(tmp_path, root, capsys):
 def test_ablation_kernels_one_per_dataset(tmp_path, root):
     assert main(["kaggle", "--user", "alice", "--kit-dataset", "alice/kit", "--out", str(tmp_path), "--ablation"]) == 0
     folders = {p.name for p in tmp_path.iterdir() if p.is_dir()}
-    assert len(folders) == len(run_datasets(root)) * (len(run_protocols(root)) + 1)
+    assert len(folders) == len(run_datasets(root)) * (len(run_backbones(root)) * len(run_protocols(root)) + 1)
     for ds in run_datasets(root):
         folder = tmp_path / f"{ds.replace('_', '-')}-ablation"
         meta = json.loads((folder / "kernel-metadata.json").read_text())
@@ -76,11 +76,11 @@ def test_a_generated_notebook_runs_in_dry_mode(tmp_path, root, monkeypatch):
     meta = json.loads((folder / "kernel-metadata.json").read_text())
     papermill.execute_notebook(str(folder / meta["code_file"]), str(tmp_path / "executed.ipynb"), cwd=str(proj),
                                kernel_name="python3", progress_bar=False)
-    archive = proj / "build" / "kaggle-output" / "siglip-adapter-fashion_mnist-corrected.zip"
+    archive = proj / "build" / "kaggle-output" / "siglip-adapter-fashion_mnist-offline-conse-corrected.zip"
     names = set(zipfile.ZipFile(archive).namelist())
     for stage in ("03_zero_shot", "04_adapter", "05_trainable"):
-        assert f"results/runs/fashion_mnist/corrected/{stage}.csv" in names
-    assert "cache/fashion_mnist/corrected/features.json" in names and "cache/fashion_mnist/corrected/captions.parquet" in names
+        assert f"results/runs/fashion_mnist/offline-conse/corrected/{stage}.csv" in names
+    assert {"cache/fashion_mnist/offline-conse/corrected/features.json", "cache/fashion_mnist/offline-conse/corrected/captions.parquet"} <= names
 
 
 def test_an_ablation_kernel_runs_in_dry_mode(tmp_path, root, monkeypatch):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from siglip_adapter import captions, data, encoders, experiment, methods, pipeline, report
-from siglip_adapter.config import load_config, run_datasets
+from siglip_adapter.config import load_config, run_backbones, run_datasets
 from siglip_adapter.paths import RunPaths
 
 CHANCE = 0.1
@@ -112,7 +112,8 @@ def test_the_committed_table_shows_the_same(root):
             assert {m for m, _ in t.index} >= set(load_config(ds, root=root)["methods"]["run"]), (ds, proto)
             for m in {m for m, k in t.index if k == 16}:
                 assert t[(m, 16)] > t[(m, 1)], f"{ds}/{proto} {m}: 16-shot {t[(m, 16)]:.3f} <= 1-shot {t[(m, 1)]:.3f}"
-            rows = pd.concat([pd.read_csv(root / "results" / "runs" / ds / proto / f"{s}.csv") for s in ("04_adapter", "05_trainable")])
+            rows = pd.concat([pd.read_csv(root / "results" / "runs" / ds / run_backbones(root)[0] / proto / f"{s}.csv")
+                              for s in ("04_adapter", "05_trainable")])
             gain, noise = trainable_minus_adapter(rows, 16)
             assert gain >= -noise, f"{ds}/{proto}: trainable below the adapter at 16 shots by {-gain:.3f} (> 2 SE {noise:.3f})"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from siglip_adapter.config import read_yaml, run_datasets, run_protocols
+from siglip_adapter.config import read_yaml, run_backbones, run_datasets, run_protocols
 
 NOTEBOOKS = ["01_captions", "02_embed", "03_zero_shot", "04_adapter", "05_trainable", "06_analysis"]
 NOTEBOOK_STAGES = ["captions", "embed", "zero_shot", "adapter", "trainable", "analysis"]
@@ -117,11 +117,11 @@ def test_stage_params_exist_in_defaults(dvc, root):
                     assert set(keys) <= set(defaults), f"{name}: {set(keys) - set(defaults)} not in defaults.yaml"
 
 
-def test_adding_a_dataset_or_protocol_needs_no_edit_of_dvc_yaml(dvc):
-    """Per-run stages iterate datasets x protocols of params/run.yaml; the analysis reads the whole
-    results/runs/ folder."""
+def test_adding_a_dataset_backbone_or_protocol_needs_no_edit_of_dvc_yaml(dvc):
+    """Per-run stages iterate datasets x backbones x protocols of params/run.yaml; the analysis
+    reads the whole results/runs/ folder."""
     for name in NOTEBOOK_STAGES[:-1]:
-        assert dvc["stages"][name]["matrix"] == {"dataset": "${datasets}", "protocol": "${protocols}"}
+        assert dvc["stages"][name]["matrix"] == {"dataset": "${datasets}", "backbone": "${backbones}", "protocol": "${protocols}"}
     assert "results/runs" in dvc["stages"]["analysis"]["deps"]
     assert "${" not in yaml.safe_dump(dvc["stages"]["analysis"])
 
@@ -174,7 +174,7 @@ def test_committed_results_match_the_code_and_params(dvc_copy):
 
 def test_an_edited_output_is_stale(dvc_copy):
     """The guard above reads outputs too: a hand-edited result is caught."""
-    csv = dvc_copy / "results" / "runs" / run_datasets(dvc_copy)[0] / run_protocols(dvc_copy)[0] / "04_adapter.csv"
+    csv = dvc_copy / "results" / "runs" / run_datasets(dvc_copy)[0] / run_backbones(dvc_copy)[0] / run_protocols(dvc_copy)[0] / "04_adapter.csv"
     original = csv.read_text()
     try:
         csv.write_text(original.replace("0.", "0.9", 1))
@@ -192,7 +192,7 @@ def test_an_adapter_parameter_reruns_only_the_stages_that_read_it(dvc_copy):
         cfg = yaml.safe_load(original)
         defaults.write_text(original.replace(f"theta: {cfg['adapter']['theta']}".replace("'", ""), "theta: [1.0, 99.0]"))
         assert yaml.safe_load(defaults.read_text())["adapter"]["theta"] == [1.0, 99.0]
-        runs = [f"{ds}-{p}" for ds in run_datasets(dvc_copy) for p in run_protocols(dvc_copy)]
+        runs = [f"{ds}-{b}-{p}" for ds in run_datasets(dvc_copy) for b in run_backbones(dvc_copy) for p in run_protocols(dvc_copy)]
         assert set(_dvc_stale(dvc_copy)) == ({f"adapter@{r}" for r in runs} | {f"trainable@{r}" for r in runs}
                                              | {f"{stage}@{ds}" for ds in run_datasets(dvc_copy) for stage in ("ablation", "cards")})
     finally:

@@ -248,8 +248,8 @@ def test_nothing_is_chosen_on_test_outside_the_authors_trainable(root):
     protocol turns the authors' trainable model on (their epoch was picked on test)."""
     from siglip_adapter.report import STAGE_FILES, TEXT_KEY_FILE
 
-    files = sorted(f for stage in (*STAGE_FILES, TEXT_KEY_FILE) for f in (root / "results" / "runs").glob(f"*/*/{stage}.csv"))
-    assert len(files) == len(list((root / "results" / "runs").glob("*/*/03_zero_shot.csv"))) * 4
+    files = sorted(f for stage in (*STAGE_FILES, TEXT_KEY_FILE) for f in (root / "results" / "runs").glob(f"*/*/*/{stage}.csv"))
+    assert len(files) == len(list((root / "results" / "runs").glob("*/*/*/03_zero_shot.csv"))) * 4
     for f in files:
         rows = pd.read_csv(f)
         cfg = load_config(rows["dataset"].iloc[0], root=root, protocol=rows["protocol"].iloc[0])

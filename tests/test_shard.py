@@ -42,7 +42,7 @@ def test_two_processes_write_the_files_of_one(hub_project, tmp_path):
         shares = {int(r): (int(m), int(n)) for r, m, n in re.findall(rf"process (\d) of 2: (\d+) of (\d+) {kind}", logs[stage])}
         assert set(shares) == {1, 2} and all(m >= 1 for m, _ in shares.values()), logs[stage]
         assert sum(m for m, _ in shares.values()) == shares[1][1]
-    caps = pd.read_parquet(tmp_path / "two" / "build" / "tiny_hub" / "cache" / "shapes" / "corrected" / "captions.parquet")
+    caps = pd.read_parquet(tmp_path / "two" / "build" / "tiny_hub" / "cache" / "shapes" / "tiny-siglip" / "corrected" / "captions.parquet")
     assert caps["image_id"].is_unique and caps["image_id"].is_monotonic_increasing
 
 
@@ -62,9 +62,9 @@ def test_processes_setting():
     assert processes(1) == 1 and processes(4) == 4 and processes("auto") == max(torch.cuda.device_count(), 1)
     with pytest.raises(ValueError):
         processes(0)
-    cmd = launch_command("embed", "digits", "paper", "", 2)
-    assert cmd[cmd.index("--num_processes") + 1] == "2" and cmd[-7:] == ["siglip_adapter.cli", "embed", "digits", "--protocol", "paper",
-                                                                          "--overlay", ""]
+    cmd = launch_command("embed", "digits", "paper", "", 2, backbone="clip-b16")
+    assert cmd[cmd.index("--num_processes") + 1] == "2" and cmd[-9:] == ["siglip_adapter.cli", "embed", "digits", "--protocol", "paper",
+                                                                          "--overlay", "", "--backbone", "clip-b16"]
 
 
 def test_bad_processes_setting_is_refused(tmp_path, root):

@@ -54,11 +54,14 @@ def variants(root: Path | None = None, switches: list[str] | None = None) -> lis
 class Ablation:
     """The variants of one dataset, sharing sources, encoders, image checks and stores."""
 
-    def __init__(self, dataset: str, overlay: str = "", root: Path | None = None, out_root: Path | None = None):
+    def __init__(self, dataset: str, overlay: str = "", root: Path | None = None, out_root: Path | None = None, backbone: str | None = None):
+        """``backbone``: a name of ``backbones`` (None: the parameters' own)."""
         self.dataset, self.overlay, self.root = dataset, overlay or "", root or project_root()
-        self.paths = RunPaths(out_root or output_root(), dataset, self.overlay)
+        base = load_config(dataset, self.overlay, self.root, backbone=backbone)
+        self.backbone = base["backbone"]
+        self.paths = RunPaths(out_root or output_root(), dataset, self.overlay, backbone=self.backbone)
         self.store = FeatureStore(self.paths.features)
-        self.n_seeds = int(load_config(dataset, self.overlay, self.root)["ablation"]["n_seeds"])
+        self.n_seeds = int(base["ablation"]["n_seeds"])
         self._memo: dict[tuple, object] = {}
         self._seen: dict[str, dict] = {}
 
@@ -78,7 +81,7 @@ class Ablation:
     def config(self, protocol: str) -> dict:
         """The variant's parameters with Table I's columns only: its smallest shots, at most
         ``ablation.n_seeds`` seeds."""
-        cfg = copy.deepcopy(load_config(self.dataset, self.overlay, self.root, protocol))
+        cfg = copy.deepcopy(load_config(self.dataset, self.overlay, self.root, protocol, self.backbone))
         cfg["shots"] = [min(cfg["shots"])]
         cfg["n_seeds"] = min(int(cfg["n_seeds"]), self.n_seeds)
         return cfg
@@ -123,13 +126,14 @@ def rows_path(dataset: str, overlay: str = "", out_root: Path | None = None) -> 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("dataset", help="a params/<dataset>.yaml name")
     ap.add_argument("--overlay", default="", help="a params/overlays/<name>.yaml (its outputs go under build/<name>/)")
+    ap.add_argument("--backbone", default=None, help="a name of backbones in params/defaults.yaml (default: the parameters' own)")
     ap.add_argument("--switches", nargs="+", default=None, help="only these switches of the paper protocol (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="the rows CSV (default results/ablation/<dataset>.csv)")
 
 
 def run_from_args(args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
     """Run the ablation that ``args`` (``add_arguments``) describe and write its rows."""
-    rows = Ablation(args.dataset, args.overlay).run(args.switches)
+    rows = Ablation(args.dataset, args.overlay, backbone=args.backbone).run(args.switches)
     return rows, write_rows(rows, args.out or rows_path(args.dataset, args.overlay))
 
 

@@ -129,15 +129,17 @@ def embed_files(encoder, files: Sequence[Path], invert: bool, batch_size: int = 
     embed stage does) and embedded once. Unreadable files are reported together at the end, each
     with its reason (``siglip-adapter scan``'s reasons), instead of the first one stopping the run."""
     from .data import iter_batches
+    from .encoders import collate
     from .sources.images import ImageError
 
     source = _Files(files, invert)
     feats, bad = [], []
     for ids, pixels, errors in iter_batches(source, source.ids, batch_size, num_workers, encoder.preprocess, desc="images"):
         bad += [f"{source.path_of(i)}: {e}" for i, e in zip(ids, errors) if e is not None]
-        good = [p for p, e in zip(pixels, errors) if e is None]
-        if good and not bad:  # after the first bad file only the reasons are still collected
-            feats.append(encoder.encode_pixels(torch.stack(good)))
+        if bad:  # after the first bad file only the reasons are still collected
+            continue
+        # Stacked in the worker (a tensor, or one per model input) when every image decoded.
+        feats.append(encoder.encode_pixels(pixels if isinstance(pixels, (torch.Tensor, dict)) else collate(pixels)))
     if bad:
         raise ImageError(f"{len(bad)} of {len(files)} images cannot be read: " + "; ".join(bad))
     return torch.cat(feats)
@@ -175,19 +177,20 @@ def best_row(rows: pd.DataFrame, shots: int, order: Sequence[str]) -> pd.Series:
     return cand.sort_values(["val_accuracy", "_order", "seed"], ascending=[False, True, True], kind="stable").iloc[0]
 
 
-def save_best(dataset: str, protocol: str = "corrected", shots: int | None = None, overlay: str = "", out: Path | None = None) -> Path:
+def save_best(dataset: str, protocol: str = "corrected", shots: int | None = None, overlay: str = "", out: Path | None = None,
+              backbone: str | None = None) -> Path:
     """Refit the best ``shots``-shot method of a run (``best_row`` over its 04/05 stage rows; the
-    largest K by default) on its shots and seed, check that the refit scores the test accuracy its
+    largest K by default; ``backbone`` None: the parameters' own) on its shots and seed, check that the refit scores the test accuracy its
     row records (the run is reproducible), and save it as the only card in ``out`` (default
     ``results/<dataset>/cards/``). Returns the card's path."""
     from . import experiment, methods
     from .config import load_config
     from .encoders import build_encoder
-    from .paths import run_paths
+    from .paths import paths_of
     from .prompts import class_prompts
 
-    cfg = load_config(dataset, overlay, protocol=protocol)
-    paths = run_paths(dataset, overlay, protocol)
+    cfg = load_config(dataset, overlay, protocol=protocol, backbone=backbone)
+    paths = paths_of(cfg)
     rows = pd.concat([pd.read_csv(paths.rows(stage)) for stage in ("04_adapter", "05_trainable")], ignore_index=True)
     k = int(shots or max(cfg["shots"]))
     r = best_row(rows, k, methods.names(cfg))

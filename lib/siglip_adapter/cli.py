@@ -1,12 +1,12 @@
 """``siglip-adapter``: the kit's command line.
 
     siglip-adapter scan PATH_OR_DATASET [--json] [--source folder|hf|coop] [--regex R] [--split-file F]
-    siglip-adapter kaggle --user NAME --kit-dataset NAME/SLUG [--out kaggle] [--datasets ...] [--protocols ...] [--ablation]
-    siglip-adapter ablation DATASET [--overlay NAME] [--switches ...] [--out FILE]
-    siglip-adapter captions DATASET [--protocol P] [--overlay NAME] [--manifest-ready]
-    siglip-adapter embed DATASET [--protocol P] [--overlay NAME]
+    siglip-adapter kaggle --user NAME --kit-dataset NAME/SLUG [--out kaggle] [--datasets ...] [--protocols ...] [--backbones ...] [--ablation]
+    siglip-adapter ablation DATASET [--overlay NAME] [--backbone B] [--switches ...] [--out FILE]
+    siglip-adapter captions DATASET [--protocol P] [--backbone B] [--overlay NAME] [--manifest-ready]
+    siglip-adapter embed DATASET [--protocol P] [--backbone B] [--overlay NAME]
     siglip-adapter predict --card CARD [--card CARD ...] IMAGES_OR_FOLDER [...] [--json] [--out FILE]
-    siglip-adapter card DATASET [--protocol P] [--shots K] [--overlay NAME] [--out DIR]
+    siglip-adapter card DATASET [--protocol P] [--backbone B] [--shots K] [--overlay NAME] [--out DIR]
 
 ``scan`` decodes every image a source lists, in DataLoader workers, and reports what a run would
 skip and why, before any GPU time is spent: a class-folder tree by default, a flat folder with
@@ -16,7 +16,7 @@ or the name of a ``params/<dataset>.yaml``. Exit status: 0 when the unusable sha
 2 for a usage error or a source that cannot be listed.
 
 ``kaggle`` writes a kernel folder (``kernel-metadata.json`` and a parameterised notebook) for every
-dataset x protocol of ``params/run.yaml`` (or those named), for ``kaggle kernels push -p``.
+dataset x backbone x protocol of ``params/run.yaml`` (or those named), for ``kaggle kernels push -p``.
 
 ``ablation`` runs every switch of the ``paper`` protocol on alone over ``corrected`` and off alone
 from ``paper`` for one dataset, and writes the per-seed rows to ``results/ablation/<dataset>.csv``
@@ -110,7 +110,7 @@ def cmd_kaggle(args) -> int:
         return 2
     try:
         folders = write_kernels(args.out, args.user, args.kit_dataset, args.datasets, args.protocols, images, private=not args.public,
-                                ablation=args.ablation)
+                                ablation=args.ablation, backbones=args.backbones)
     except (ConfigError, ValueError) as e:
         print(f"siglip-adapter kaggle: {e}", file=sys.stderr)
         return 2
@@ -136,11 +136,11 @@ def cmd_ablation(args) -> int:
 def cmd_stage(args) -> int:
     from . import shard as sharding
     from .config import load_config
-    from .paths import run_paths
+    from .paths import paths_of
     from .pipeline import caption_stage, embed_stage
 
-    cfg = load_config(args.dataset, args.overlay, protocol=args.protocol)
-    paths = run_paths(args.dataset, args.overlay, cfg["protocol"])
+    cfg = load_config(args.dataset, args.overlay, protocol=args.protocol, backbone=args.backbone)
+    paths = paths_of(cfg)
     me = sharding.current()
     if args.command == "captions":
         caps = caption_stage(cfg, paths, me, manifest_ready=args.manifest_ready)
@@ -173,7 +173,7 @@ def cmd_predict(args) -> int:
 def cmd_card(args) -> int:
     from .cards import save_best
 
-    path = save_best(args.dataset, args.protocol, args.shots, args.overlay, args.out)
+    path = save_best(args.dataset, args.protocol, args.shots, args.overlay, args.out, args.backbone)
     print(f"card: {path}")
     return 0
 
@@ -190,12 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     scan.add_argument("--max-skipped", type=float, default=None, help="unusable share above which the exit status is 1 (default 0.05)")
     scan.add_argument("--workers", default="auto", help="DataLoader workers (default auto)")
     scan.add_argument("--show", type=int, default=20, help="skipped files listed in the text report (default 20)")
-    kg = sub.add_parser("kaggle", help="write Kaggle kernel folders, one per dataset x protocol")
+    kg = sub.add_parser("kaggle", help="write Kaggle kernel folders, one per dataset x backbone x protocol")
     kg.add_argument("--user", required=True, help="your Kaggle user name (the kernels' owner)")
     kg.add_argument("--kit-dataset", required=True, help="the Kaggle dataset holding this kit, OWNER/SLUG")
     kg.add_argument("--out", type=Path, default=Path("kaggle"), help="where the kernel folders go (default kaggle/)")
     kg.add_argument("--datasets", nargs="+", default=None, help="default: params/run.yaml's datasets")
     kg.add_argument("--protocols", nargs="+", default=None, help="default: params/run.yaml's protocols")
+    kg.add_argument("--backbones", nargs="+", default=None, help="default: params/run.yaml's backbones")
     kg.add_argument("--images", nargs="+", default=[], metavar="DATASET=OWNER/SLUG",
                     help="the Kaggle dataset of a dataset's images (default: its dataset.kaggle.dataset_source)")
     kg.add_argument("--public", action="store_true", help="make the kernels public (default private)")
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         st.add_argument("dataset", help="a params/<dataset>.yaml name")
         st.add_argument("--protocol", default=None, help="a protocol of params/defaults.yaml (default: the dataset's)")
         st.add_argument("--overlay", default="", help="params/overlays/<name>.yaml (default none)")
+        st.add_argument("--backbone", default=None, help="a name of backbones in params/defaults.yaml (default: the parameters' own)")
         if name == "captions":
             st.add_argument("--manifest-ready", action="store_true", help="read the run's manifest.parquet instead of building it")
     pr = sub.add_parser("predict", help="apply saved adapter cards to images")
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     cd = sub.add_parser("card", help="save a run's best K-shot method as a card (refitted, checked against its stage row)")
     cd.add_argument("dataset", help="a params/<dataset>.yaml name")
     cd.add_argument("--protocol", default="corrected", help="the run's protocol (default corrected)")
+    cd.add_argument("--backbone", default=None, help="the run's backbone (default: the parameters' own)")
     cd.add_argument("--shots", type=int, default=None, help="K (default: the run's largest)")
     cd.add_argument("--overlay", default="", help="a params/overlays/<name>.yaml (its outputs go under build/<name>/)")
     cd.add_argument("--out", type=Path, default=None, help="the cards folder (default results/<dataset>/cards)")

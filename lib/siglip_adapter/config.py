@@ -30,7 +30,7 @@ import yaml
 from .paths import project_root
 
 # Sections of the defaults that define choices rather than parameters of a run.
-DEFINITIONS = ("profiles", "protocols", "switches")
+DEFINITIONS = ("profiles", "protocols", "switches", "backbones")
 
 
 class ConfigError(ValueError):
@@ -84,14 +84,31 @@ def protocol_switches(protocol: str, defaults: dict) -> list[str]:
     return on
 
 
-def load_config(dataset: str, overlay: str = "", root: Path | None = None, protocol: str | None = None) -> dict[str, Any]:
-    """The merged parameters of one run, with ``run`` = {dataset, overlay, protocol} filled in.
-    ``protocol`` None: the dataset's (or the defaults') ``protocol``. Validated against
-    ``schema.Params``; every mistake is reported with the file and the key that made it."""
-    return _load(dataset, overlay, root, protocol)[0]
+def load_config(dataset: str, overlay: str = "", root: Path | None = None, protocol: str | None = None,
+                backbone: str | None = None) -> dict[str, Any]:
+    """The merged parameters of one run, with ``run`` = {dataset, overlay, protocol, backbone}
+    filled in. ``protocol`` / ``backbone`` None: the one the parameter files name (``protocol``,
+    ``backbone``: a dataset file or overlay, else the profile, else the defaults). Validated
+    against ``schema.Params``; every mistake is reported with the file and the key that made it."""
+    return _load(dataset, overlay, root, protocol, backbone)[0]
 
 
-def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None) -> tuple[dict, dict]:
+def backbone_definitions(defaults: dict, layers: list[tuple[str, dict]]) -> dict[str, tuple[str, dict]]:
+    """{backbone name: (where it is defined, its encoder settings)}: ``backbones`` of the defaults,
+    then of the dataset file and overlay (which may add one, e.g. a local model, or replace one)."""
+    defs: dict[str, tuple[str, dict]] = {}
+    for where, layer in [(DEFAULTS, defaults), *layers]:
+        found = layer.get("backbones") or {}
+        if not isinstance(found, dict):
+            raise ConfigError(f"{where}: backbones: expected a mapping of names to encoder settings, got {type(found).__name__}")
+        for name, body in found.items():
+            if not isinstance(body, dict):
+                raise ConfigError(f"{where}: backbones.{name}: expected encoder settings (a mapping), got {type(body).__name__}")
+            defs[name] = (f"{where} backbones.{name}", {"encoder": body})
+    return defs
+
+
+def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, backbone: str | None = None) -> tuple[dict, dict]:
     """(merged parameters, origin): origin maps each key path to the file (and section) that set it."""
     root = root or project_root()
     params = root / "params"
@@ -129,19 +146,41 @@ def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None) -
     profiles = defaults.get("profiles") or {}
     if not isinstance(profile_name, str) or profile_name not in profiles:
         raise ConfigError(f"{set_by}: profile: unknown profile {profile_name!r}; params/defaults.yaml defines {sorted(profiles)}")
+    profile = (f"{DEFAULTS} profiles.{profile_name}", profiles[profile_name] or {})
+
+    # The backbone: the argument, else the last file that names one (a dataset file or overlay),
+    # else the profile, else the defaults; its definition's encoder settings come after the
+    # profile's (a profile's batch size stays unless the backbone names its own) and before the
+    # dataset's, overlay's and switches' (a paper switch's preprocessing still applies).
+    defs = backbone_definitions(defaults, layers)
+    layers = [(where, {k: v for k, v in layer.items() if k != "backbones"}) for where, layer in layers]
+    name, set_by = defaults.get("backbone"), DEFAULTS
+    for where, layer in [profile, *layers]:
+        if "backbone" in layer:
+            name, set_by = layer["backbone"], where
+    if backbone is not None:
+        name, set_by = backbone, "the run (params/run.yaml backbones, or the notebook's backbone parameter)"
+    if not isinstance(name, str) or name not in defs:
+        raise ConfigError(f"{set_by}: backbone: unknown backbone {name!r}; backbones are {sorted(defs)}")
+    chosen = defs[name]
 
     base = [(DEFAULTS, {k: v for k, v in defaults.items() if k not in DEFINITIONS})]
-    cfg, origin = _traced(base + [(f"{DEFAULTS} profiles.{profile_name}", profiles[profile_name] or {})] + layers)
-    cfg["profile"], cfg["protocol"], cfg["switches"] = profile_name, protocol, on
-    cfg["run"] = {"dataset": dataset, "overlay": overlay or "", "protocol": protocol}
-    _validate(cfg, origin)
-    # The profiles and switches this run does not use are checked too: a mistake in one is found
-    # before the run that needs it.
-    for name, profile in profiles.items():
-        _validate(*_traced(base + [(f"{DEFAULTS} profiles.{name}", profile or {})] + layers[:1], cfg), only=f"{DEFAULTS} profiles.{name}")
-    for name in switches:
-        for where, layer in _switch_layers(name, defaults, ds, ds_name):
-            _validate(*_traced(base + layers[:1] + [(where, layer)], cfg), only=where)
+    cfg, origin = _traced(base + [profile, chosen] + layers)
+    cfg["profile"], cfg["protocol"], cfg["backbone"], cfg["switches"] = profile_name, protocol, name, on
+    cfg["run"] = {"dataset": dataset, "overlay": overlay or "", "protocol": protocol, "backbone": name}
+    mistakes = _mistakes(cfg, origin) + _mismatches(cfg, origin)
+    # The profiles, backbones and switches this run does not use are checked too: a mistake in one
+    # is found before the run that needs it. Every mistake is reported at once.
+    for pname, body in profiles.items():
+        mistakes += _mistakes(*_traced(base + [(f"{DEFAULTS} profiles.{pname}", body or {}), chosen] + layers[:1], cfg),
+                              only=f"{DEFAULTS} profiles.{pname}")
+    for where, body in defs.values():
+        mistakes += _mistakes(*_traced(base + [profile, (where, body)] + layers[:1], cfg), only=where)
+    for sname in switches:
+        for where, layer in _switch_layers(sname, defaults, ds, ds_name):
+            mistakes += _mistakes(*_traced(base + [profile, chosen] + layers[:1] + [(where, layer)], cfg), only=where)
+    if mistakes:
+        raise ConfigError("invalid parameters:\n  " + "\n  ".join(dict.fromkeys(mistakes)))
     check_paths(cfg, origin)
     return cfg, origin
 
@@ -185,7 +224,7 @@ def _traced(layers: list[tuple[str, dict]], run: dict | None = None) -> tuple[di
             raise ConfigError(f"{where}: expected a mapping, got {type(layer).__name__}")
         merge(cfg, layer, where, ())
     if run is not None:
-        cfg.update({k: run[k] for k in ("profile", "protocol", "switches", "run")})
+        cfg.update({k: run[k] for k in ("profile", "protocol", "backbone", "switches", "run")})
     return cfg, origin
 
 
@@ -200,9 +239,20 @@ def where_set(origin: dict, loc: tuple) -> str:
     return " and ".join(inside) or DEFAULTS
 
 
-def _validate(cfg: dict, origin: dict, only: str | None = None) -> None:
-    """``schema.Params`` on the merged parameters; every error names its file and key. ``only``:
-    report the errors that this layer made (the others belong to a layer checked elsewhere)."""
+def _mismatches(cfg: dict, origin: dict) -> list[str]:
+    """Settings that are each valid but do not go together, naming the files of both."""
+    out = []
+    if cfg.get("captions", {}).get("captioner") == "offline-labels" and cfg.get("encoder", {}).get("name") != "offline-conse":
+        out.append(f"{where_set(origin, ('captions', 'captioner'))}: captions.captioner: offline-labels names the ImageNet classes "
+                   f"that the offline-conse encoder's image tower sees, but backbone '{cfg.get('backbone')}' is a "
+                   f"{cfg['encoder'].get('name')} encoder ({where_set(origin, ('encoder', 'name'))}); use captioner smolvlm "
+                   "(the hub profile's) or the offline-conse backbone")
+    return out
+
+
+def _mistakes(cfg: dict, origin: dict, only: str | None = None) -> list[str]:
+    """``schema.Params`` on the merged parameters: one line per mistake, naming its file and key.
+    ``only``: the mistakes that this layer made (the others belong to a layer checked elsewhere)."""
     from pydantic import ValidationError
 
     from .schema import Params
@@ -210,13 +260,23 @@ def _validate(cfg: dict, origin: dict, only: str | None = None) -> None:
     try:
         Params.model_validate(cfg)
     except ValidationError as e:
-        lines = [_explain(err, origin) for err in e.errors()]
-        lines = [text for where, text in lines if only is None or only in where.split(" and ")]
-        if lines:
-            raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+        found: dict[tuple[str, str], list[dict]] = {}
+        for err in e.errors():  # a value that fits no branch of a union: one line for all of them
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))
+            found.setdefault((where_set(origin, loc), loc), []).append({**err, "loc": loc})
+        lines = [_explain(errs, origin) for errs in found.values()]
+        return [text for where, text in lines if only is None or only in where.split(" and ")]
+    return []
 
 
-def _explain(err: dict, origin: dict) -> tuple[str, str]:
+# The parts pydantic adds to an error's location for each branch of a union ("literal['auto']",
+# "constrained-int"): not keys of the parameters.
+_UNION_TAG = re.compile(r"^(literal\[.*\]|constrained-\w+|function-\w+\[.*\]|nullable\[.*\]|list\[.*\]|int|float|str|bool)$")
+
+
+def _explain(errs: list[dict], origin: dict) -> tuple[str, str]:
+    """(file, message) for the errors of one key (several when no branch of a union fits)."""
+    err = errs[0]
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc)
     where = where_set(origin, loc)
@@ -228,8 +288,9 @@ def _explain(err: dict, origin: dict) -> tuple[str, str]:
         return where, f"{where}: unknown parameter '{key}' (not in the parameter schema, lib/siglip_adapter/schema.py){hint}"
     if err["type"] == "missing":
         return where, f"{where}: {key} is required"
-    msg = err["msg"].removeprefix("Value error, ")
-    return where, f"{where}: {key}: {msg} (got {err.get('input')!r})"
+    msg = "; or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errs))
+    got = "" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})"  # a whole section's check names its keys
+    return where, f"{where}: {key}: {msg}{got}"
 
 
 def _known_keys(loc: tuple) -> list[str]:
@@ -321,6 +382,12 @@ def run_datasets(root: Path | None = None) -> list[str]:
 def run_protocols(root: Path | None = None) -> list[str]:
     """The protocols ``dvc repro`` runs each dataset under: ``protocols`` of ``params/run.yaml``."""
     return _run_list("protocols", root)
+
+
+def run_backbones(root: Path | None = None) -> list[str]:
+    """The backbones ``dvc repro`` runs each dataset on: ``backbones`` of ``params/run.yaml`` (the
+    first is the one the ablation and the cards use)."""
+    return _run_list("backbones", root)
 
 
 def _run_list(key: str, root: Path | None) -> list[str]:

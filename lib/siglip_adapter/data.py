@@ -211,14 +211,27 @@ class _Images(torch.utils.data.Dataset):
         return n, (self.transform(im) if self.transform else im), None
 
 
+def stack(items: Sequence):
+    """Per-image outputs of a transform as one batch: tensors of one shape stacked, (B, ...); dicts
+    of such tensors (an image processor with several inputs) stacked key by key; else None."""
+    if not items:
+        return None
+    if all(isinstance(x, torch.Tensor) for x in items) and len({tuple(x.shape) for x in items}) == 1:
+        return torch.stack(list(items))
+    if all(isinstance(x, dict) for x in items) and len({tuple(x) for x in items}) == 1:
+        parts = {k: stack([x[k] for x in items]) for k in items[0]}
+        return parts if all(v is not None for v in parts.values()) else None
+    return None
+
+
 def _collate(items):
-    """A batch as (positions, payload, errors), built in the worker. When every item is a tensor of
-    one shape (transformed pixels) the payload is them stacked, so the main process receives one
-    tensor per batch instead of one per image and stacks nothing; else the list of items."""
+    """A batch as (positions, payload, errors), built in the worker. When every item is
+    transformed pixels of one shape (``stack``), the payload is the stacked batch, so the main
+    process receives one tensor (or one per model input) per batch and stacks nothing; else the
+    list of items."""
     xs = [x for _, x, _ in items]
-    if xs and all(isinstance(x, torch.Tensor) for x in xs) and len({tuple(x.shape) for x in xs}) == 1:
-        xs = torch.stack(xs)
-    return [n for n, _, _ in items], xs, [e for _, _, e in items]
+    batch = stack(xs)
+    return [n for n, _, _ in items], (xs if batch is None else batch), [e for _, _, e in items]
 
 
 def iter_batches(source: Source, ids: Sequence[str], batch_size: int, num_workers: int | str = "auto", transform: Callable | None = None,
@@ -226,7 +239,7 @@ def iter_batches(source: Source, ids: Sequence[str], batch_size: int, num_worker
     """Yield (ids, images or transformed tensors, error per image) in ``ids`` order, batch by
     batch, decoded in worker processes; peak memory holds a few batches, not the dataset. With a
     ``transform`` to tensors and no unreadable image in the batch, the tensors come stacked,
-    (B, ...) (iterating it gives each image's)."""
+    (B, ...), or a dict of such batches (``stack``)."""
     workers = resolve_workers(num_workers)
     loader = torch.utils.data.DataLoader(_Images(source, ids, transform, check_only), batch_size=batch_size, shuffle=False,
                                          num_workers=workers, collate_fn=_collate, prefetch_factor=2 if workers else None,

@@ -12,10 +12,16 @@ through the frozen text tower. The image path also
 splits at the image tower (``tower_pixels`` -> ``from_tower``, keyed by ``tower_fields``) so stores
 can keep the expensive part per image; ``text_fields`` keys text features alone.
 
-- ``SiglipEncoder``: SigLIP / SigLIP2 through transformers (hub profile). Text is tokenised with
-  ``padding="max_length"`` to the model's 64 tokens and passed without an attention mask, as
-  SigLIP was trained (its text features change with a mask; shorter padding makes its zero-shot
-  collapse).
+- ``SiglipEncoder``: SigLIP and SigLIP 2 through transformers (hub profile). Images go through the
+  checkpoint's own image processor (its size, resize filter, mean and std; a parameter overrides
+  one only when set); a SigLIP 2 NaFlex checkpoint's processor also returns the patch mask and
+  spatial shapes, which reach the model with the pixels. Text is tokenised with
+  ``padding="max_length"`` to the model's own text length (64) and passed without an attention
+  mask, as SigLIP was trained (its text features change with a mask; shorter padding makes its
+  zero-shot collapse); SigLIP 2 was trained on lower-cased text (``lowercase``).
+- ``ClipEncoder``: CLIP through transformers: the same image path, and text with its tokenizer's
+  own padding and attention mask, truncated at the model's 77 tokens; logit scale from the model,
+  no bias.
 - ``ConseEncoder``: the offline profile's ConSE dual encoder (Norouzi et al., 2014): an
   ImageNet-1k classifier (EfficientNet-Lite0) and a sentence encoder (all-MiniLM-L6-v2). An image
   is embedded as the probability-weighted mean of the text embeddings of its top ImageNet
@@ -35,7 +41,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .schema import PRECISIONS
+from .schema import ENCODERS, PRECISIONS
 
 
 def numerics(device: torch.device) -> str:
@@ -131,13 +137,19 @@ class SquashNormalise:
 
 
 class ProcessorTransform:
-    """A transformers image processor on one image: image -> (3, H, W) (picklable, no model)."""
+    """A transformers image processor on one image (picklable, no model): image -> (3, H, W) pixel
+    values, or, for a processor with more inputs than the pixels (SigLIP 2 NaFlex: the patch mask
+    and the spatial shapes), {input name: that image's tensor}, which DataLoader batches key by key."""
 
     def __init__(self, image_processor, **kw):
         self.image_processor, self.kw = image_processor, kw
+        self.names = [n for n in getattr(image_processor, "model_input_names", ["pixel_values"]) if n != "pixel_values"]
 
-    def __call__(self, im: Image.Image) -> torch.Tensor:
-        return self.image_processor(images=[im.convert("RGB")], return_tensors="pt", **self.kw)["pixel_values"][0]
+    def __call__(self, im: Image.Image) -> torch.Tensor | dict:
+        out = self.image_processor(images=[im.convert("RGB")], return_tensors="pt", **self.kw)
+        if not self.names:
+            return out["pixel_values"][0]
+        return {k: out[k][0] for k in ("pixel_values", *self.names)}
 
 
 def to_pixels(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float], resample: str = "bicubic") -> torch.Tensor:
@@ -180,21 +192,41 @@ class TokenizerText:
 # ---------------------------------------------------------------------------------------------
 
 
+def processor_settings(image_processor) -> dict:
+    """Everything an image processor's configuration holds (its class, size, crop, filter,
+    rescaling, mean, std, patching), as JSON: part of the feature key, so that two checkpoints or
+    revisions whose processors differ in any setting never share features."""
+    d = image_processor.to_dict() if hasattr(image_processor, "to_dict") else dict(vars(image_processor))
+    d = {k: v for k, v in d.items() if not k.startswith("_") and k != "processor_class"}
+    return json.loads(json.dumps({"class": type(image_processor).__name__, **d}, sort_keys=True, default=str))
+
+
+def model_text_length(model, default: int = 64) -> int:
+    """The text tower's own length (its position table): SigLIP and SigLIP 2 64, CLIP 77."""
+    text = getattr(model.config, "text_config", None)
+    return int(getattr(text, "max_position_embeddings", None) or default)
+
+
 class SiglipEncoder(TokenizerText):
-    """SigLIP (or SigLIP2 / CLIP) dual encoder from transformers."""
+    """SigLIP or SigLIP 2 (fixed resolution or NaFlex) dual encoder from transformers."""
 
     name = "siglip"
+    text_padding = "max_length"  # the tokenizer pads every text to max_text_tokens
+    text_attention_mask = False  # the text tower sees input_ids only
 
     def __init__(self, model, image_processor, tokenizer, model_id: str, revision: str = "", device: str = "auto",
-                 precision: str = "auto", max_text_tokens: int = 64, image_mean=None, image_std=None, resample: str | None = None):
+                 precision: str = "auto", max_text_tokens: int | str = "auto", image_mean=None, image_std=None, resample: str | None = None,
+                 lowercase: bool = False):
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.device, precision)
         self.model = model.eval().to(self.device)
         self.image_processor = image_processor
         self.tokenizer = tokenizer
         self.model_id, self.revision = model_id, revision
-        self.max_text_tokens = max_text_tokens
-        # None keeps the processor's own normalisation (SigLIP: mean = std = 0.5).
+        # "auto": the model's own text length, which the caption token limit then follows.
+        self.max_text_tokens = model_text_length(model) if max_text_tokens == "auto" else int(max_text_tokens)
+        self.lowercase = bool(lowercase)
+        # None keeps the processor's own normalisation (SigLIP: mean = std = 0.5; CLIP: its own).
         self.image_mean, self.image_std = image_mean, image_std
         kw = {"image_mean": list(image_mean), "image_std": list(image_std)} if image_mean is not None else {}
         # None keeps the processor's own filter (SigLIP: bicubic); a name overrides it.
@@ -219,42 +251,53 @@ class SiglipEncoder(TokenizerText):
     def logit_bias(self) -> float:
         return float(self.model.logit_bias.detach()) if hasattr(self.model, "logit_bias") else 0.0
 
-    def cache_fields(self) -> dict:
-        ip = self.image_processor
-        return {"encoder": self.name, "model_id": self.model_id, "revision": self.revision,
-                "image_size": getattr(ip, "size", None),
-                "resample": self.resample or str(getattr(ip, "resample", None)),
-                "mean": list(self.image_mean or ip.image_mean), "std": list(self.image_std or ip.image_std),
-                "text_padding": "max_length", "text_attention_mask": False, "max_text_tokens": self.max_text_tokens,
-                "precision": self.precision, "numerics": numerics(self.device)}
-
     def text_fields(self) -> dict:
         """What decides a text's features (not the image preprocessing)."""
-        return {"encoder": self.name, "model_id": self.model_id, "revision": self.revision, "text_padding": "max_length",
-                "text_attention_mask": False, "max_text_tokens": self.max_text_tokens, "precision": self.precision,
-                "numerics": numerics(self.device)}
+        return {"encoder": self.name, "model_id": self.model_id, "revision": self.revision, "text_padding": self.text_padding,
+                "text_attention_mask": self.text_attention_mask, "max_text_tokens": self.max_text_tokens, "lowercase": self.lowercase,
+                "tokenizer": type(self.tokenizer).__name__, "padding_side": getattr(self.tokenizer, "padding_side", None),
+                "precision": self.precision, "numerics": numerics(self.device)}
+
+    def cache_fields(self) -> dict:
+        ip = self.image_processor
+        return {**self.text_fields(), "image_size": getattr(ip, "size", None),
+                "resample": self.resample or str(getattr(ip, "resample", None)),
+                "mean": list(self.image_mean or ip.image_mean), "std": list(self.image_std or ip.image_std),
+                "image_processor": processor_settings(ip)}
+
+    def _model_inputs(self, pixels) -> dict:
+        """A batch from ``preprocess`` (pixels, or {input name: tensor} for NaFlex) on the device."""
+        if isinstance(pixels, dict):
+            return {k: v.to(self.device) for k, v in pixels.items()}
+        return {"pixel_values": pixels.to(self.device)}
 
     @torch.inference_mode()
-    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode_pixels(self, pixels) -> torch.Tensor:
         with autocast_for(self.device, self.precision):
-            feats = _pooled(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+            feats = _pooled(self.model.get_image_features(**self._model_inputs(pixels)))
         return F.normalize(feats.float(), dim=-1).cpu()
 
     def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
+        return self.encode_pixels(collate([self.preprocess(im) for im in images]))
 
     # The image tower's output is the feature itself (see ``ConseEncoder`` for one that is not).
     def tower_fields(self) -> dict:
         return self.cache_fields()
 
-    def tower_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+    def tower_pixels(self, pixels) -> torch.Tensor:
         return self.encode_pixels(pixels)
 
     def from_tower(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs
 
+    def _texts(self, texts: Sequence[str]) -> list[str]:
+        return [t.lower() for t in texts] if self.lowercase else list(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return super().count_tokens(text.lower() if self.lowercase else text)
+
     def text_inputs(self, texts: Sequence[str]) -> dict:
-        tok = self.tokenizer(list(texts), padding="max_length", max_length=self.max_text_tokens, truncation=True, return_tensors="pt")
+        tok = self.tokenizer(self._texts(texts), padding="max_length", max_length=self.max_text_tokens, truncation=True, return_tensors="pt")
         # input_ids only: SigLIP's text tower was trained on max-length padding with no attention
         # mask, and a mask (which some tokenizers return) changes its features.
         return {"input_ids": tok["input_ids"].to(self.device)}
@@ -275,7 +318,19 @@ class SiglipEncoder(TokenizerText):
         return self.text_features(self.text_inputs(texts)).cpu()
 
 
-# ---------------------------------------------------------------------------------------------
+class ClipEncoder(SiglipEncoder):
+    """CLIP dual encoder from transformers: SigLIP's image path; text padded by its tokenizer to the
+    batch's longest text and passed with the attention mask (the causal text tower pools at the
+    end-of-text token, so a text's feature does not depend on its batch), at most the model's 77
+    tokens."""
+
+    name = "clip"
+    text_padding = "longest"
+    text_attention_mask = True
+
+    def text_inputs(self, texts: Sequence[str]) -> dict:
+        tok = self.tokenizer(self._texts(texts), padding=True, max_length=self.max_text_tokens, truncation=True, return_tensors="pt")
+        return {"input_ids": tok["input_ids"].to(self.device), "attention_mask": tok["attention_mask"].to(self.device)}
 
 
 # (convolution, batch norm) attribute pairs of efficientnet_lite_pytorch's EfficientNet and its blocks.
@@ -321,7 +376,7 @@ class ConseEncoder(TokenizerText):
 
     def __init__(self, image_model, text_model, tokenizer, imagenet_names: list[str],
                  model_id: str, top_k: int = 5, image_size: int = 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                 max_text_tokens: int = 64, device: str = "auto", precision: str = "auto", label_template: str = "a photo of a {}.",
+                 max_text_tokens: int | str = 64, device: str = "auto", precision: str = "auto", label_template: str = "a photo of a {}.",
                  resample: str = "bicubic"):
         """``image_model`` and ``text_model``: modules, or zero-argument callables that build them on
         first use (a run that finds everything in its stores then never loads them)."""
@@ -337,7 +392,8 @@ class ConseEncoder(TokenizerText):
         # Workers squash to uint8; the pixel methods normalise each batch (bit for bit what
         # SquashNormalise gives per image, with a quarter of the bytes between processes).
         self.preprocess, self.normalise = Squash(image_size, resample), Normalise(mean, std)
-        self.max_text_tokens = max_text_tokens
+        # "auto": SigLIP's 64, the length of the encoder this one stands in for.
+        self.max_text_tokens = 64 if max_text_tokens == "auto" else int(max_text_tokens)
         self.label_template = label_template
         self._label_embeddings: torch.Tensor | None = None
 
@@ -488,14 +544,28 @@ def build_encoder(cfg: dict):
     if e["name"] == "offline-conse":
         return ConseEncoder.from_packages(top_k=e["conse_top_k"], image_size=e["image_size"], mean=e["mean"], std=e["std"],
                                           resample=e["resample"], **common)
-    if e["name"] == "siglip":
+    if e["name"] in HUB_ENCODERS:
         from .paths import model_path
 
-        enc = SiglipEncoder.from_pretrained(model_path(e["model_id"]), e["revision"], image_mean=e["mean"], image_std=e["std"],
-                                            resample=e["resample"], **common)
+        enc = HUB_ENCODERS[e["name"]].from_pretrained(model_path(e["model_id"]), e["revision"], image_mean=e.get("mean"),
+                                                      image_std=e.get("std"), resample=e.get("resample"), lowercase=e.get("lowercase", False),
+                                                      **common)
         enc.model_id = e["model_id"]  # the id as configured (not a machine's absolute path) keys the cache
         return enc
-    raise ValueError(f"encoder.name '{e['name']}' is not one of ['offline-conse', 'siglip']")
+    raise ValueError(f"encoder.name '{e['name']}' is not one of {list(ENCODERS)}")
+
+
+HUB_ENCODERS = {"siglip": SiglipEncoder, "clip": ClipEncoder}  # with offline-conse: schema.ENCODERS
+
+
+def collate(items: Sequence) -> torch.Tensor | dict:
+    """Per-image outputs of a ``preprocess`` as one batch (``data.stack``)."""
+    from .data import stack
+
+    batch = stack(items)
+    if batch is None:
+        raise ValueError("preprocess gave images of different shapes or inputs; they cannot form one batch")
+    return batch
 
 
 def batched(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -510,7 +580,7 @@ def encode_image_ids(encoder, source, ids: Sequence[str], batch_size: int, num_w
     from .data import load_images
 
     forward = encoder.tower_pixels if tower else encoder.encode_pixels
-    out = [forward(pixels if isinstance(pixels, torch.Tensor) else torch.stack(pixels))
+    out = [forward(pixels if isinstance(pixels, (torch.Tensor, dict)) else collate(pixels))
            for _, pixels in load_images(source, ids, batch_size, num_workers, encoder.preprocess, desc)]
     return torch.cat(out) if out else torch.empty(0)
 

@@ -16,6 +16,7 @@ import pandas as pd
 from . import adapters, methods
 from .config import seeds as seed_list
 from .inputs import LOGIT_SCALES, Inputs, inputs_from, load_inputs  # noqa: F401  (the notebooks' entry points)
+from .inputs import RUN_COLUMNS, run_columns
 from .inputs import result_row as _row
 from .inputs import selected_on as _selected_on
 from .trainable import fit_authors
@@ -108,7 +109,7 @@ def sensitivity_rows(inp: Inputs, cfg: dict, rows: pd.DataFrame, shots: int | No
                                               inp.bias)[:, :, 0] for name, (x, y) in {"val_accuracy": (vi, vl), "accuracy": (ti, tl)}.items()}
         for i, alpha in enumerate(g["alpha"]):
             for j, theta in enumerate(g["theta"]):
-                out.append({"dataset": cfg["run"]["dataset"], "protocol": cfg["protocol"], "shots": k, "seed": int(seed), "alpha": float(alpha),
+                out.append({**run_columns(cfg), "shots": k, "seed": int(seed), "alpha": float(alpha),
                             "theta": float(theta), "beta": beta[0], "val_accuracy": float(acc["val_accuracy"][i, j]),
                             "accuracy": float(acc["accuracy"][i, j]), "chosen": bool(alpha == c["alpha"] and theta == c["theta"])})
     return pd.DataFrame(out)
@@ -126,8 +127,8 @@ class Curves:
 
     def __call__(self, row: dict, history: list[dict]) -> None:
         if row["shots"] == self.shots and row["seed"] == self.seed:
-            self.rows += [{"dataset": self.cfg["run"]["dataset"], "protocol": self.cfg["protocol"], "method": row["method"],
+            self.rows += [{**run_columns(self.cfg), "method": row["method"],
                            "shots": row["shots"], "seed": row["seed"], **h} for h in history]
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["dataset", "protocol", "method", "shots", "seed", "lr", "epoch", "loss", "val_accuracy"])
+        return pd.DataFrame(self.rows, columns=[*RUN_COLUMNS, "method", "shots", "seed", "lr", "epoch", "loss", "val_accuracy"])

@@ -91,8 +91,16 @@ def inputs_from(manifest: pd.DataFrame, feats: dict[str, Features], cfg: dict) -
     return Inputs(manifest, feats["image"], feats["caption"], prompts.values, scale, bias)
 
 
+RUN_COLUMNS = ["dataset", "backbone", "protocol"]  # what names a run in every per-run table
+
+
+def run_columns(cfg: dict) -> dict:
+    """The run's name columns of a result row: dataset, backbone, protocol."""
+    return {"dataset": cfg["run"]["dataset"], "backbone": cfg["backbone"], "protocol": cfg["protocol"]}
+
+
 def result_row(cfg, method, shots, seed, test_acc, val_acc, selected_on, **chosen) -> dict:
-    return {"dataset": cfg["run"]["dataset"], "protocol": cfg["protocol"], "method": method, "shots": shots, "seed": seed,
+    return {**run_columns(cfg), "method": method, "shots": shots, "seed": seed,
             "accuracy": test_acc, "val_accuracy": val_acc, "selected_on": selected_on, "logit_form": cfg["zero_shot"]["logit_form"],
             **chosen}
 

@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from .config import load_config, run_datasets, run_protocols
+from .config import load_config, run_backbones, run_datasets, run_protocols
 
 # kernel-metadata.json as the Kaggle CLI documents it (Kaggle/kaggle-api, "Kernel Metadata"):
 # id or id_no; title (its slug is the title lower-cased with dashes); code_file; language;
@@ -90,19 +90,21 @@ def validate(metadata: dict) -> None:
 
 
 def write_kernel(out: Path, dataset: str, protocol: str, user: str, kit_dataset: str, images: str | None = None,
-                 private: bool = True, dry_run: bool = False, overlay: str = "", ablation: bool = False, switches: str = "") -> Path:
-    """One kernel folder: metadata and the parameterised notebook. ``dry_run``: the notebook
+                 private: bool = True, dry_run: bool = False, overlay: str = "", ablation: bool = False, switches: str = "",
+                 backbone: str = "") -> Path:
+    """One kernel folder: metadata and the parameterised notebook, for ``dataset`` on ``backbone``
+    ("": the parameters' own) under ``protocol``. ``dry_run``: the notebook
     installs nothing and runs where it is (tests run it on the offline profile). ``ablation``:
     the dataset's ablation of the paper's switches (``switches``: a space-separated subset) in a
     ``<dataset>-ablation`` kernel, instead of the stages under ``protocol``."""
     import papermill
 
-    name = "ablation" if ablation else protocol
+    name = "ablation" if ablation else "-".join(p for p in (backbone, protocol) if p)
     meta = kernel_metadata(dataset, name, user, kit_dataset, images, private)
     validate(meta)
     folder = Path(out) / slug(f"{dataset}-{name}")
     folder.mkdir(parents=True, exist_ok=True)
-    params = {"dataset": dataset, "protocol": protocol, "overlay": overlay, "kit_input": f"/kaggle/input/{kit_dataset.split('/', 1)[1]}",
+    params = {"dataset": dataset, "protocol": protocol, "backbone": backbone, "overlay": overlay, "kit_input": f"/kaggle/input/{kit_dataset.split('/', 1)[1]}",
               "dry_run": dry_run, "ablation": ablation, "switches": switches}
     papermill.execute_notebook(str(Path(__file__).with_name("kaggle_run.ipynb")), str(folder / meta["code_file"]),
                                parameters=params, prepare_only=True, progress_bar=False)
@@ -111,17 +113,22 @@ def write_kernel(out: Path, dataset: str, protocol: str, user: str, kit_dataset:
 
 
 def write_kernels(out: Path, user: str, kit_dataset: str, datasets: list[str] | None = None, protocols: list[str] | None = None,
-                  images: dict[str, str] | None = None, private: bool = True, ablation: bool = False) -> list[Path]:
-    """A kernel folder for every dataset x protocol (default: those of ``params/run.yaml``), and
-    with ``ablation`` one ablation kernel per dataset. The images' Kaggle dataset comes from
-    ``images`` or the dataset's ``dataset.kaggle.dataset_source``."""
-    datasets, protocols = datasets or run_datasets(), protocols or run_protocols()
+                  images: dict[str, str] | None = None, private: bool = True, ablation: bool = False,
+                  backbones: list[str] | None = None) -> list[Path]:
+    """A kernel folder for every dataset x backbone x protocol (default: those of
+    ``params/run.yaml``), and with ``ablation`` one ablation kernel per dataset (on the first
+    backbone). The images' Kaggle dataset comes from ``images`` or the dataset's
+    ``dataset.kaggle.dataset_source``."""
+    datasets, protocols, backbones = datasets or run_datasets(), protocols or run_protocols(), backbones or run_backbones()
     sources = {}
     for ds in datasets:
-        for proto in protocols:
-            cfg = load_config(ds, protocol=proto)  # an unknown dataset or protocol fails here, before any file is written
+        for bb in backbones:
+            for proto in protocols:
+                cfg = load_config(ds, protocol=proto, backbone=bb)  # an unknown name fails here, before any file is written
         sources[ds] = (images or {}).get(ds) or (cfg["dataset"].get("kaggle") or {}).get("dataset_source")
-    folders = [write_kernel(out, ds, proto, user, kit_dataset, sources[ds], private) for ds in datasets for proto in protocols]
+    folders = [write_kernel(out, ds, proto, user, kit_dataset, sources[ds], private, backbone=bb)
+               for ds in datasets for bb in backbones for proto in protocols]
     if ablation:
-        folders += [write_kernel(out, ds, "corrected", user, kit_dataset, sources[ds], private, ablation=True) for ds in datasets]
+        folders += [write_kernel(out, ds, "corrected", user, kit_dataset, sources[ds], private, ablation=True, backbone=backbones[0])
+                    for ds in datasets]
     return folders

@@ -59,12 +59,13 @@ def output_root() -> Path:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where one run (a dataset under a protocol) reads and writes.
+    """Where one run (a dataset on a backbone under a protocol) reads and writes.
 
-    A plain run (``overlay=""``) writes small outputs to ``results/runs/<dataset>/<protocol>/``
-    (git) and its captions and feature index to ``cache/<dataset>/<protocol>/`` (DVC). The stores
-    that runs share, content-keyed so every protocol reuses what another already computed under
-    the same settings, are ``cache/<dataset>/features/`` and ``cache/<dataset>/captions/``. Table I,
+    A plain run (``overlay=""``) writes small outputs to
+    ``results/runs/<dataset>/<backbone>/<protocol>/`` (git) and its captions and feature index to
+    ``cache/<dataset>/<backbone>/<protocol>/`` (DVC). The stores that runs share, content-keyed so
+    every protocol and backbone reuses what another already computed under the same settings, are
+    ``cache/<dataset>/features/``, ``cache/<dataset>/captions/`` and ``cache/<dataset>/cells/``. Table I,
     figures and the analysis notebook sit beside ``runs/`` in ``results/``. An overlay run (e.g.
     the ``smoke`` configuration that the notebook tests use) writes under ``build/<overlay>/`` so
     it never touches the real results.
@@ -74,6 +75,7 @@ class RunPaths:
     dataset: str
     overlay: str = ""
     protocol: str = "corrected"
+    backbone: str = "offline-conse"
 
     @property
     def base(self) -> Path:
@@ -81,15 +83,15 @@ class RunPaths:
 
     @property
     def results(self) -> Path:
-        return self.base / "results" / "runs" / self.dataset / self.protocol
+        return self.base / "results" / "runs" / self.dataset / self.backbone / self.protocol
 
     @property
     def cache(self) -> Path:
-        return self.dataset_cache / self.protocol
+        return self.dataset_cache / self.backbone / self.protocol
 
     @property
     def dataset_cache(self) -> Path:
-        """The stores shared by every protocol of the dataset."""
+        """The stores shared by every backbone and protocol of the dataset."""
         return self.base / "cache" / self.dataset
 
     @property
@@ -140,5 +142,11 @@ class RunPaths:
         return self
 
 
-def run_paths(dataset: str, overlay: str = "", protocol: str = "corrected") -> RunPaths:
-    return RunPaths(output_root(), dataset, overlay or "", protocol or "corrected").ensure()
+def run_paths(dataset: str, overlay: str = "", protocol: str = "corrected", backbone: str = "offline-conse") -> RunPaths:
+    return RunPaths(output_root(), dataset, overlay or "", protocol or "corrected", backbone or "offline-conse").ensure()
+
+
+def paths_of(cfg: dict) -> RunPaths:
+    """The paths of the run that ``cfg`` (``config.load_config``) describes."""
+    run = cfg["run"]
+    return run_paths(run["dataset"], run["overlay"], run["protocol"], run["backbone"])

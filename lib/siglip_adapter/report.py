@@ -2,8 +2,9 @@
 
 Stage files: ``results/runs/<dataset>/<stage>.csv`` (one row per method, shots and seed) and
 ``<stage>.json`` (DVC metrics: mean, std and seed count per method and shots). Table I:
-``results/table1.csv`` (dataset, protocol, method, shots, mean, std, n_seeds; accuracy as a
-fraction) and ``results/table1.md`` for people.
+``results/table1.csv`` (dataset, backbone, protocol, method, shots, mean, std, n_seeds; accuracy as
+a fraction) and ``results/table1.md`` for people. A run is a dataset on a backbone under a
+protocol (``RUN``); the figures and tables name the backbone where more than one ran.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def _plotting():
     return plt, sns
 
 
-TABLE_COLUMNS = ["dataset", "protocol", "method", "shots", "mean", "std", "n_seeds"]
+RUN = ["dataset", "backbone", "protocol"]  # the columns that name a run (inputs.RUN_COLUMNS)
+TABLE_COLUMNS = [*RUN, "method", "shots", "mean", "std", "n_seeds"]
+PUBLISHED_BACKBONE = "siglip-b16"  # the paper's: open_clip's ViT-B-16-SigLIP, google/siglip-base-patch16-224's weights
 METHOD_ORDER = ["zero_shot", "zero_shot_captions", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
                 "adapter", "trainable"]
 METHOD_LABELS = {"zero_shot": "Zero-shot", "zero_shot_captions": "Zero-shot + captions", "linear_probe": "Linear probe",
@@ -40,11 +43,11 @@ SWEEP_EXCLUDED = ("published", "paper")  # protocols without a shots sweep (one 
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (0 for one seed) and seed count per dataset, protocol, method and shots."""
-    g = rows.groupby(["dataset", "protocol", "method", "shots"], sort=False)["accuracy"]
+    """Mean, sample std (0 for one seed) and seed count per run, method and shots."""
+    g = rows.groupby([*RUN, "method", "shots"], sort=False)["accuracy"]
     out = g.agg(mean="mean", std=lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0, n_seeds="count").reset_index()
     out["order"] = out["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(len(METHOD_ORDER))
-    return out.sort_values(["dataset", "protocol", "order", "shots"]).drop(columns="order").reset_index(drop=True)[TABLE_COLUMNS]
+    return out.sort_values([*RUN, "order", "shots"]).drop(columns="order").reset_index(drop=True)[TABLE_COLUMNS]
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -73,18 +76,40 @@ SENSITIVITY_FILE = "04_sensitivity"  # the adapter's accuracy over alpha x theta
 CURVE_FILE = "05_curves"  # the trained methods' learning curves at the largest K and the first seed, per run
 
 
-def collect_rows(results_root: Path, datasets: list[str], protocols: list[str], stages=STAGE_FILES) -> pd.DataFrame:
-    """Every dataset x protocol run's ``<stage>.csv``: the stages' per-seed rows by default, or any
-    per-run file named in ``stages`` (sensitivity, curves, text keys); a missing one is an error."""
+def run_dir(results_root: Path, dataset: str, backbone: str, protocol: str) -> Path:
+    """A run's results folder (``paths.RunPaths.results``) under ``results_root``."""
+    return Path(results_root) / "runs" / dataset / backbone / protocol
+
+
+def collect_rows(results_root: Path, datasets: list[str], protocols: list[str], backbones: list[str], stages=STAGE_FILES) -> pd.DataFrame:
+    """Every dataset x backbone x protocol run's ``<stage>.csv``: the stages' per-seed rows by
+    default, or any per-run file named in ``stages`` (sensitivity, curves, text keys); a missing one
+    is an error."""
     frames = []
     for ds in datasets:
-        for proto in protocols:
-            for stage in stages:
-                path = Path(results_root) / "runs" / ds / proto / f"{stage}.csv"
-                if not path.is_file():
-                    raise FileNotFoundError(f"{path}: missing; run notebook {stage[:2]} for {ds} under protocol {proto}")
-                frames.append(pd.read_csv(path))
+        for bb in backbones:
+            for proto in protocols:
+                for stage in stages:
+                    path = run_dir(results_root, ds, bb, proto) / f"{stage}.csv"
+                    if not path.is_file():
+                        raise FileNotFoundError(f"{path}: missing; run notebook {stage[:2]} for {ds} on {bb} under protocol {proto}")
+                    frames.append(pd.read_csv(path))
     return pd.concat(frames, ignore_index=True)
+
+
+def runs_of(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The (dataset, backbone, protocol) runs of a frame, in order of appearance."""
+    return list(dict.fromkeys(zip(*(frame[c] for c in RUN))))
+
+
+def run_label(frame: pd.DataFrame, dataset: str, backbone: str, protocol: str) -> str:
+    """"dataset (protocol)", with the backbone when the frame holds more than one."""
+    several = frame["backbone"].nunique() > 1
+    return f"{dataset} ({backbone}, {protocol})" if several else f"{dataset} ({protocol})"
+
+
+def _in_run(frame: pd.DataFrame, dataset: str, backbone: str, protocol: str) -> pd.DataFrame:
+    return frame[(frame["dataset"] == dataset) & (frame["backbone"] == backbone) & (frame["protocol"] == protocol)]
 
 
 def published_rows(path: Path, datasets: list[str] | None = None) -> pd.DataFrame:
@@ -95,7 +120,7 @@ def published_rows(path: Path, datasets: list[str] | None = None) -> pd.DataFram
         for method, by_shots in (data.get(ds) or {}).items():
             for shots, value in (by_shots or {}).items():
                 if value is not None:
-                    rows.append({"dataset": ds, "protocol": "published", "method": method, "shots": int(shots),
+                    rows.append({"dataset": ds, "backbone": PUBLISHED_BACKBONE, "protocol": "published", "method": method, "shots": int(shots),
                                  "mean": float(value), "std": float("nan"), "n_seeds": float("nan")})
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -150,12 +175,12 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
     three columns and the training-free adapter at ``shots``, then what each column measures
     under each protocol, then the shots sweep of the adapters (accuracy in %, mean ± std over
     seeds), then (``text_keys``: ``text_key_summary``) what the captions add to the adapter."""
-    head = ["dataset", "protocol", "Zero-shot", "Column 2 (\"with captions zero-shot\")", "Column 3 (\"SigLIP-Adapter 1-shot\")",
+    head = ["dataset", "backbone", "protocol", "Zero-shot", "Column 2 (\"with captions zero-shot\")", "Column 3 (\"SigLIP-Adapter 1-shot\")",
             f"Training-free adapter, {shots}-shot"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = {p: i for i, p in enumerate(PROTOCOL_ORDER)}
-    table = table.assign(_o=table["protocol"].map(order).fillna(len(order))).sort_values(["dataset", "_o"], kind="stable")
-    for (ds, proto), g in table.groupby(["dataset", "protocol"], sort=False):
+    table = table.assign(_o=table["protocol"].map(order).fillna(len(order))).sort_values(["dataset", "_o", "backbone"], kind="stable")
+    for (ds, bb, proto), g in table.groupby(RUN, sort=False):
         cells = []
         for method, k in (("zero_shot", 0), ("zero_shot_captions", None), ("trainable", None if proto in ("paper", "published") else shots),
                           ("adapter", shots)):
@@ -166,7 +191,7 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
             note = f" ({int(r['shots'])}-shot)" if method != "zero_shot" and k is None and r["shots"] not in (0, shots) else ""
             note = " (1-shot cache)" if method == "zero_shot_captions" and r["shots"] == 1 else note
             cells.append(_cell(r["mean"], r["std"], r["n_seeds"]) + note)
-        lines.append("| " + " | ".join([ds, proto] + cells) + " |")
+        lines.append("| " + " | ".join([ds, bb, proto] + cells) + " |")
     out = "\n".join(lines) + "\n\nWhat each column measures:\n\n"
     for col, by in COLUMN_MEANINGS.items():
         out += f"- **{col}**: " + "; ".join(f"*{p}*: {text}" for p, text in by.items()) + ".\n"
@@ -174,12 +199,12 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
     if len(sweep):
         ks = sorted(sweep["shots"].unique())
         out += "\n## Every method against shots\n\nAccuracy (%), mean ± std over seeds, every hyper-parameter chosen on validation:\n\n"
-        out += "| dataset | protocol | method | " + " | ".join(f"{k}-shot" for k in ks) + " | seeds |\n"
-        out += "|" + "---|" * (4 + len(ks)) + "\n"
-        for (ds, proto, m), g in sweep.groupby(["dataset", "protocol", "method"], sort=False):
+        out += "| dataset | backbone | protocol | method | " + " | ".join(f"{k}-shot" for k in ks) + " | seeds |\n"
+        out += "|" + "---|" * (5 + len(ks)) + "\n"
+        for (ds, bb, proto, m), g in sweep.groupby([*RUN, "method"], sort=False):
             by = g.set_index("shots")
             cells = [_cell(*by.loc[k, ["mean", "std", "n_seeds"]]) if k in by.index else "–" for k in ks]
-            out += f"| {ds} | {proto} | {METHOD_LABELS[m]} | " + " | ".join(cells) + f" | {int(g['n_seeds'].max())} |\n"
+            out += f"| {ds} | {bb} | {proto} | {METHOD_LABELS[m]} | " + " | ".join(cells) + f" | {int(g['n_seeds'].max())} |\n"
     if len(sweep):
         out += ranking_markdown(ranking(table))
     if text_keys is not None and len(text_keys):
@@ -188,20 +213,23 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
 
 
 def ranking(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset and protocol with a shots sweep: each few-shot method's rank among the methods
+    """Per run (dataset, backbone, protocol) with a shots sweep: each few-shot method's rank among the methods
     at every K (1 = best mean accuracy; ties share the mean rank), averaged over K, with its mean
     accuracy over K and at the largest K; best mean rank first."""
     sweep = table[table["method"].isin(FEW_SHOT) & ~table["protocol"].isin(SWEEP_EXCLUDED)].copy()
-    sweep["rank"] = sweep.groupby(["dataset", "protocol", "shots"])["mean"].rank(ascending=False, method="average")
+    sweep["rank"] = sweep.groupby([*RUN, "shots"])["mean"].rank(ascending=False, method="average")
     top = sweep["shots"].max()
-    out = sweep.groupby(["dataset", "protocol", "method"], sort=False).agg(
+    out = sweep.groupby([*RUN, "method"], sort=False).agg(
         mean_rank=("rank", "mean"), mean_accuracy=("mean", "mean"),
         at_max_shots=("mean", lambda m: float(m[sweep.loc[m.index, "shots"] == top].mean()))).reset_index()
-    return out.sort_values(["dataset", "protocol", "mean_rank", "method"], kind="stable").reset_index(drop=True)
+    return out.sort_values([*RUN, "mean_rank", "method"], kind="stable").reset_index(drop=True)
 
 
 def ranking_markdown(ranks: pd.DataFrame) -> str:
-    """The ranking per dataset: one column pair per protocol (mean rank over K, mean accuracy over K)."""
+    """The ranking per dataset: one column pair per protocol (per backbone and protocol where more
+    than one backbone ran): mean rank over K, mean accuracy over K."""
+    several = ranks["backbone"].nunique() > 1
+    ranks = ranks.assign(protocol=ranks["backbone"] + " " + ranks["protocol"]) if several else ranks
     protocols = list(dict.fromkeys(ranks["protocol"]))
     out = ("\n## Ranking\n\nPer dataset, each method's rank among the few-shot methods at every K (1 = best), averaged over K, "
            "and its accuracy (%) averaged over K; ordered by the first protocol's mean rank.\n")
@@ -220,28 +248,28 @@ def ranking_markdown(ranks: pd.DataFrame) -> str:
 TEXT_KEY_FILE = "04_text_keys"  # 04_adapter's caption ablation rows, per run
 
 
-def read_text_keys(results_root: Path, datasets: list[str], protocols: list[str]) -> pd.DataFrame:
-    """The caption ablation rows (``experiment.text_key_rows``) of every dataset x protocol run."""
-    return collect_rows(results_root, datasets, protocols, stages=(TEXT_KEY_FILE,))
+def read_text_keys(results_root: Path, datasets: list[str], protocols: list[str], backbones: list[str]) -> pd.DataFrame:
+    """The caption ablation rows (``experiment.text_key_rows``) of every run."""
+    return collect_rows(results_root, datasets, protocols, backbones, stages=(TEXT_KEY_FILE,))
 
 
 def text_key_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset, protocol and shots: mean test accuracy of the adapter with each kind of text
+    """Per run and shots: mean test accuracy of the adapter with each kind of text
     key (caption, classname, none), and the caption keys' gain over no text keys and over
     class-name keys, paired per seed (mean and sample std over seeds)."""
-    piv = rows.pivot_table(index=["dataset", "protocol", "shots", "seed"], columns="keys", values="accuracy", sort=False).reset_index()
+    piv = rows.pivot_table(index=[*RUN, "shots", "seed"], columns="keys", values="accuracy", sort=False).reset_index()
     piv["vs_none"] = piv["caption"] - piv["none"]
     piv["vs_classname"] = piv["caption"] - piv["classname"]
     std = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
-    return piv.groupby(["dataset", "protocol", "shots"], sort=False).agg(
+    return piv.groupby([*RUN, "shots"], sort=False).agg(
         caption=("caption", "mean"), classname=("classname", "mean"), none=("none", "mean"), vs_none=("vs_none", "mean"),
         vs_none_std=("vs_none", std), vs_classname=("vs_classname", "mean"), vs_classname_std=("vs_classname", std),
         n_seeds=("caption", "count")).reset_index()
 
 
-def text_key_sentence(dataset: str, protocol: str, summary: pd.DataFrame) -> str:
+def text_key_sentence(dataset: str, backbone: str, protocol: str, summary: pd.DataFrame) -> str:
     """What the captions add to the adapter on one run, generated from its summary."""
-    g = summary[(summary["dataset"] == dataset) & (summary["protocol"] == protocol)].sort_values("shots")
+    g = _in_run(summary, dataset, backbone, protocol).sort_values("shots")
     lo, hi = g.iloc[0], g.iloc[-1]
     ends = f"{int(lo['shots'])}-shot {_points(lo['vs_none'])}" + (f", {int(hi['shots'])}-shot {_points(hi['vs_none'])}" if len(g) > 1 else "")
     # Beyond noise: a paired gain more than two standard errors (std / sqrt(seeds)) from zero.
@@ -249,7 +277,8 @@ def text_key_sentence(dataset: str, protocol: str, summary: pd.DataFrame) -> str
               if r.n_seeds > 1 and abs(r.vs_none) > 2 * r.vs_none_std / r.n_seeds ** 0.5]
     noise = (f"beyond two standard errors at K = {', '.join(beyond)}" if beyond else
              "within two standard errors of zero at every K" if (g["n_seeds"] > 1).all() else "one seed: no error bar")
-    return (f"**{dataset}** ({protocol}): caption keys against no text keys {_points(g['vs_none'].mean())} points on average over "
+    name = run_label(summary, dataset, backbone, protocol).replace(dataset, f"**{dataset}**", 1)
+    return (f"{name}: caption keys against no text keys {_points(g['vs_none'].mean())} points on average over "
             f"K ({ends}; {noise}); against class-name keys {_points(g['vs_classname'].mean())}.")
 
 
@@ -260,12 +289,11 @@ def text_key_markdown(summary: pd.DataFrame) -> str:
            "paper's), with each shot's class prompt in their place, and with no text keys (alpha = 0, Tip-Adapter's cache); "
            "every variant's alpha, theta and beta chosen on validation at every K, the test split scored once. Accuracy in %; "
            "gains in points, paired per seed (mean ± std).\n\n")
-    runs = list(dict.fromkeys(zip(summary["dataset"], summary["protocol"])))
-    out += "\n".join(f"- {text_key_sentence(ds, p, summary)}" for ds, p in runs) + "\n\n"
-    out += "| dataset | protocol | shots | caption keys | class-name keys | no text keys | caption − none | caption − class-name | seeds |\n"
-    out += "|" + "---|" * 9 + "\n"
+    out += "\n".join(f"- {text_key_sentence(*run, summary)}" for run in runs_of(summary)) + "\n\n"
+    out += "| dataset | backbone | protocol | shots | caption keys | class-name keys | no text keys | caption − none | caption − class-name | seeds |\n"
+    out += "|" + "---|" * 10 + "\n"
     for r in summary.itertuples(index=False):
-        out += (f"| {r.dataset} | {r.protocol} | {int(r.shots)} | {100 * r.caption:.1f} | {100 * r.classname:.1f} | {100 * r.none:.1f} | "
+        out += (f"| {r.dataset} | {r.backbone} | {r.protocol} | {int(r.shots)} | {100 * r.caption:.1f} | {100 * r.classname:.1f} | {100 * r.none:.1f} | "
                 f"{_points(r.vs_none)} ± {100 * r.vs_none_std:.1f} | {_points(r.vs_classname)} ± {100 * r.vs_classname_std:.1f} | {int(r.n_seeds)} |\n")
     return out
 
@@ -277,15 +305,15 @@ def _palette() -> dict:
 
 def plot_shots(rows: pd.DataFrame, path: Path | None = None):
     """Accuracy against shots for every few-shot method (mean over seeds, band: ±1 std), a panel
-    per dataset (columns) and protocol with a sweep (rows); zero-shot as a dashed line."""
+    per dataset (columns) and backbone x protocol with a sweep (rows); zero-shot as a dashed line."""
     plt, sns = _plotting()
     ours = rows[~rows["protocol"].isin(SWEEP_EXCLUDED)].assign(accuracy=lambda r: 100 * r["accuracy"])
-    datasets, protocols = list(dict.fromkeys(ours["dataset"])), list(dict.fromkeys(ours["protocol"]))
-    fig, axes = plt.subplots(len(protocols), len(datasets), figsize=(5.5 * len(datasets), 4 * len(protocols)), squeeze=False)
+    datasets, settings = list(dict.fromkeys(ours["dataset"])), list(dict.fromkeys(zip(ours["backbone"], ours["protocol"])))
+    fig, axes = plt.subplots(len(settings), len(datasets), figsize=(5.5 * len(datasets), 4 * len(settings)), squeeze=False)
     palette = _palette()
-    for ax_row, proto in zip(axes, protocols):
+    for ax_row, (bb, proto) in zip(axes, settings):
         for ax, ds in zip(ax_row, datasets):
-            d = ours[(ours["dataset"] == ds) & (ours["protocol"] == proto)]
+            d = _in_run(ours, ds, bb, proto)
             few = d[d["method"].isin(FEW_SHOT)]
             sns.lineplot(few, x="shots", y="accuracy", hue="method", hue_order=[m for m in FEW_SHOT if m in set(few["method"])],
                          palette=palette, errorbar="sd", marker="o", ax=ax, legend=ax is axes[0][-1])
@@ -295,7 +323,7 @@ def plot_shots(rows: pd.DataFrame, path: Path | None = None):
             ax.set_xscale("log", base=2)
             ks = sorted(few["shots"].unique())
             ax.set_xticks(ks, [str(k) for k in ks])
-            ax.set(title=f"{ds} ({proto})", xlabel="shots per class (K)", ylabel="test accuracy (%)")
+            ax.set(title=run_label(ours, ds, bb, proto), xlabel="shots per class (K)", ylabel="test accuracy (%)")
             ax.grid(alpha=0.3)
     leg = axes[0][-1].get_legend()
     if leg is not None:
@@ -309,19 +337,19 @@ def plot_shots(rows: pd.DataFrame, path: Path | None = None):
 
 def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):
     """The training-free adapter's test accuracy (%) over alpha x theta at the beta validation chose
-    (mean over seeds at the largest K), a heat map per dataset x protocol with a sweep; the
+    (mean over seeds at the largest K), a heat map per run with a sweep; the
     number in a cell is how often validation chose it."""
     plt, sns = _plotting()
     sens = sens[~sens["protocol"].isin(SWEEP_EXCLUDED)]
-    runs = list(dict.fromkeys(zip(sens["dataset"], sens["protocol"])))
+    runs = runs_of(sens)
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.2), squeeze=False)
-    for ax, (ds, proto) in zip(axes[0], runs):
-        d = sens[(sens["dataset"] == ds) & (sens["protocol"] == proto)]
+    for ax, run in zip(axes[0], runs):
+        d = _in_run(sens, *run)
         acc = d.pivot_table(index="alpha", columns="theta", values="accuracy", aggfunc="mean").mul(100)
         picked = d.pivot_table(index="alpha", columns="theta", values="chosen", aggfunc="sum").astype(int)
         sns.heatmap(acc, annot=picked.where(picked > 0, 0).astype(str).where(picked > 0, ""), fmt="", cmap="viridis", ax=ax,
                     cbar_kws={"label": "test accuracy (%)"})
-        ax.set(title=f"{ds} ({proto}), K = {int(d['shots'].max())}", xlabel="theta (sharpness)", ylabel="alpha (caption weight)")
+        ax.set(title=f"{run_label(sens, *run)}, K = {int(d['shots'].max())}", xlabel="theta (sharpness)", ylabel="alpha (caption weight)")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
@@ -330,22 +358,62 @@ def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):
 
 def plot_curves(curves: pd.DataFrame, path: Path | None = None):
     """Validation accuracy against epoch for each trained method (a line per learning rate), a row
-    per dataset x protocol with a sweep: the learning curves behind each chosen epoch."""
+    per run with a sweep: the learning curves behind each chosen epoch."""
     plt, sns = _plotting()
     curves = curves[~curves["protocol"].isin(SWEEP_EXCLUDED)]
-    runs = list(dict.fromkeys(zip(curves["dataset"], curves["protocol"])))
+    runs = runs_of(curves)
     trained = [m for m in FEW_SHOT if m in set(curves["method"])]
     fig, axes = plt.subplots(len(runs), len(trained), figsize=(3.4 * len(trained), 2.8 * len(runs)), squeeze=False, sharey="row")
-    for ax_row, (ds, proto) in zip(axes, runs):
+    for ax_row, run in zip(axes, runs):
         for ax, m in zip(ax_row, trained):
-            d = curves[(curves["dataset"] == ds) & (curves["protocol"] == proto) & (curves["method"] == m)]
+            d = _in_run(curves, *run)
+            d = d[d["method"] == m]
             d = d.assign(val=100 * d["val_accuracy"], lr=d["lr"].map(lambda v: f"{v:g}"))
             sns.lineplot(d, x="epoch", y="val", hue="lr", marker=".", ax=ax, palette="colorblind")
-            ax.set(title=f"{METHOD_LABELS[m]}\n{ds} ({proto}), K = {int(d['shots'].max()) if len(d) else '?'}", xlabel="epoch",
+            ax.set(title=f"{METHOD_LABELS[m]}\n{run_label(curves, *run)}, K = {int(d['shots'].max()) if len(d) else '?'}", xlabel="epoch",
                    ylabel="validation accuracy (%)")
             ax.title.set_fontsize(8)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110, metadata={"Software": None})
+    return fig
+
+
+def backbone_gains(table: pd.DataFrame) -> pd.DataFrame:
+    """Each few-shot method's gain over its own backbone's zero-shot at the largest K (accuracy
+    points, mean over seeds), per run with a shots sweep: does an adapter's gain survive a
+    stronger backbone?"""
+    sweep = table[~table["protocol"].isin(SWEEP_EXCLUDED)]
+    out = []
+    for run in runs_of(sweep):
+        g = _in_run(sweep, *run)
+        zs = g[g["method"] == "zero_shot"]["mean"]
+        few = g[g["method"].isin(FEW_SHOT)]
+        if zs.empty or few.empty:
+            continue
+        top = few[few["shots"] == few["shots"].max()]
+        out += [{**dict(zip(RUN, run)), "method": r.method, "shots": int(r.shots), "zero_shot": float(zs.iloc[0]), "mean": float(r.mean),
+                 "gain": 100 * (float(r.mean) - float(zs.iloc[0]))} for r in top.itertuples(index=False)]
+    return pd.DataFrame(out, columns=[*RUN, "method", "shots", "zero_shot", "mean", "gain"])
+
+
+def plot_backbone_gains(gains: pd.DataFrame, path: Path | None = None):
+    """Each method's gain over zero-shot (points) at the largest K, a bar per backbone, a panel per
+    dataset x protocol with a sweep."""
+    plt, sns = _plotting()
+    panels = list(dict.fromkeys(zip(gains["dataset"], gains["protocol"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+    for ax, (ds, proto) in zip(axes[0], panels):
+        d = gains[(gains["dataset"] == ds) & (gains["protocol"] == proto)]
+        d = d.assign(label=d["method"].map(METHOD_LABELS))
+        sns.barplot(d, x="label", y="gain", hue="backbone", order=[METHOD_LABELS[m] for m in FEW_SHOT if m in set(d["method"])], ax=ax,
+                    palette="colorblind")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(title=f"{ds} ({proto}), K = {int(d['shots'].max())}", xlabel="", ylabel="gain over zero-shot (points)")
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
@@ -496,28 +564,31 @@ def plot_ablation(effects: pd.DataFrame, path: Path | None = None):
 QUALITY_COLUMNS = ["leakage", "prompt_leak", "class_leak", "names_class", "repetition", "empty", "summarised", "truncated"]
 
 
-def caption_quality_table(results_root: Path, datasets: list[str], protocols: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per dataset x protocol with the rates and the median length, the length histograms
-    long: dataset, protocol, tokens, captions) from each run's ``captions_quality.json``."""
+def caption_quality_table(results_root: Path, datasets: list[str], protocols: list[str],
+                          backbones: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per run with the rates and the median length, the length histograms long: run,
+    tokens, captions) from each run's ``captions_quality.json`` (lengths in the backbone's tokens)."""
     rows, hist = [], []
     for ds in datasets:
-        for proto in protocols:
-            path = Path(results_root) / "runs" / ds / proto / "captions_quality.json"
-            if not path.is_file():
-                continue
-            q = json.loads(path.read_text())
-            rows.append({"dataset": ds, "protocol": proto, "captions": q["captions"], **{k: q[k] for k in QUALITY_COLUMNS},
-                         "median_tokens": q["median_tokens"], "token_limit": q["token_limit"]})
-            hist += [{"dataset": ds, "protocol": proto, "tokens": b, "captions": n} for b, n in q["length_histogram"].items()]
+        for bb in backbones:
+            for proto in protocols:
+                path = run_dir(results_root, ds, bb, proto) / "captions_quality.json"
+                if not path.is_file():
+                    continue
+                q = json.loads(path.read_text())
+                run = {"dataset": ds, "backbone": bb, "protocol": proto}
+                rows.append({**run, "captions": q["captions"], **{k: q[k] for k in QUALITY_COLUMNS},
+                             "median_tokens": q["median_tokens"], "token_limit": q["token_limit"]})
+                hist += [{**run, "tokens": b, "captions": n} for b, n in q["length_histogram"].items()]
     return pd.DataFrame(rows), pd.DataFrame(hist)
 
 
 def caption_quality_markdown(table: pd.DataFrame) -> str:
-    """results/captions/quality.md: the rates (%) per dataset and protocol, and what each means."""
-    head = ["dataset", "protocol", "captions"] + QUALITY_COLUMNS + ["median tokens"]
+    """results/captions/quality.md: the rates (%) per run, and what each means."""
+    head = ["dataset", "backbone", "protocol", "captions"] + QUALITY_COLUMNS + ["median tokens"]
     out = ["# Caption quality", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples(index=False):
-        out.append(f"| {r.dataset} | {r.protocol} | {r.captions} | " + " | ".join(f"{100 * getattr(r, c):.1f}" for c in QUALITY_COLUMNS)
+        out.append(f"| {r.dataset} | {r.backbone} | {r.protocol} | {r.captions} | " + " | ".join(f"{100 * getattr(r, c):.1f}" for c in QUALITY_COLUMNS)
                    + f" | {r.median_tokens:.0f} |")
     out += ["", "Rates in % of the run's captions. *leakage*: the caption carries a 4-word fragment of its prompt "
             "(*prompt_leak*) or the class name its prompt gave it (*class_leak*); *names_class*: it names its class at all "
@@ -528,12 +599,14 @@ def caption_quality_markdown(table: pd.DataFrame) -> str:
 
 
 def plot_caption_lengths(hist: pd.DataFrame, path: Path | None = None):
-    """Caption length in encoder tokens per dataset (one panel each), a bar group per protocol."""
+    """Caption length in encoder tokens per dataset (one panel each), a bar group per protocol (per
+    backbone and protocol where more than one backbone ran)."""
     plt, sns = _plotting()
     datasets = list(dict.fromkeys(hist["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.2), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         d = hist[hist["dataset"] == ds]
+        d = d.assign(protocol=d["backbone"] + " " + d["protocol"]) if hist["backbone"].nunique() > 1 else d
         share = d.assign(share=d["captions"] / d.groupby("protocol")["captions"].transform("sum").clip(lower=1))
         sns.barplot(share, x="tokens", y="share", hue="protocol", ax=ax, palette="colorblind")
         ax.set(title=ds, xlabel="caption length (encoder tokens)", ylabel="share of captions")

@@ -7,7 +7,7 @@ same way whether or not a run uses them.
 Types are strict: a string never stands for a number, nor a number for a string or a boolean
 (an integer is a valid float). Choices come from the code that implements them (sources, split
 methods, methods, text keys): the sources and split methods from their modules, the method names, text
-keys and precisions from here (``METHODS``, ``TEXT_KEYS``, ``PRECISIONS``), which those modules
+keys, encoders and precisions from here (``METHODS``, ``TEXT_KEYS``, ``ENCODERS``, ``PRECISIONS``), which those modules
 import, so a new choice is added in one place.
 """
 
@@ -25,6 +25,7 @@ from .sources import SOURCE_KINDS
 # this one imports nothing of theirs, so checking parameters never loads a method or an encoder).
 METHODS = ("zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "coop", "adapter", "trainable")
 TEXT_KEYS = {"caption": "caption keys", "classname": "class-name keys", "none": "no text keys (alpha = 0)"}  # adapter.keys
+ENCODERS = ("offline-conse", "siglip", "clip")  # encoder.name (siglip_adapter.encoders.build_encoder)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # encoder.precision (siglip_adapter.encoders.resolve_precision)
 
 Unit = Annotated[float, Field(ge=0, le=1)]
@@ -125,19 +126,34 @@ class Data(Section):
 
 
 class Encoder(Section):
-    name: _one_of("offline-conse", "siglip")
+    """``encoder``: the shared settings, and, merged over them from ``backbones.<backbone>``, the
+    model's own. The image settings left unset (null) are the checkpoint's processor's own (a hub
+    encoder); the ConSE encoder, which has no processor, needs them set."""
+
+    name: _one_of(*ENCODERS)
     model_id: str
     revision: str
-    image_size: Count
-    mean: Triple
-    std: Annotated[list[Positive], Field(min_length=3, max_length=3)]
-    resample: _one_of("bicubic", "bilinear")
-    max_text_tokens: Count
+    image_size: Optional[Count] = None
+    mean: Optional[Triple] = None
+    std: Optional[Annotated[list[Positive], Field(min_length=3, max_length=3)]] = None
+    resample: Optional[_one_of("bicubic", "bilinear")] = None
+    max_text_tokens: Union[Literal["auto"], Count]
+    lowercase: bool = False
     conse_top_k: Count
     batch_size: Count
     chunk_size: Count
     device: Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
     precision: _one_of(*PRECISIONS)
+
+    @model_validator(mode="after")
+    def _conse_preprocessing(self):
+        if self.name == "offline-conse":
+            unset = [k for k in ("image_size", "mean", "std", "resample") if getattr(self, k) is None]
+            if unset:
+                raise ValueError(f"the offline-conse encoder has no image processor: set {', '.join(unset)}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std are set together (null both to keep the processor's own)")
+        return self
 
 
 class Captions(Section):
@@ -254,6 +270,7 @@ class Run(Section):
     dataset: str
     overlay: str
     protocol: str
+    backbone: str
 
 
 class Params(Section):
@@ -261,6 +278,7 @@ class Params(Section):
 
     dataset: Dataset
     protocol: str
+    backbone: Annotated[str, AfterValidator(_plain_name)]
     profile: str
     switches: list[str]
     run: Run

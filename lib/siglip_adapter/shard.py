@@ -102,11 +102,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(stage: str, dataset: str, protocol: str, overlay: str, n: int, manifest_ready: bool = False) -> list[str]:
+def launch_command(stage: str, dataset: str, protocol: str, overlay: str, n: int, manifest_ready: bool = False,
+                   backbone: str | None = None) -> list[str]:
     """The ``accelerate launch`` command running ``stage`` (captions | embed) in ``n`` processes."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            "-m", "siglip_adapter.cli", stage, dataset, "--protocol", protocol, "--overlay", overlay]
+    cmd += ["--backbone", backbone] if backbone else []
     return cmd + (["--manifest-ready"] if manifest_ready else [])
 
 
@@ -117,7 +119,7 @@ def launch(stage: str, cfg: dict, manifest_ready: bool = False) -> bool:
     if n == 1:
         return False
     run = cfg["run"]
-    cmd = launch_command(stage, run["dataset"], run["protocol"], run["overlay"], n, manifest_ready)
+    cmd = launch_command(stage, run["dataset"], run["protocol"], run["overlay"], n, manifest_ready, run["backbone"])
     print(f"{stage}: {n} processes: {' '.join(cmd[1:])}", flush=True)
     # Their output is relayed line by line, so a notebook shows it (a child's own stdout would not).
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:

@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -68,6 +69,87 @@ def build_siglip(out: Path, seed: int = 0) -> Path:
     SiglipModel(cfg).save_pretrained(out)
     proc.save_pretrained(out)
     return out
+
+
+def _bpe(vocab_size: int, specials: list[str], normalizer=None, pre_tokenizer=None, **model_kw) -> tuple[dict, list]:
+    """(vocab, merges) of a BPE trained here on ``corpus()``, for tokenizer classes built from them."""
+    from tokenizers import Tokenizer, models, trainers
+
+    bpe = Tokenizer(models.BPE(unk_token=specials[-1], **model_kw))
+    if normalizer is not None:
+        bpe.normalizer = normalizer
+    if pre_tokenizer is not None:
+        bpe.pre_tokenizer = pre_tokenizer
+    bpe.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, **model_kw))
+    model = json.loads(bpe.to_str())["model"]
+    return model["vocab"], [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+
+
+def _gemma_tokenizer(max_length: int = 64):
+    """Gemma's tokenizer class (SigLIP 2's) over a BPE vocabulary trained here, with its special
+    tokens at Gemma's ids (pad 0, eos 1, bos 2, unk 3)."""
+    from tokenizers import normalizers
+    from transformers import GemmaTokenizer
+
+    vocab, merges = _bpe(400, ["<pad>", "<eos>", "<bos>", "<mask>", "<unk>"], normalizer=normalizers.Replace(" ", "\u2581"))
+    order = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    vocab = {**{t: i for i, t in enumerate(order)}, **{t: i + len(order) for i, t in enumerate(t for t in vocab if t not in order)}}
+    return GemmaTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)  # every tiny text / image tower
+
+
+def _text_config(tok, length: int) -> dict:
+    return dict(vocab_size=len(tok), **TOWER, max_position_embeddings=length, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id)
+
+
+def _save(out: Path, model_class, config, processor, seed: int) -> Path:
+    """A ``model_class`` of ``config`` with seeded random weights, and its processor, in ``out``."""
+    torch.manual_seed(seed)
+    model_class(config).save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_siglip2(out: Path, seed: int = 0) -> Path:
+    """SigLIP 2 at a fixed resolution, as the hub ships it: SigLIP's model and image processor with
+    Gemma's tokenizer."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _gemma_tokenizer()
+    proc = SiglipProcessor(SiglipImageProcessor(size={"height": 32, "width": 32}, resample=2), tok)  # SigLIP 2: bilinear
+    cfg = SiglipConfig(text_config=_text_config(tok, 64), vision_config=dict(**TOWER, image_size=32, patch_size=8))
+    return _save(out, SiglipModel, cfg, proc, seed)
+
+
+def build_siglip2_naflex(out: Path, seed: int = 0) -> Path:
+    """SigLIP 2 NaFlex: Siglip2Model, whose image processor resizes each image keeping its aspect
+    ratio to at most ``max_num_patches`` patches and returns the patch mask and spatial shapes."""
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
+
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _gemma_tokenizer()
+    proc = Siglip2Processor(Siglip2ImageProcessor(patch_size=8, max_num_patches=16), tok)
+    cfg = Siglip2Config(text_config=_text_config(tok, 64), vision_config=dict(**TOWER, patch_size=8, num_patches=16))
+    return _save(out, Siglip2Model, cfg, proc, seed)
+
+
+def build_clip(out: Path, seed: int = 0) -> Path:
+    """CLIP: CLIPModel, CLIPImageProcessor (shortest-edge resize, centre crop, CLIP's mean and std)
+    and CLIPTokenizer over a byte-level BPE with CLIP's end-of-word suffix, trained here."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    vocab, merges = _bpe(400, ["<|startoftext|>", "<|endoftext|>"], pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False),
+                         end_of_word_suffix="</w>")
+    tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tok)
+    cfg = CLIPConfig(text_config=_text_config(tok, 77), vision_config=dict(**TOWER, image_size=32, patch_size=8), projection_dim=16)
+    return _save(out, CLIPModel, cfg, proc, seed)
 
 
 # SmolVLM's conversation layout: "<|im_start|>User:<image>text<end_of_utterance>\nAssistant:".
@@ -130,9 +212,14 @@ def build_t5(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_all(out: Path) -> dict[str, Path]:
+BUILDERS = {"siglip": build_siglip, "siglip2": build_siglip2, "siglip2-naflex": build_siglip2_naflex, "clip": build_clip,
+            "smolvlm": build_smolvlm, "t5": build_t5}
+
+
+def build_all(out: Path, only: Sequence[str] | None = None) -> dict[str, Path]:
+    """Each tiny model (``only``: those named) in ``out/<name>``."""
     out = Path(out)
-    return {"siglip": build_siglip(out / "siglip"), "smolvlm": build_smolvlm(out / "smolvlm"), "t5": build_t5(out / "t5")}
+    return {name: build(out / name) for name, build in BUILDERS.items() if only is None or name in only}
 
 
 def write_shapes(root: Path, per_class: int = 12, seed: int = 0) -> Path:
