@@ -6,8 +6,9 @@ one adapter parameter reruns.
 1. The whole run: ``scripts/repro.sh -f`` (what ``make repro`` runs, every stage forced: each
    method, protocol, the ablation and the cards) after removing ``cache/`` (the feature and
    caption stores), unless ``--warm``. Wall time and peak memory: the largest sum of the
-   proportional set size (PSS) of every process it started, sampled every 0.2 s, with summed RSS
-   beside it (targets: 10 minutes and 3 GB on 2 cores, after the installs). It rewrites results/ exactly as ``make repro`` does.
+   proportional set size (PSS) of every process it started, with summed RSS beside it (sampled
+   every 0.2 s; PSS where it could be a new peak: ``run_measured``) (targets: 10 minutes and 3 GB
+   on 2 cores, after the installs). It rewrites results/ exactly as ``make repro`` does.
 2. A no-op ``dvc repro`` right after (target: 10 s).
 3. One value of ``adapter.theta`` changed in params/defaults.yaml (restored afterwards), and the
    stages ``dvc repro --dry`` would then run, printed.
@@ -38,23 +39,25 @@ def _env() -> dict:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC": str(BIN / "dvc"), "PYTHON": sys.executable}
 
 
-def _memory(p: psutil.Process) -> tuple[int, int]:
-    """(RSS, PSS) of one process in bytes. PSS splits each shared page among the processes that
-    map it (a forked worker's copy-on-write pages, the torch libraries every Python maps), so the
-    PSS of all processes adds up to the memory they occupy; summed RSS counts shared pages once
-    per process. Where PSS cannot be read, RSS stands in for it."""
+def _pss(p: psutil.Process) -> int:
+    """PSS of one process in bytes: each shared page split among the processes that map it (a
+    forked worker's copy-on-write pages, the torch libraries every Python maps), so the PSS of all
+    processes adds up to the memory they occupy, where summed RSS counts a shared page once per
+    process. Reading it walks the process's page tables (~15 ms for an 800 MB process); where it
+    cannot be read, RSS stands in for it."""
     try:
-        full = p.memory_full_info()
-        return full.rss, getattr(full, "pss", full.rss)
+        return getattr(p.memory_full_info(), "pss", None) or p.memory_info().rss
     except psutil.AccessDenied:
-        rss = p.memory_info().rss
-        return rss, rss
+        return p.memory_info().rss
 
 
-def run_measured(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd``; returns seconds, exit code, and the peaks over 0.2 s samples of the summed PSS
-    and summed RSS of it and all its descendants, with the largest processes at the PSS peak
-    (``top``: (PSS, RSS, command))."""
+def run_measured(cmd: list[str], log: Path, pss_every: float = 1.0) -> dict:
+    """Run ``cmd``; returns seconds, exit code, and the peaks of the summed RSS (sampled every
+    0.2 s) and summed PSS of it and all its descendants, with the largest processes at the PSS peak
+    (``top``: (PSS, RSS, command)). PSS costs far more to read than RSS, and the sampler shares the
+    2 cores with what it measures, so it is read only where it could set a new peak (PSS <= RSS,
+    so a sample whose summed RSS is below the PSS peak cannot), and then at most every
+    ``pss_every`` seconds, or at once when the summed RSS is a new high."""
     peak = {"pss": 0, "rss": 0, "top": []}
     with open(log, "w") as out:
         t = time.perf_counter()
@@ -63,27 +66,36 @@ def run_measured(cmd: list[str], log: Path) -> dict:
         done = threading.Event()
 
         def sample():
+            last_pss = -pss_every
             while not done.is_set():
                 seen = []
                 try:
                     for p in [root, *root.children(recursive=True)]:
                         try:
-                            seen.append((*_memory(p), p))
+                            seen.append((p.memory_info().rss, p))
                         except psutil.Error:
                             pass
                 except psutil.Error:
                     pass
-                pss, rss = sum(s[1] for s in seen), sum(s[0] for s in seen)
-                peak["rss"] = max(peak["rss"], rss)
-                if pss > peak["pss"]:
-                    peak["pss"] = pss
-                    top = []
-                    for r, ps, p in sorted(seen, key=lambda x: -x[1])[:6]:
+                rss = sum(r for r, _ in seen)
+                now = time.perf_counter()
+                if rss > peak["pss"] and (rss > peak["rss"] or now - last_pss >= pss_every):
+                    last_pss, measured = now, []
+                    for r, p in seen:
                         try:
-                            top.append((ps, r, " ".join(p.cmdline())[:80]))
+                            measured.append((_pss(p), r, p))
                         except psutil.Error:
-                            top.append((ps, r, "?"))
-                    peak["top"] = top
+                            pass
+                    pss = sum(m[0] for m in measured)
+                    if pss > peak["pss"]:
+                        top = []
+                        for ps, r, p in sorted(measured, key=lambda x: -x[0])[:6]:
+                            try:
+                                top.append((ps, r, " ".join(p.cmdline())[:80]))
+                            except psutil.Error:
+                                top.append((ps, r, "?"))
+                        peak["pss"], peak["top"] = pss, top
+                peak["rss"] = max(peak["rss"], rss)
                 done.wait(0.2)
 
         sampler = threading.Thread(target=sample, daemon=True)

@@ -144,8 +144,8 @@ COLUMN_MEANINGS = {
     "Zero-shot": {
         "published / paper": "100 x cosine to one prompt per class, images bilinear-resized to 224 with ImageNet mean/std, the "
                              "authors' templates (Pets, Caltech101: the caption instruction) and uncleaned names, one seed-42 split",
-        "corrected / realistic": "cosine to the field's template with cleaned class names, SigLIP's own preprocessing (bicubic, "
-                                 "mean = std = 0.5), the 70/20/10 stratified split",
+        "corrected / realistic": "cosine to the field's template with cleaned class names, the backbone's own preprocessing "
+                                 "(SigLIP's: bicubic, mean = std = 0.5, which the offline encoder copies), the 70/20/10 stratified split",
     },
     "Column 2": {
         "published / paper": "not zero-shot: a training-free cache on the K shots (image and caption keys averaged, fixed "
