@@ -286,3 +286,10 @@ def test_the_offline_captioner_needs_the_conse_backbone(params_root):
     ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
     (params_root / "params" / "fm_hub.yaml").write_text(yaml.safe_dump({**ds, "profile": "hub"}))
     assert load_config("fm_hub", root=params_root, backbone="clip-b16")["captions"]["captioner"] == "smolvlm"
+
+
+def test_an_image_size_a_hub_backbone_would_ignore_is_refused(params_root):
+    ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
+    (params_root / "params" / "fm_size.yaml").write_text(yaml.safe_dump({**ds, "profile": "hub", "encoder": {"image_size": 384}}))
+    with pytest.raises(ConfigError, match=r"params/fm_size.yaml: encoder: image_size is the offline-conse encoder's; a siglip backbone"):
+        load_config("fm_size", root=params_root)

