@@ -16,9 +16,10 @@ import pandas as pd
 from . import adapters, methods
 from .config import seeds as seed_list
 from .inputs import LOGIT_SCALES, Inputs, inputs_from, load_inputs  # noqa: F401  (the notebooks' entry points)
-from .inputs import RUN_COLUMNS, run_columns
+from .inputs import run_columns
 from .inputs import result_row as _row
 from .inputs import selected_on as _selected_on
+from .paths import RUN_COLUMNS
 from .trainable import fit_authors
 
 

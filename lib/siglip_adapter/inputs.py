@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .data import read_manifest, sample_shots
-from .paths import RunPaths
+from .paths import RUN_COLUMNS, RunPaths
 from .store import Features, FeatureStore, content_hash
 
 
@@ -91,12 +91,9 @@ def inputs_from(manifest: pd.DataFrame, feats: dict[str, Features], cfg: dict) -
     return Inputs(manifest, feats["image"], feats["caption"], prompts.values, scale, bias)
 
 
-RUN_COLUMNS = ["dataset", "backbone", "protocol"]  # what names a run in every per-run table
-
-
 def run_columns(cfg: dict) -> dict:
     """The run's name columns of a result row: dataset, backbone, protocol."""
-    return {"dataset": cfg["run"]["dataset"], "backbone": cfg["backbone"], "protocol": cfg["protocol"]}
+    return dict(zip(RUN_COLUMNS, (cfg["run"]["dataset"], cfg["backbone"], cfg["protocol"])))
 
 
 def result_row(cfg, method, shots, seed, test_acc, val_acc, selected_on, **chosen) -> dict:

@@ -57,6 +57,9 @@ def output_root() -> Path:
     return root
 
 
+RUN_COLUMNS = ["dataset", "backbone", "protocol"]  # what names a run, in its folders and in every per-run table
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """Where one run (a dataset on a backbone under a protocol) reads and writes.

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from .atomic import write_atomic
+from .paths import RUN_COLUMNS, RunPaths
 
 def _plotting():
     """(pyplot, seaborn) on the Agg backend, imported on first use: the stages that only write
@@ -29,7 +30,7 @@ def _plotting():
     return plt, sns
 
 
-RUN = ["dataset", "backbone", "protocol"]  # the columns that name a run (inputs.RUN_COLUMNS)
+RUN = RUN_COLUMNS  # the columns that name a run
 TABLE_COLUMNS = [*RUN, "method", "shots", "mean", "std", "n_seeds"]
 PUBLISHED_BACKBONE = "siglip-b16"  # the paper's: open_clip's ViT-B-16-SigLIP, google/siglip-base-patch16-224's weights
 METHOD_ORDER = ["zero_shot", "zero_shot_captions", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
@@ -77,8 +78,8 @@ CURVE_FILE = "05_curves"  # the trained methods' learning curves at the largest 
 
 
 def run_dir(results_root: Path, dataset: str, backbone: str, protocol: str) -> Path:
-    """A run's results folder (``paths.RunPaths.results``) under ``results_root``."""
-    return Path(results_root) / "runs" / dataset / backbone / protocol
+    """A run's results folder under ``results_root`` (``paths.RunPaths.results`` of that output base)."""
+    return RunPaths(Path(results_root).parent, dataset, "", protocol, backbone).results
 
 
 def collect_rows(results_root: Path, datasets: list[str], protocols: list[str], backbones: list[str], stages=STAGE_FILES) -> pd.DataFrame:
