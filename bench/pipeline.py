@@ -51,6 +51,13 @@ def _pss(p: psutil.Process) -> int:
         return p.memory_info().rss
 
 
+def _command(argv: list[str]) -> str:
+    """A process's command line as the report shows it: the environment's bin folder and the
+    project root left out (no machine's paths in results/), at most 80 characters."""
+    text = " ".join(argv).replace(f"{BIN}{os.sep}", "").replace(f"{ROOT}{os.sep}", "")
+    return text[:80]
+
+
 def run_measured(cmd: list[str], log: Path, pss_every: float = 1.0) -> dict:
     """Run ``cmd``; returns seconds, exit code, and the peaks of the summed RSS (sampled every
     0.2 s) and summed PSS of it and all its descendants, with the largest processes at the PSS peak
@@ -91,7 +98,7 @@ def run_measured(cmd: list[str], log: Path, pss_every: float = 1.0) -> dict:
                         top = []
                         for ps, r, p in sorted(measured, key=lambda x: -x[0])[:6]:
                             try:
-                                top.append((ps, r, " ".join(p.cmdline())[:80]))
+                                top.append((ps, r, _command(p.cmdline())))
                             except psutil.Error:
                                 top.append((ps, r, "?"))
                         peak["pss"], peak["top"] = pss, top

@@ -42,3 +42,8 @@ def test_peak_counts_descendants_and_shares_forked_pages(bench, tmp_path):
     assert run["rss"] >= 2 * 300 * mb        # both processes' RSS hold the block
     assert 300 * mb <= run["pss"] < 450 * mb  # PSS counts it once
     assert run["top"] and all(pss <= rss for pss, rss, _ in run["top"])
+
+
+def test_the_report_names_processes_without_this_machines_paths(bench):
+    shown = bench._command([str(bench.BIN / "python"), str(bench.BIN / "dvc"), "repro", str(bench.ROOT / "notebooks" / "x.ipynb")])
+    assert shown == "python dvc repro notebooks/x.ipynb"
