@@ -3,7 +3,7 @@
     python bench/gpu.py [--precision auto] [--batch-sizes 64 256 512] [--caption-batch 16]
 
 1. The card's matmul rate, measured: square matmuls in the precision the kit resolves
-   (``encoder.precision: auto``: bf16 on GPUs with native bf16, fp16 on T4 / P100).
+   (``encoder.precision: auto``: bf16 on GPUs with native bf16, fp16 on Kaggle's T4s).
 2. SigLIP-B/16 image throughput through the kit's ``SiglipEncoder.encode_pixels`` with random
    weights from ``SiglipConfig()`` (siglip-base-patch16-224's sizes; weights do not change the
    speed), at each batch size; its floating-point work per image is counted by

@@ -13,7 +13,7 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
 if [ -n "${TORCH_SPEC:-}" ]; then
   spec=$TORCH_SPEC
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  spec="torch>=2.4"
+  spec="torch>=2.6"
   echo "install: GPU found, installing a CUDA build of torch"
 else
   spec="torch==2.13.0"

@@ -66,7 +66,8 @@ def test_finish_summarises_only_over_the_limit_and_counts_empties(minilm_tokeniz
     long = "a remarkably unusual handbag with " + "many small pockets and " * 10
     rows = finish_captions(["A cat on a mat.", long, "<end_of_utterance>"], [PROMPT] * 3, summ, lim)
     assert summ.seen == [clean_caption(long, PROMPT)]  # the only caption over the encoder's limit
-    (r0, c0, s0, f0, n0, e0, sm0, t0), (r1, c1, s1, f1, n1, e1, sm1, t1), (_, c2, _, f2, _, e2, sm2, _) = rows
+    (r0, c0, s0, f0, n0, e0, sm0, t0, x0), (r1, c1, s1, f1, n1, e1, sm1, t1, x1), (_, c2, _, f2, _, e2, sm2, _, _) = rows
+    assert (x0, x1) == (False, False)  # no summary made again in fp32
     assert (s0, f0, sm0, e0, t0) == ("", "A cat on a mat.", False, False, False)
     assert (s1, f1, sm1, t1) == ("a short summary.", "a short summary.", True, False)
     assert (c2, f2, e2, sm2) == (PLACEHOLDER, PLACEHOLDER, True, False)
@@ -283,6 +284,7 @@ def test_caption_quality_counts_what_it_names():
         ("f", "Describe this image.", "word " * 90, "word " * 64, 64, False, True, True),
     ]
     caps = pd.DataFrame(rows, columns=["image_id", "prompt", "raw", "caption", "n_tokens", "empty", "summarised", "truncated"])
+    caps = caps.assign(fp32_caption=[False] * 5 + [True], fp32_summary=[True] + [False] * 5)
     flags = caption_flags(caps, dict(zip("abcdef", ["sandal", "sandal", "sandal", "bag", "bag", "bag"]))).set_index("image_id")
     assert list(flags["prompt_leak"]) == [False, True, False, False, False, False]
     assert list(flags["class_leak"]) == [False, True, True, False, False, False]
@@ -291,7 +293,48 @@ def test_caption_quality_counts_what_it_names():
     q = caption_quality(flags.reset_index(), token_limit=64)
     assert q["captions"] == 6 and q["leakage"] == pytest.approx(2 / 6, abs=1e-6) and q["empty"] == pytest.approx(1 / 6, abs=1e-6)
     assert q["summarised"] == q["truncated"] == pytest.approx(1 / 6, abs=1e-6) and q["repetition"] == pytest.approx(2 / 6, abs=1e-6)
+    assert q["fp32_captions"] == 1 and q["fp32_summaries"] == 1  # counts, not rates
     from siglip_adapter.captions import has_repetition
 
     assert not has_repetition("A red  shoe\non grass.")  # raw spacing is not repetition
     assert sum(q["length_histogram"].values()) == 6 and q["length_histogram"]["<= 64"] == 1 and q["length_histogram"]["<= 8"] == 4
+
+
+def test_a_half_precision_batch_that_went_bad_is_captioned_again_in_fp32_and_counted(tiny_vlm, tmp_path, minilm_tokenizer):
+    """GenerationGuard: non-finite scores (what an fp16 overflow on a T4 leaves) make the batch be
+    generated again by a float32 copy of the model; the captions record it and the quality counts it.
+    This CPU test fakes the overflow: the half-precision model's output head returns NaN."""
+    import copy
+
+    from siglip_adapter.captions import caption_flags, caption_quality
+
+    model, proc = tiny_vlm
+    cap = VLMCaptioner(copy.deepcopy(model), proc, "tiny-idefics3", "Describe this image.", max_new_tokens=6, device="cpu")
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)) for _ in range(3)]
+    reference = cap.describe(images)
+    assert cap.last_fp32 is False
+    cap.guard.precision = "fp16"  # as the captioner resolves it on a T4
+    assert cap.describe(images) == reference and cap.last_fp32 is False  # good scores: nothing redone
+    head = cap.model.get_output_embeddings()
+    head.register_forward_hook(lambda m, i, out: torch.full_like(out, float("nan")) if m is head else out)  # the copy is unaffected
+    assert cap.describe(images) == reference and cap.last_fp32 is True
+
+    source = ArraySource({"p": (np.stack([np.asarray(im) for im in images]), np.zeros(3, dtype=int))}, ["only"])
+    rows = caption_images(source, ["p/0", "p/1", "p/2"], cap, None, Limit(minilm_tokenizer, 64), {"captioner": "tiny"}, tmp_path,
+                          batch_size=2, chunk_size=3, num_workers=0)
+    assert rows["fp32_caption"].all() and not rows["fp32_summary"].any()
+    quality = caption_quality(caption_flags(rows, {i: "only" for i in rows["image_id"]}), 64)
+    assert quality["fp32_captions"] == 3 and quality["fp32_summaries"] == 0
+
+
+def test_a_stage_past_its_deadline_stops_between_parts_with_the_finished_ones_stored(tmp_path, minilm_tokenizer, monkeypatch):
+    from siglip_adapter import budget
+
+    monkeypatch.setenv(budget.DEADLINE_ENV, "1")  # long past
+    with pytest.raises(budget.OutOfTime):
+        _counted_captions(tmp_path, minilm_tokenizer, 7)
+    assert len(list(tmp_path.rglob("part-*.parquet"))) == 1  # one part per call always, then the budget stops it
+    monkeypatch.delenv(budget.DEADLINE_ENV)
+    first, _, _, cap = _counted_captions(tmp_path, minilm_tokenizer, 7)
+    assert len(cap.seen) == 4 and len(first) == 7  # a rerun captions only what the stopped one had not

@@ -129,8 +129,11 @@ MISTAKES = {
     "a template without its slot": ({"dataset": {"template": "a photo"}}, None, "dataset.template", "'{}'"),
     "a data path climbing out of the data root": ({"dataset": {"idx_dir": "../../etc"}}, None, "dataset.idx_dir", "outside the data root"),
     "an absolute data path elsewhere": ({"dataset": {"idx_dir": "/etc"}}, None, "dataset.idx_dir", "outside the data root"),
-    "a split file climbing out": ({"dataset": {"kaggle": {"root": "/kaggle/input/x", "split_files": {"train": "../../../etc/passwd"}}}},
-                                  None, "dataset.kaggle.split_files.train", "outside the data root"),
+    "a split file climbing out": ({"dataset": {"kaggle": {"root": "images", "split_files": {"train": "../../../etc/passwd"}}}},
+                                  None, "dataset.kaggle.split_files.train", "outside the mounted Kaggle input"),
+    "an absolute Kaggle root": ({"dataset": {"kaggle": {"root": "/kaggle/input/x"}}}, None, "dataset.kaggle.root",
+                                "relative to the folder of dataset.kaggle.dataset_source"),
+    "a Kaggle key at the top": ({"dataset": {"dataset_source": "alice/x"}}, None, "dataset_source", "set it there (dataset.kaggle"),
     "a model folder outside the project": ({"encoder": {"model_id": "../../models/siglip"}}, None, "encoder.model_id", "outside"),
 }
 
@@ -218,22 +221,24 @@ def test_hub_profile_pins_a_revision_for_each_model(params_root):
         assert re.fullmatch(r"[0-9a-f]{40}", rev), rev
 
 
-def test_outputs_go_to_kaggle_working_when_the_checkout_is_read_only(monkeypatch, tmp_path, root):
+def test_outputs_never_go_to_kaggle_working_even_when_the_checkout_is_read_only(monkeypatch, tmp_path, root):
+    """working/ is the kernel's download: only the archive and its state file go there."""
     import os
 
     from siglip_adapter import paths
 
     monkeypatch.setenv("SIGLIP_ADAPTER_ROOT", str(root))
+    monkeypatch.setenv("SIGLIP_ADAPTER_KAGGLE_ROOT", str(tmp_path))
     monkeypatch.delenv("SIGLIP_ADAPTER_OUTPUT", raising=False)
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    monkeypatch.setattr(os, "access", lambda p, mode: False)  # /kaggle/input/<repo> is read-only
-    assert paths.output_root() == paths.Path("/kaggle/working/siglip-adapter")
-    monkeypatch.setattr(os, "access", lambda p, mode: True)  # a copy under /kaggle/working writes in place
+    monkeypatch.setattr(os, "access", lambda p, mode: False)  # the kit run straight from its read-only input
+    assert paths.output_root() == tmp_path / "temp" / "siglip-adapter"
+    monkeypatch.setattr(os, "access", lambda p, mode: True)  # the kernel's copy in temp/ writes in place
     assert paths.output_root() == root
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
-    if not paths.Path("/kaggle/input").is_dir():
-        monkeypatch.setattr(os, "access", lambda p, mode: False)
-        assert paths.output_root() == root  # outside Kaggle the checkout is always the output root
+    monkeypatch.setenv("SIGLIP_ADAPTER_KAGGLE_ROOT", str(tmp_path / "none"))
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    assert paths.output_root() == root  # outside Kaggle the checkout is always the output root
 
 
 def test_every_dataset_asks_its_captioner_for_visible_attributes_without_its_classes(root):

@@ -258,3 +258,23 @@ def test_a_cell_edited_on_disk_is_fitted_again(tmp_path):
         again, _ = counted_method_run(store, fits, n_seeds=2, pause=0.0)
     assert fits.read_text().splitlines() == ["2 1"]  # only the edited cell
     pd.testing.assert_frame_equal(again, first)
+
+
+def test_a_methods_stage_past_its_deadline_stops_after_a_cell_and_resumes_from_it(tmp_path, monkeypatch):
+    """A Kaggle kernel's time budget (siglip_adapter.budget): one cell per call is fitted, then the
+    stage stops with the finished cells stored; the rerun fits only the others and gives the same rows."""
+    from helpers import counted_method_run
+
+    from siglip_adapter import budget
+
+    fits = tmp_path / "fits.txt"
+    monkeypatch.setenv(budget.DEADLINE_ENV, "1")  # long past
+    with pytest.raises(budget.OutOfTime):
+        counted_method_run(tmp_path / "cells", fits, n_seeds=3, pause=0.0)
+    assert len(fits.read_text().splitlines()) == 1
+    monkeypatch.delenv(budget.DEADLINE_ENV)
+    rows, _ = counted_method_run(tmp_path / "cells", fits, n_seeds=3, pause=0.0)
+    clean, _ = counted_method_run(None, None, n_seeds=3, pause=0.0)
+    fitted = fits.read_text().splitlines()
+    assert len(fitted) == len(set(fitted)) == len(rows) // 3  # each cell fitted once over both calls
+    pd.testing.assert_frame_equal(rows, clean)

@@ -39,11 +39,15 @@ def paper_cfg(project, slug: str, **dataset) -> dict:
     return cfg
 
 
+AUTHORS_MOUNTS = {"oxford_pets": "oxford", "caltech101": "caltech-101", "food101": "food101", "eurosat": "eurosat-dataset",
+                  "dtd": "dtd-data"}  # where the authors' scripts found each input: /kaggle/input/<this>
+
+
 def kaggle_layout(project, slug: str, data_root, **extra) -> dict:
-    """The folder layout the authors' Kaggle inputs have, rooted in ``data_root`` instead of /kaggle/input."""
-    k = load_config(slug, root=project)["dataset"]["kaggle"]
-    rel = k["root"].removeprefix("/kaggle/input/")
-    return paper_cfg(project, slug, **{**k, "root": str(data_root / rel), **extra})
+    """The folder layout the authors' Kaggle inputs have (``dataset.kaggle``, its root relative to
+    the mounted input), mounted at ``data_root/<the authors' input>`` instead of /kaggle/input."""
+    k = {key: v for key, v in load_config(slug, root=project)["dataset"]["kaggle"].items() if key != "dataset_source"}
+    return paper_cfg(project, slug, **{**k, "root": str(data_root / AUTHORS_MOUNTS[slug] / k["root"]), **extra})
 
 
 def hf_parquet(folder, splits: dict[str, list[tuple[bytes, int]]], names: list[str]):
@@ -151,10 +155,13 @@ def test_kaggle_layout_is_used_inside_a_kernel(tmp_path, root, monkeypatch):
     from siglip_adapter.sources import effective_dataset
 
     d = load_config("dtd", root=root)["dataset"]
+    monkeypatch.setenv("SIGLIP_ADAPTER_KAGGLE_ROOT", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     assert effective_dataset(d)["source"] == "hf"  # not in a kernel here
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    d = {**d, "kaggle": {**d["kaggle"], "root": str(tmp_path)}}
-    assert effective_dataset(d)["source"] == "folder" and effective_dataset(d)["root"] == str(tmp_path)
+    mount = tmp_path / "input" / "datasets" / "jmexpert" / "describable-textures-dataset-dtd"
+    mount.mkdir(parents=True)
+    assert effective_dataset(d)["source"] == "folder" and effective_dataset(d)["root"] == str(mount / "dtd" / "images")
 
 
 def test_a_class_map_typo_is_an_error():

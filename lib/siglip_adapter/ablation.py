@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import experiment, pipeline
+from . import budget, experiment, pipeline
+from . import shard as sharding
 from .captions import build_summariser
 from .config import load_config, read_yaml
 from .data import build_source
 from .encoders import build_encoder
 from .paths import RunPaths, output_root, project_root
+from .shard import Shard
 from .store import FeatureStore, cache_key, write_atomic
 
 COLUMNS = ("zero_shot", "zero_shot_captions", "trainable")
@@ -51,17 +54,29 @@ def variants(root: Path | None = None, switches: list[str] | None = None) -> lis
     return out
 
 
+def variant_config(dataset: str, protocol: str, overlay: str = "", root: Path | None = None, backbone: str | None = None) -> dict:
+    """A variant's parameters with Table I's columns only: its smallest shots, at most
+    ``ablation.n_seeds`` seeds."""
+    cfg = copy.deepcopy(load_config(dataset, overlay, root, protocol, backbone))
+    cfg["shots"] = [min(cfg["shots"])]
+    cfg["n_seeds"] = min(int(cfg["n_seeds"]), int(cfg["ablation"]["n_seeds"]))
+    return cfg
+
+
 class Ablation:
     """The variants of one dataset, sharing sources, encoders, image checks and stores."""
 
-    def __init__(self, dataset: str, overlay: str = "", root: Path | None = None, out_root: Path | None = None, backbone: str | None = None):
-        """``backbone``: a name of ``backbones`` (None: the parameters' own)."""
+    def __init__(self, dataset: str, overlay: str = "", root: Path | None = None, out_root: Path | None = None, backbone: str | None = None,
+                 shard: Shard | None = None):
+        """``backbone``: a name of ``backbones`` (None: the parameters' own). ``shard``: this
+        process's share of the captions and features when several processes run the ablation
+        (``accelerate launch``, as the stages); the main one alone fits the methods and has rows."""
         self.dataset, self.overlay, self.root = dataset, overlay or "", root or project_root()
+        self.shard = shard or Shard()
         base = load_config(dataset, self.overlay, self.root, backbone=backbone)
         self.backbone = base["backbone"]
         self.paths = RunPaths(out_root or output_root(), dataset, self.overlay, backbone=self.backbone)
         self.store = FeatureStore(self.paths.features)
-        self.n_seeds = int(base["ablation"]["n_seeds"])
         self._memo: dict[tuple, object] = {}
         self._seen: dict[str, dict] = {}
 
@@ -79,12 +94,7 @@ class Ablation:
         return self._once("encoder", cfg["encoder"], lambda: build_encoder(cfg))
 
     def config(self, protocol: str) -> dict:
-        """The variant's parameters with Table I's columns only: its smallest shots, at most
-        ``ablation.n_seeds`` seeds."""
-        cfg = copy.deepcopy(load_config(self.dataset, self.overlay, self.root, protocol, self.backbone))
-        cfg["shots"] = [min(cfg["shots"])]
-        cfg["n_seeds"] = min(int(cfg["n_seeds"]), self.n_seeds)
-        return cfg
+        return variant_config(self.dataset, protocol, self.overlay, self.root, self.backbone)
 
     def run_variant(self, protocol: str) -> pd.DataFrame:
         """One row per column, shots and seed for one variant (the stage functions' rows)."""
@@ -95,16 +105,22 @@ class Ablation:
         captioner = self._once("captioner", {**cfg["captions"], **cfg["encoder"], **pipeline.image_identity(cfg)},
                                lambda: pipeline.captioner_for(cfg, self.store, source, encoder))
         summariser = self._once("summariser", {**cfg["captions"], **cfg["encoder"]}, lambda: build_summariser(cfg))
-        caps = pipeline.make_captions(cfg, self.paths.dataset_cache, source, manifest, encoder, captioner, summariser)
-        inp = experiment.inputs_from(manifest, pipeline.features(cfg, self.store, source, manifest, encoder, caps), cfg)
+        caps = pipeline.make_captions(cfg, self.paths.dataset_cache, source, manifest, encoder, captioner, summariser, self.shard)
+        feats = pipeline.features(cfg, self.store, source, manifest, encoder, caps, self.shard)
+        if not self.shard.is_main:
+            return pd.DataFrame()
+        inp = experiment.inputs_from(manifest, feats, cfg)
         rows = pd.concat([experiment.zero_shot_rows(inp, cfg), experiment.stage_rows(inp, cfg, ["trainable"], store=self.paths.cells)], ignore_index=True)
         return rows[rows["method"].isin(COLUMNS)]
 
     def run(self, switches: list[str] | None = None) -> pd.DataFrame:
-        """Every variant's rows, with its ``switch`` and ``direction``."""
+        """Every variant's rows, with its ``switch`` and ``direction`` (none in a process other
+        than the main one)."""
         frames = []
         for protocol, switch, direction in tqdm(variants(self.root, switches), desc=f"ablation {self.dataset}", unit="variant"):
             frames.append(self.run_variant(protocol).assign(variant=protocol, switch=switch, direction=direction))
+        if not self.shard.is_main:
+            return pd.DataFrame()
         return pd.concat(frames, ignore_index=True).drop(columns="protocol")
 
 
@@ -132,9 +148,20 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
-    """Run the ablation that ``args`` (``add_arguments``) describe and write its rows."""
-    rows = Ablation(args.dataset, args.overlay, backbone=args.backbone).run(args.switches)
-    return rows, write_rows(rows, args.out or rows_path(args.dataset, args.overlay))
+    """Run the ablation that ``args`` (``add_arguments``) describe and write its rows. With
+    ``shards.processes`` above one it launches itself in that many processes (``accelerate
+    launch``, as ``01_captions`` and ``02_embed`` do) and reads back the rows they wrote."""
+    base = load_config(args.dataset, args.overlay, backbone=args.backbone)
+    out = args.out or rows_path(args.dataset, args.overlay)
+    n = sharding.processes(base["shards"]["processes"])
+    if n > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        argv = [args.dataset, "--overlay", args.overlay, "--out", str(out)] + (["--backbone", args.backbone] if args.backbone else []) \
+            + (["--switches", *args.switches] if args.switches else [])
+        sharding.run_relayed(sharding.accelerate_command(n, ["-m", "siglip_adapter.ablation", *argv]), f"ablation {args.dataset}: {n} processes")
+        return pd.read_csv(out), Path(out)
+    me = sharding.current(base["shards"]["timeout_hours"])
+    rows = Ablation(args.dataset, args.overlay, backbone=args.backbone, shard=me).run(args.switches)
+    return rows, (write_rows(rows, out) if me.is_main else Path(out))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     ``siglip-adapter ablation`` also prints the effects)."""
     ap = argparse.ArgumentParser(prog="python -m siglip_adapter.ablation", description=__doc__.split("\n\n")[0])
     add_arguments(ap)
-    _, path = run_from_args(ap.parse_args(argv))
+    try:
+        _, path = run_from_args(ap.parse_args(argv))
+    except budget.OutOfTime as e:  # a Kaggle kernel's budget: the finished parts are stored, a rerun resumes
+        print(f"ablation: {e}", file=sys.stderr)
+        return budget.EXIT_OUT_OF_TIME
     print(f"rows: {path}")
     return 0
 

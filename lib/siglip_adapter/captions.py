@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import budget
 from .data import load_images
 from .encoders import batched, resolve_device, resolve_precision, torch_dtype
 from .paths import model_path
@@ -196,7 +197,7 @@ class VLMCaptioner:
     """SmolVLM (or another image-text-to-text model) describing images in batches.
 
     The weights are loaded in the encoder's precision (``encoder.precision``: bf16 where the GPU
-    has it natively, fp16 on T4 / P100, fp32 on the CPU), so no autocast is needed."""
+    has it natively, fp16 on Kaggle's T4s, fp32 on the CPU), so no autocast is needed."""
 
     def __init__(self, model, processor, model_id: str, prompt: str, max_new_tokens: int = 48, device: str = "auto",
                  precision: str = "auto", revision: str = "", num_beams: int = 1, prompting: dict | None = None, image_splitting: bool = False):
@@ -208,6 +209,7 @@ class VLMCaptioner:
         self.processor.tokenizer.padding_side = "left"
         self.model_id, self.prompt, self.max_new_tokens, self.revision = model_id, prompt, max_new_tokens, revision
         self.num_beams, self.image_splitting = num_beams, image_splitting
+        self.guard, self.last_fp32 = GenerationGuard(self.model, self.precision), False
         self.prompting = {"vlm_prompt": prompt, "vlm_prompt_class": "none", "class_template": "{}", "keep_chat_prompt": False,
                           **{k: v for k, v in (prompting or {}).items() if k in PROMPT_KEYS}}
 
@@ -243,11 +245,49 @@ class VLMCaptioner:
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(torch_dtype(self.precision))
-        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=self.num_beams)
-        if self.prompting["keep_chat_prompt"]:  # the authors' whole-sequence decode: the chat prompt stays in
-            return self.processor.batch_decode(out, skip_special_tokens=True)
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        start = 0 if self.prompting["keep_chat_prompt"] else inputs["input_ids"].shape[1]  # the authors' whole-sequence decode keeps the prompt
+        texts, self.last_fp32 = self.guard.generate(dict(inputs), lambda out: self.processor.batch_decode(out[:, start:], skip_special_tokens=True),
+                                                    max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=self.num_beams)
+        return texts
+
+
+class _ScoreWatch:
+    """A logits processor that changes nothing and notes whether any step's scores went bad: NaN
+    or +inf anywhere, or a row with every token at -inf (what an overflow in half precision
+    leaves; a plain -inf is a processor's legitimate ban)."""
+
+    def __init__(self):
+        self.bad = False
+
+    def __call__(self, input_ids, scores):
+        if not self.bad:
+            self.bad = bool(torch.isnan(scores).any() or torch.isposinf(scores).any() or torch.isneginf(scores).all(dim=-1).any())
+        return scores
+
+
+class GenerationGuard:
+    """``generate`` in a half precision, checked by construction: a batch whose generation
+    produced bad scores (``_ScoreWatch``) or an empty text is generated again in fp32 (a float
+    copy of the model, made once, on the same device), and the caller is told so that the
+    captions record it (``fp32_caption`` / ``fp32_summary``, counted in the caption quality)."""
+
+    def __init__(self, model, precision: str):
+        self.model, self.precision, self._fp32 = model, precision, None
+
+    def generate(self, inputs: dict, decode, **kw) -> tuple[list[str], bool]:
+        """(texts, whether they were made again in fp32); ``decode(sequences) -> texts``."""
+        from transformers import LogitsProcessorList
+
+        watch = _ScoreWatch()
+        texts = decode(self.model.generate(**inputs, logits_processor=LogitsProcessorList([watch]), **kw))
+        if self.precision == "fp32" or not (watch.bad or any(not t.strip() for t in texts)):
+            return texts, False
+        if self._fp32 is None:
+            import copy
+
+            self._fp32 = copy.deepcopy(self.model).float()
+        floats = {k: v.float() if torch.is_tensor(v) and torch.is_floating_point(v) else v for k, v in inputs.items()}
+        return decode(self._fp32.generate(**floats, **kw)), True
 
 
 def t5_precision(device: torch.device, precision: str) -> str:
@@ -267,6 +307,7 @@ class T5Summariser:
         self.model = model.eval().to(self.device, dtype=torch_dtype(self.precision))
         self.tokenizer, self.model_id, self.max_new_tokens, self.revision = tokenizer, model_id, max_new_tokens, revision
         self.generation = {"min_new_tokens": min_new_tokens, "num_beams": num_beams, "length_penalty": length_penalty}
+        self.guard, self.last_fp32 = GenerationGuard(self.model, self.precision), False
 
     @classmethod
     def from_pretrained(cls, model_id: str, revision: str = "", **kw) -> "T5Summariser":
@@ -284,8 +325,9 @@ class T5Summariser:
     def summarise(self, texts: Sequence[str]) -> list[str]:
         tok = self.tokenizer([f"summarize: {t}" for t in texts], padding=True, truncation=True, max_length=512, return_tensors="pt")
         inputs = {k: tok[k].to(self.device) for k in ("input_ids", "attention_mask")}
-        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **self.generation)
-        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        texts, self.last_fp32 = self.guard.generate(inputs, lambda out: self.tokenizer.batch_decode(out, skip_special_tokens=True),
+                                                    max_new_tokens=self.max_new_tokens, do_sample=False, **self.generation)
+        return texts
 
 
 def lengthen(text: str, min_tokens: int, encoder) -> str:
@@ -347,7 +389,10 @@ def caption_settings(captioner, summariser, encoder, min_summary_tokens: int = 0
             "token_counter_revision": getattr(encoder, "revision", ""), "code": code_version(*CAPTION_CODE)}
 
 
-CAPTION_COLUMNS = ["image_id", "prompt", "raw", "clean", "summary", "caption", "n_tokens", "empty", "summarised", "truncated"]
+# Per image: its prompt, the raw, cleaned, summarised and final text, its token count, whether it
+# was empty, summarised or cut, and whether its caption / summary had to be made again in fp32.
+CAPTION_COLUMNS = ["image_id", "prompt", "raw", "clean", "summary", "caption", "n_tokens", "empty", "summarised", "truncated",
+                   "fp32_caption", "fp32_summary"]
 # The code a caption's text depends on (decoding, prompts, the offline captioner's image tower).
 CAPTION_CODE = ("captions", "prompts", "encoders", "sources.images")
 
@@ -374,7 +419,7 @@ def _stored(store: Path) -> dict[str, tuple]:
 
 def finish_captions(raw: Sequence[str], prompts: Sequence[str], summariser, encoder, cleaning: str = "full",
                     summarise: str = "over_limit", min_summary_tokens: int = 0) -> list[tuple]:
-    """Raw descriptions -> (raw, clean, summary, caption, n_tokens, empty, summarised, truncated) each.
+    """Raw descriptions -> (raw, clean, summary, caption, n_tokens, empty, summarised, truncated, fp32_summary) each.
 
     ``cleaning`` ``full``: ``clean_caption`` against the image's prompt; ``none``: whitespace only
     (the authors kept the decoded text as it was). An empty result becomes ``PLACEHOLDER``
@@ -390,19 +435,20 @@ def finish_captions(raw: Sequence[str], prompts: Sequence[str], summariser, enco
     clean = [tidy(t, q) for t, q in zip(raw, prompts)]
     empty = [not c for c in clean]
     clean = [c or PLACEHOLDER for c in clean]
-    summary = [""] * len(clean)
+    summary, fp32 = [""] * len(clean), [False] * len(clean)
     if summariser:
         todo = [i for i, c in enumerate(clean) if summarise == "always" or encoder.count_tokens(c) > encoder.max_text_tokens]
         for i, text in zip(todo, summariser.summarise([clean[i] for i in todo]) if todo else []):
             summary[i] = tidy(text, prompts[i]) or clean[i]
+            fp32[i] = bool(getattr(summariser, "last_fp32", False))
     elif min_summary_tokens > 0:
         summary = [lengthen(c, min_summary_tokens, encoder) for c in clean]
     out = []
-    for r, c, sm, e in zip(raw, clean, summary, empty):
+    for r, c, sm, e, f in zip(raw, clean, summary, empty, fp32):
         text = sm or c
         final = encoder.truncate(text)
         n = encoder.count_tokens(final)
-        out.append((r, c, sm, final, n, e, bool(sm), final != text))
+        out.append((r, c, sm, final, n, e, bool(sm), final != text, f))
     return out
 
 
@@ -436,7 +482,9 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
     mine = shard.take(chunks)
     if shard.world > 1:
         print(f"{shard}: {len(mine)} of {len(chunks)} caption parts", flush=True)
-    for chunk in tqdm(mine, desc="caption parts" if shard.world == 1 else f"caption parts ({shard})", unit="part"):
+    for n, chunk in enumerate(tqdm(mine, desc="caption parts" if shard.world == 1 else f"caption parts ({shard})", unit="part")):
+        if n:  # at least one part per call, then the time budget (siglip_adapter.budget) between parts
+            budget.check("caption parts")
         rows = []
         if getattr(captioner, "reads_ids", False):  # no image to decode (offline labels from the stored tower outputs)
             batches = ((list(b), None) for b in batched(chunk, max(batch_size, 256)))
@@ -446,8 +494,9 @@ def caption_images(source, ids: Sequence[str], captioner, summariser, encoder, s
             names = [classnames.get(i) if classnames else None for i in batch]
             prompts = [captioner.prompt_for(c) for c in names]
             raw = captioner.describe(images, names) if images is not None else captioner.describe_ids(batch, names)
+            retried = bool(getattr(captioner, "last_fp32", False))  # this batch was captioned again in fp32 (GenerationGuard)
             done = finish_captions(raw, prompts, summariser, encoder, cleaning, summarise, min_summary_tokens)
-            rows += [(i, q, *d) for i, q, d in zip(batch, prompts, done)]
+            rows += [(i, q, *d[:-1], retried, d[-1]) for i, q, d in zip(batch, prompts, done)]
         _write_part(store / f"part-{cache_key({'ids': list(chunk)})}.parquet", rows)  # whole or absent
         have.update({r[0]: r for r in rows})
     if shard.world > 1:
@@ -520,8 +569,9 @@ def caption_flags(caps: pd.DataFrame, classnames: dict[str, str]) -> pd.DataFram
     """Per caption: ``prompt_leak`` (a 4-word fragment of its prompt), ``class_given`` (the prompt
     named the class), ``class_leak`` (given and repeated in the caption), ``names_class`` (the
     caption names its class, given or recognised), ``repetition`` (in the raw or the final text), with
-    ``empty``, ``summarised``, ``truncated`` and ``n_tokens``."""
-    out = caps[["image_id", "prompt", "caption", "n_tokens", "empty", "summarised", "truncated"]].copy()
+    ``empty``, ``summarised``, ``truncated``, ``n_tokens`` and ``fp32_caption`` / ``fp32_summary``
+    (made again in fp32, ``GenerationGuard``)."""
+    out = caps[["image_id", "prompt", "caption", "n_tokens", "empty", "summarised", "truncated", "fp32_caption", "fp32_summary"]].copy()
     names = out["image_id"].map(classnames)
     out["class_given"] = [names_class(q, n) for q, n in zip(out["prompt"], names)]
     out["names_class"] = [names_class(c, n) for c, n in zip(out["caption"], names)]
@@ -536,8 +586,9 @@ QUALITY_BINS = (0, 8, 16, 24, 32, 48, 64, 96, 128)
 
 def caption_quality(flags: pd.DataFrame, token_limit: int) -> dict:
     """Rates over a run's captions (``caption_flags``): leakage (a prompt fragment, or the class
-    name the prompt gave), repetition, empty, summarised, cut; the length histogram in encoder
-    tokens (``QUALITY_BINS``, upper edges inclusive)."""
+    name the prompt gave), repetition, empty, summarised, cut; the captions and summaries made
+    again in fp32 after a half-precision generation went bad (counts); the length histogram in
+    encoder tokens (``QUALITY_BINS``, upper edges inclusive)."""
     n = max(len(flags), 1)
     rate = lambda col: round(float(flags[col].sum()) / n, 6)  # noqa: E731
     leak = flags["prompt_leak"] | flags["class_leak"]
@@ -546,6 +597,7 @@ def caption_quality(flags: pd.DataFrame, token_limit: int) -> dict:
             "prompt_leak": rate("prompt_leak"), "class_leak": rate("class_leak"), "class_given": rate("class_given"),
             "names_class": rate("names_class"), "repetition": rate("repetition"), "empty": rate("empty"),
             "summarised": rate("summarised"), "truncated": rate("truncated"),
+            "fp32_captions": int(flags["fp32_caption"].sum()), "fp32_summaries": int(flags["fp32_summary"].sum()),
             "median_tokens": float(flags["n_tokens"].median()) if len(flags) else 0.0,
             "length_histogram": {f"<= {QUALITY_BINS[i + 1]}" if i + 1 < len(QUALITY_BINS) else f"> {QUALITY_BINS[-1]}": int(hist.get(i, 0))
                                  for i in range(len(QUALITY_BINS))}}

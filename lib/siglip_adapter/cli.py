@@ -1,7 +1,9 @@
 """``siglip-adapter``: the kit's command line.
 
     siglip-adapter scan PATH_OR_DATASET [--json] [--source folder|hf|coop] [--regex R] [--split-file F]
-    siglip-adapter kaggle --user NAME --kit-dataset NAME/SLUG [--out kaggle] [--datasets ...] [--protocols ...] [--backbones ...] [--ablation]
+    siglip-adapter kaggle --user NAME --kit-dataset NAME/SLUG [--out kaggle] [--datasets ...] [--protocols ...] [--backbones ...]
+                          [--images DATASET=OWNER/SLUG ...] [--ablation] [--part N] [--budget-hours H]
+    siglip-adapter kaggle --plan [--datasets ...] [--protocols ...] [--backbones ...] [--ablation] [--rates caption=N,embed=N]
     siglip-adapter ablation DATASET [--overlay NAME] [--backbone B] [--switches ...] [--out FILE]
     siglip-adapter captions DATASET [--protocol P] [--backbone B] [--overlay NAME] [--manifest-ready]
     siglip-adapter embed DATASET [--protocol P] [--backbone B] [--overlay NAME]
@@ -16,7 +18,8 @@ or the name of a ``params/<dataset>.yaml``. Exit status: 0 when the unusable sha
 2 for a usage error or a source that cannot be listed.
 
 ``kaggle`` writes a kernel folder (``kernel-metadata.json`` and a parameterised notebook) for every
-dataset x backbone x protocol of ``params/run.yaml`` (or those named), for ``kaggle kernels push -p``.
+dataset x backbone x protocol of ``params/run.yaml`` (or those named), for ``kaggle kernels push -p``;
+``--part N`` the kernels that continue part N-1; ``--plan`` only prints what each would compute.
 
 ``ablation`` runs every switch of the ``paper`` protocol on alone over ``corrected`` and off alone
 from ``paper`` for one dataset, and writes the per-seed rows to ``results/ablation/<dataset>.csv``
@@ -101,23 +104,50 @@ def cmd_scan(args) -> int:
 
 def cmd_kaggle(args) -> int:
     from .config import ConfigError
-    from .kaggle import write_kernels
+    from .kaggle import kernel_runs, plan, write_kernels
 
     try:
         images = dict(item.split("=", 1) for item in args.images)
+        rates = {k: float(v) for k, v in (item.split("=", 1) for item in args.rates.split(","))} if args.rates else None
+        if rates is not None and (set(rates) != {"caption", "embed"} or min(rates.values()) <= 0):
+            raise ValueError
     except ValueError:
-        print(f"siglip-adapter kaggle: --images takes DATASET=OWNER/SLUG, got {args.images}", file=sys.stderr)
+        print(f"siglip-adapter kaggle: --images takes DATASET=OWNER/SLUG and --rates caption=N,embed=N (images per second, > 0); "
+              f"got --images {args.images} --rates {args.rates}", file=sys.stderr)
         return 2
     try:
+        if args.plan:
+            return _print_plan(plan(kernel_runs(args.datasets, args.protocols, args.backbones, args.ablation), rates, args.budget_hours),
+                               args.budget_hours, rates)
+        if not args.user or not args.kit_dataset:
+            raise ValueError("--user and --kit-dataset are required to write kernels (only --plan goes without them)")
         folders = write_kernels(args.out, args.user, args.kit_dataset, args.datasets, args.protocols, images, private=not args.public,
-                                ablation=args.ablation, backbones=args.backbones)
+                                ablation=args.ablation, backbones=args.backbones, part=args.part, budget_hours=args.budget_hours)
     except (ConfigError, ValueError) as e:
         print(f"siglip-adapter kaggle: {e}", file=sys.stderr)
         return 2
     for f in folders:
         meta = json.loads((f / "kernel-metadata.json").read_text())
-        print(f"{f}: {meta['id']} (sources: {', '.join(meta['dataset_sources'])})")
+        print(f"{f}: {meta['id']} (sources: {', '.join(meta['dataset_sources'] + meta['kernel_sources'])})")
     print(f"push each with: kaggle kernels push -p {args.out}/<name>  (nothing here contacts Kaggle)")
+    return 0
+
+
+def _print_plan(rows: list[dict], budget_hours: float, rates: dict | None) -> int:
+    """The plan's table, then a warning per kernel that would not fit the budget."""
+    print(f"{'kernel':40s} {'captions':>9s} {'embeds':>9s} {'GPU h':>6s}  counted from")
+    for r in rows:
+        n = lambda v: "?" if v is None else str(v)  # noqa: E731
+        print(f"{r['kernel']:40s} {n(r['captions']):>9s} {n(r['embeds']):>9s} {n(r['gpu_hours']):>6s}  {r['counted']}")
+    if rates is None:
+        print("GPU hours need measured rates on the kernel's GPUs (--rates caption=N,embed=N, images per second): the kit has none "
+              "for Kaggle's T4 x2 yet; bench/gpu.py measures them on a GPU")
+    else:
+        print(f"GPU hours from --rates caption={rates['caption']:g},embed={rates['embed']:g} images/s (as given)")
+    for r in rows:
+        if r["fits"] is False:
+            print(f"warning: {r['kernel']} needs about {r['gpu_hours']} GPU hours, over the {budget_hours} h budget: it will stop and "
+                  "be continued by part 2 (--part 2), or give it fewer shots, seeds or images", file=sys.stderr)
     return 0
 
 
@@ -141,7 +171,7 @@ def cmd_stage(args) -> int:
 
     cfg = load_config(args.dataset, args.overlay, protocol=args.protocol, backbone=args.backbone)
     paths = paths_of(cfg)
-    me = sharding.current()
+    me = sharding.current(cfg["shards"]["timeout_hours"])
     if args.command == "captions":
         caps = caption_stage(cfg, paths, me, manifest_ready=args.manifest_ready)
         done = f"{len(caps)} captions: {paths.captions}"
@@ -191,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     scan.add_argument("--workers", default="auto", help="DataLoader workers (default auto)")
     scan.add_argument("--show", type=int, default=20, help="skipped files listed in the text report (default 20)")
     kg = sub.add_parser("kaggle", help="write Kaggle kernel folders, one per dataset x backbone x protocol")
-    kg.add_argument("--user", required=True, help="your Kaggle user name (the kernels' owner)")
-    kg.add_argument("--kit-dataset", required=True, help="the Kaggle dataset holding this kit, OWNER/SLUG")
+    kg.add_argument("--user", default=None, help="your Kaggle user name (the kernels' owner; required unless --plan)")
+    kg.add_argument("--kit-dataset", default=None, help="the Kaggle dataset holding this kit, OWNER/SLUG (required unless --plan)")
     kg.add_argument("--out", type=Path, default=Path("kaggle"), help="where the kernel folders go (default kaggle/)")
     kg.add_argument("--datasets", nargs="+", default=None, help="default: params/run.yaml's datasets")
     kg.add_argument("--protocols", nargs="+", default=None, help="default: params/run.yaml's protocols")
@@ -201,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="the Kaggle dataset of a dataset's images (default: its dataset.kaggle.dataset_source)")
     kg.add_argument("--public", action="store_true", help="make the kernels public (default private)")
     kg.add_argument("--ablation", action="store_true", help="also one kernel per dataset running the ablation of the paper's switches")
+    kg.add_argument("--part", type=int, default=1,
+                    help="N > 1: the follow-up kernels that continue part N-1 from its output (a kernel stopped by its budget)")
+    kg.add_argument("--budget-hours", type=float, default=11.0,
+                    help="each kernel stops cleanly after this long and archives what it has (default 11; Kaggle stops a GPU session at 12)")
+    kg.add_argument("--plan", action="store_true", help="print what each kernel will caption and embed (and its GPU hours with --rates); write nothing")
+    kg.add_argument("--rates", default=None, metavar="caption=N,embed=N", help="--plan: images per second captioned and embedded on the kernel's GPUs, measured")
     ab = sub.add_parser("ablation", help="each paper switch on alone over corrected and off alone from paper, for one dataset")
     from .ablation import add_arguments
 
@@ -229,6 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     cd.add_argument("--overlay", default="", help="a params/overlays/<name>.yaml (its outputs go under build/<name>/)")
     cd.add_argument("--out", type=Path, default=None, help="the cards folder (default results/<dataset>/cards)")
     args = ap.parse_args(argv)
+    from .budget import EXIT_OUT_OF_TIME, OutOfTime
+
+    try:
+        return _dispatch(args)
+    except OutOfTime as e:  # a Kaggle kernel's budget: the finished parts are stored, a rerun resumes
+        print(f"siglip-adapter {args.command}: {e}", file=sys.stderr)
+        return EXIT_OUT_OF_TIME
+
+
+def _dispatch(args) -> int:
     if args.command == "card":
         return cmd_card(args)
     if args.command == "predict":

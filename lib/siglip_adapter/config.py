@@ -330,14 +330,17 @@ def check_paths(cfg: dict, origin: dict) -> None:
 
     d = cfg["dataset"]
     allowed = [Path(os.path.normpath(data_root())), *map(Path, SYSTEM_DATA_ROOTS)]
-    for layout, prefix in ((d, ("dataset",)), (d.get("kaggle") or {}, ("dataset", "kaggle"))):
+    # dataset.kaggle's paths are relative to its mounted input, wherever Kaggle mounts it
+    # (paths.kaggle_mounts), and stay inside it.
+    mount = Path("/kaggle/input") / str((d.get("kaggle") or {}).get("dataset_source") or "DATASET").split("/")[-1]
+    for layout, prefix, bases in ((d, ("dataset",), allowed), (d.get("kaggle") or {}, ("dataset", "kaggle"), [mount])):
         for key in DATA_PATH_KEYS:
             if layout.get(key):
-                _contained(layout[key], allowed[0], allowed, origin, prefix + (key,))
+                _contained(layout[key], bases[0], bases, origin, prefix + (key,))
         if layout.get("split_files"):
-            base = _contained(layout.get("root") or ".", allowed[0], allowed, origin, prefix + ("root",))
+            base = _contained(layout.get("root") or ".", bases[0], bases, origin, prefix + ("root",))
             for split, file in layout["split_files"].items():
-                _contained(file, base, allowed, origin, prefix + ("split_files", split))
+                _contained(file, base, bases, origin, prefix + ("split_files", split))
     models = [Path(os.path.normpath(project_root())), allowed[0], Path("/kaggle/input")]
     for section, key in MODEL_KEYS:
         _contained(cfg[section][key], models[0], models, origin, (section, key))
@@ -348,6 +351,9 @@ def _contained(value: str, base: Path, allowed: list[Path], origin: dict, loc: t
     data root is theirs to place); an error unless it lies inside one of ``allowed``."""
     path = Path(os.path.normpath(base / os.path.expanduser(str(value))))
     if not any(path == a or a in path.parents for a in allowed):
+        if loc[:2] == ("dataset", "kaggle"):
+            raise ConfigError(f"{where_set(origin, loc)}: {'.'.join(loc)}: {value!r} resolves to {path}, outside the mounted "
+                              "Kaggle input; give a path relative to the folder of dataset.kaggle.dataset_source")
         raise ConfigError(f"{where_set(origin, loc)}: {'.'.join(loc)}: {value!r} resolves to {path}, outside the data root and "
                           f"the system dataset folders ({', '.join(map(str, allowed))}); give a path relative to the data root "
                           "(SIGLIP_ADAPTER_DATA sets it)")

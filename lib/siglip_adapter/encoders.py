@@ -62,7 +62,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """bf16 runs natively from compute capability 8.0 (A100, H100); T4 (7.5) and P100 (6.0) emulate
+    """bf16 runs natively from compute capability 8.0 (A100, H100); older cards such as Kaggle's T4 (7.5) emulate
     it slowly or not at all, so they get fp16."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 

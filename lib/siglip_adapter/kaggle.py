@@ -1,23 +1,25 @@
-"""Kaggle kernels: one folder per dataset x protocol of a run, ready for ``kaggle kernels push``.
+"""Kaggle kernels: one folder per dataset x backbone x protocol of a run, ready for ``kaggle kernels push``.
 
 ``siglip-adapter kaggle --user NAME --kit-dataset NAME/siglip-adapter-kit`` writes, under
-``kaggle/<dataset>-<protocol>/``, a ``kernel-metadata.json`` (the Kaggle CLI's documented fields:
-GPU and internet on, the kit's dataset and the images' dataset as sources) and a notebook made
-from ``kaggle_run.ipynb`` (beside this module) with its parameters baked in by papermill. On Kaggle the
-notebook copies the kit out of its read-only input, installs it, runs the five stage notebooks
-for its dataset and protocol on the GPU, and zips ``results/`` and ``cache/`` into one archive
-(a kernel's output download stops at 500 files). ``--ablation`` adds a ``<dataset>-ablation``
-kernel per dataset that runs the ablation of the paper's switches (``siglip_adapter.ablation``). Nothing here can reach Kaggle: pushing, status
-and output downloads are the user's commands (README, "Kaggle kernels").
+``kaggle/<dataset>-<backbone>-<protocol>/``, a ``kernel-metadata.json`` (the Kaggle CLI's
+documented fields: two T4s, internet on, the kit's dataset and the images' dataset as sources) and
+a notebook made from ``kaggle_run.ipynb`` (beside this module) with its parameters baked in by
+papermill; what the notebook does on Kaggle is ``siglip_adapter.kernel``. ``--ablation`` adds a
+``<dataset>-ablation`` kernel per dataset (``siglip_adapter.ablation``). ``--part N`` writes the
+follow-up kernels that continue part N-1 from its output (a kernel that ran out of time).
+``--plan`` prints what each kernel will caption and embed and, given measured rates, its GPU hours.
+Nothing here can reach Kaggle: pushing, status and output downloads are the user's commands
+(README, "Kaggle kernels").
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
-from .config import load_config, run_backbones, run_datasets, run_protocols
+from .config import ConfigError, load_config, run_backbones, run_datasets, run_protocols
 
 # kernel-metadata.json as the Kaggle CLI documents it (Kaggle/kaggle-api, "Kernel Metadata"):
 # id or id_no; title (its slug is the title lower-cased with dashes); code_file; language;
@@ -58,8 +60,15 @@ def slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def kernel_metadata(dataset: str, protocol: str, user: str, kit_dataset: str, images: str | None, private: bool = True) -> dict:
-    title = f"SigLIP-Adapter {dataset} {protocol}"
+def kernel_title(dataset: str, name: str, part: int = 1) -> str:
+    return f"SigLIP-Adapter {dataset} {name}" + (f" part {part}" if part > 1 else "")
+
+
+def kernel_metadata(dataset: str, name: str, user: str, kit_dataset: str, images: str | None, private: bool = True,
+                    part: int = 1) -> dict:
+    """``name``: ``<backbone>-<protocol>`` or ``ablation``. Part N > 1 mounts part N-1's output
+    (``kernel_sources``), from which it continues."""
+    title = kernel_title(dataset, name, part)
     return {
         "id": f"{user}/{slug(title)}",
         "title": title,
@@ -68,13 +77,13 @@ def kernel_metadata(dataset: str, protocol: str, user: str, kit_dataset: str, im
         "kernel_type": "notebook",
         "is_private": private,
         "enable_gpu": True,
-        # Kaggle's "GPU T4 x2" (its default GPU is one P100): the hub profile's shards.processes
-        # auto then captions and embeds in two processes, one per T4 (siglip_adapter.shard).
+        # Kaggle's "GPU T4 x2": the hub profile's shards.processes auto then captions and embeds
+        # in two processes, one per T4 (siglip_adapter.shard).
         "machine_shape": "NvidiaTeslaT4",
-        "enable_internet": True,  # the hub profile downloads SigLIP, SmolVLM and T5
+        "enable_internet": True,  # the hub profile downloads SigLIP, SmolVLM and T5; pip installs what is missing
         "dataset_sources": [kit_dataset] + ([images] if images else []),
         "competition_sources": [],
-        "kernel_sources": [],
+        "kernel_sources": [f"{user}/{slug(kernel_title(dataset, name, part - 1))}"] if part > 1 else [],
         "model_sources": [],
     }
 
@@ -90,45 +99,119 @@ def validate(metadata: dict) -> None:
 
 
 def write_kernel(out: Path, dataset: str, protocol: str, user: str, kit_dataset: str, images: str | None = None,
-                 private: bool = True, dry_run: bool = False, overlay: str = "", ablation: bool = False, switches: str = "",
-                 backbone: str = "") -> Path:
+                 private: bool = True, overlay: str = "", ablation: bool = False, switches: str = "", backbone: str = "",
+                 part: int = 1, budget_hours: float = 11.0, **notebook) -> Path:
     """One kernel folder: metadata and the parameterised notebook, for ``dataset`` on ``backbone``
-    ("": the parameters' own) under ``protocol``. ``dry_run``: the notebook
-    installs nothing and runs where it is (tests run it on the offline profile). ``ablation``:
-    the dataset's ablation of the paper's switches (``switches``: a space-separated subset) in a
-    ``<dataset>-ablation`` kernel, instead of the stages under ``protocol``."""
+    ("": the parameters' own) under ``protocol``, or (``ablation``) the dataset's ablation of the
+    paper's switches (``switches``: a space-separated subset). ``notebook``: further parameters of
+    ``kaggle_run.ipynb`` (the tests' ``kaggle_root`` and ``install``)."""
     import papermill
 
+    if part < 1:
+        raise ValueError(f"part must be >= 1, got {part}")
     name = "ablation" if ablation else "-".join(p for p in (backbone, protocol) if p)
-    meta = kernel_metadata(dataset, name, user, kit_dataset, images, private)
+    meta = kernel_metadata(dataset, name, user, kit_dataset, images, private, part)
     validate(meta)
-    folder = Path(out) / slug(f"{dataset}-{name}")
+    folder = Path(out) / slug(f"{dataset}-{name}" + (f"-part-{part}" if part > 1 else ""))
     folder.mkdir(parents=True, exist_ok=True)
-    params = {"dataset": dataset, "protocol": protocol, "backbone": backbone, "overlay": overlay, "kit_input": f"/kaggle/input/{kit_dataset.split('/', 1)[1]}",
-              "dry_run": dry_run, "ablation": ablation, "switches": switches}
+    params = {"dataset": dataset, "protocol": protocol, "backbone": backbone, "overlay": overlay, "kit": kit_dataset, "images": images or "",
+              "ablation": ablation, "switches": switches, "previous": (meta["kernel_sources"] or [""])[0], "part": part,
+              "budget_hours": float(budget_hours), **notebook}
     papermill.execute_notebook(str(Path(__file__).with_name("kaggle_run.ipynb")), str(folder / meta["code_file"]),
                                parameters=params, prepare_only=True, progress_bar=False)
     (folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 
 
+def images_input(cfg: dict, given: str | None) -> str | None:
+    """The Kaggle dataset a kernel attaches for ``cfg``'s images: ``given`` (``--images``), else
+    ``dataset.kaggle.dataset_source``; None for a dataset without a ``dataset.kaggle`` block. A
+    block that names no input, with none given, is an error (the kernel would stop on it)."""
+    block = cfg["dataset"].get("kaggle") or {}
+    ref = given or block.get("dataset_source")
+    if block and not ref:
+        raise ConfigError(f"params/{cfg['dataset']['name']}.yaml: dataset.kaggle names no dataset_source; give the Kaggle "
+                          f"dataset of its images with --images {cfg['dataset']['name']}=OWNER/SLUG")
+    return ref
+
+
+def kernel_runs(datasets: list[str] | None, protocols: list[str] | None, backbones: list[str] | None,
+                ablation: bool) -> list[tuple[str, str, str, bool]]:
+    """(dataset, backbone, protocol, ablation) of every kernel (default: ``params/run.yaml``'s
+    runs; the ablation kernels on the first backbone, over ``corrected``)."""
+    datasets, protocols = datasets or run_datasets(), protocols or run_protocols()
+    # Without --backbones: params/run.yaml's for its datasets, each other dataset's own (a paper dataset's hub backbone).
+    own = {ds: backbones or (run_backbones() if ds in run_datasets() else [load_config(ds)["backbone"]]) for ds in datasets}
+    runs = [(ds, bb, proto, False) for ds in datasets for bb in own[ds] for proto in protocols]
+    return runs + ([(ds, own[ds][0], "corrected", True) for ds in datasets] if ablation else [])
+
+
 def write_kernels(out: Path, user: str, kit_dataset: str, datasets: list[str] | None = None, protocols: list[str] | None = None,
                   images: dict[str, str] | None = None, private: bool = True, ablation: bool = False,
-                  backbones: list[str] | None = None) -> list[Path]:
-    """A kernel folder for every dataset x backbone x protocol (default: those of
-    ``params/run.yaml``), and with ``ablation`` one ablation kernel per dataset (on the first
-    backbone). The images' Kaggle dataset comes from ``images`` or the dataset's
-    ``dataset.kaggle.dataset_source``."""
-    datasets, protocols, backbones = datasets or run_datasets(), protocols or run_protocols(), backbones or run_backbones()
+                  backbones: list[str] | None = None, part: int = 1, budget_hours: float = 11.0) -> list[Path]:
+    """A kernel folder for every run of ``kernel_runs``. Every run's parameters and images input
+    are checked before any file is written."""
+    runs = kernel_runs(datasets, protocols, backbones, ablation)
     sources = {}
-    for ds in datasets:
-        for bb in backbones:
-            for proto in protocols:
-                cfg = load_config(ds, protocol=proto, backbone=bb)  # an unknown name fails here, before any file is written
-        sources[ds] = (images or {}).get(ds) or (cfg["dataset"].get("kaggle") or {}).get("dataset_source")
-    folders = [write_kernel(out, ds, proto, user, kit_dataset, sources[ds], private, backbone=bb)
-               for ds in datasets for bb in backbones for proto in protocols]
-    if ablation:
-        folders += [write_kernel(out, ds, "corrected", user, kit_dataset, sources[ds], private, ablation=True, backbone=backbones[0])
-                    for ds in datasets]
-    return folders
+    for ds, bb, proto, _ in runs:
+        cfg = load_config(ds, protocol=proto, backbone=bb)  # an unknown name fails here, before any file is written
+        sources[ds] = images_input(cfg, (images or {}).get(ds))
+    return [write_kernel(out, ds, proto, user, kit_dataset, sources[ds], private, ablation=abl, backbone=bb, part=part,
+                         budget_hours=budget_hours) for ds, bb, proto, abl in runs]
+
+
+# ---------------------------------------------------------------------------------------------
+# --plan: what each kernel will compute, before any GPU time is spent
+
+
+def planned_images(cfg: dict) -> tuple[int, int, str]:
+    """(images captioned, images embedded, how they were counted) for one run: exactly, from the
+    split the run will draw, when the images are on this machine; else at most the images the
+    source holds (``dataset.size``); else (-1, -1)."""
+    from .data import build_source, make_manifest
+    from .pipeline import ids_to_caption, ids_to_read
+
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # a hub dataset counts only when already downloaded
+    saved = {k: os.environ.get(k) for k in offline}
+    os.environ.update(offline)
+    try:
+        source = build_source(cfg)
+    except Exception as e:  # noqa: BLE001 - a hub dataset not downloaded, a folder not here: fall back to the declared size
+        size = cfg["dataset"].get("size")
+        why = f"images not on this machine ({type(e).__name__})"
+        return (size, size, f"at most dataset.size; {why}") if size else (-1, -1, f"unknown: {why} and no dataset.size")
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+        for k in [k for k, v in saved.items() if v is None]:
+            os.environ.pop(k, None)
+    s = cfg["split"]
+    manifest = make_manifest(source, cfg["dataset"].get("per_class"), s["fractions"], s["seed"], s["method"], s["val_from_train"],
+                             keep_source_test=s["keep_source_test"])
+    return len(ids_to_caption(manifest, cfg)), len(ids_to_read(manifest, cfg)), "the split, drawn here"
+
+
+def plan(runs: list[tuple[str, str, str, bool]], rates: dict[str, float] | None = None, budget_hours: float = 11.0) -> list[dict]:
+    """One row per kernel: images captioned and embedded and, with ``rates`` ({caption, embed}:
+    images per second on the kernel's GPUs, measured), GPU hours and whether they fit
+    ``budget_hours``. An ablation kernel counts each distinct caption setting's captions and
+    each distinct preprocessing's images once (what its stores compute)."""
+    from .ablation import variant_config, variants
+    from .store import cache_key
+
+    rows = []
+    for ds, bb, proto, abl in runs:
+        protos = [v[0] for v in variants()] if abl else [proto]
+        captions, embeds, how = {}, {}, ""
+        for p in protos:
+            cfg = variant_config(ds, p, backbone=bb) if abl else load_config(ds, protocol=p, backbone=bb)
+            n_cap, n_emb, how = planned_images(cfg)
+            captions[cache_key({**cfg["captions"], **cfg["encoder"], "split": cfg["split"]})] = n_cap
+            embeds[cache_key({**cfg["encoder"], "split": cfg["split"]})] = n_emb
+        known = all(v >= 0 for v in [*captions.values(), *embeds.values()])
+        row = {"kernel": f"{ds}-ablation" if abl else f"{ds}-{bb}-{proto}", "captions": sum(captions.values()) if known else None,
+               "embeds": sum(embeds.values()) if known else None, "counted": how, "gpu_hours": None, "fits": None}
+        if known and rates:
+            row["gpu_hours"] = round((row["captions"] / rates["caption"] + row["embeds"] / rates["embed"]) / 3600.0, 2)
+            row["fits"] = row["gpu_hours"] <= budget_hours
+        rows.append(row)
+    return rows

@@ -34,9 +34,42 @@ def model_path(model_id: str) -> str:
     return model_id
 
 
+def kaggle_root() -> Path:
+    """Where a Kaggle machine's folders are: ``SIGLIP_ADAPTER_KAGGLE_ROOT`` (a simulated machine in
+    the tests), else ``/kaggle``. Under it: ``input/`` (read-only mounts), ``working/`` (the
+    kernel's downloadable output) and ``temp/`` (scratch space, gone with the session)."""
+    return Path(os.environ.get("SIGLIP_ADAPTER_KAGGLE_ROOT") or "/kaggle")
+
+
 def in_kaggle() -> bool:
-    """True inside a Kaggle kernel (its environment names the run type; /kaggle/input exists)."""
-    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or Path("/kaggle/input").is_dir()
+    """True inside a Kaggle kernel (its environment names the run type, or the machine's
+    ``input/`` folder exists under ``kaggle_root()``)."""
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or (kaggle_root() / "input").is_dir()
+
+
+# How Kaggle mounts what a kernel attaches, by kind: the old layout puts every source at
+# input/<slug>, the newer one at input/<kind>/<owner>/<slug> (public notebooks show both).
+KAGGLE_KINDS = {"dataset": "datasets", "kernel": "notebooks", "model": "models"}
+
+
+def kaggle_mounts(ref: str, kind: str = "dataset") -> list[Path]:
+    """The folders where Kaggle may mount ``ref`` (``owner/slug``), in the order they are tried."""
+    owner, _, name = ref.partition("/")
+    if not owner or not name or "/" in name:
+        raise ValueError(f"a Kaggle {kind} is named OWNER/SLUG, got {ref!r}")
+    base = kaggle_root() / "input"
+    return [base / KAGGLE_KINDS[kind] / owner / name, base / name]
+
+
+def kaggle_input(ref: str, kind: str = "dataset", what: str = "") -> Path:
+    """The mounted folder of the Kaggle ``kind`` ``ref`` (``owner/slug``) under either layout; a
+    ``FileNotFoundError`` naming every path tried when it is not mounted (``what`` says who asked)."""
+    tried = kaggle_mounts(ref, kind)
+    for path in tried:
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(f"{what + ': ' if what else ''}the Kaggle {kind} {ref} is not mounted (tried "
+                            f"{', '.join(map(str, tried))}); add it to the kernel's sources")
 
 
 def data_root() -> Path:
@@ -46,14 +79,16 @@ def data_root() -> Path:
 
 
 def output_root() -> Path:
-    """Where results and caches are written: ``SIGLIP_ADAPTER_OUTPUT``; else the project root, or
-    ``/kaggle/working/siglip-adapter`` inside a Kaggle kernel whose checkout is read-only (an input)."""
+    """Where results and caches are written: ``SIGLIP_ADAPTER_OUTPUT``; else the project root, or,
+    inside a Kaggle kernel whose checkout is read-only (an input), ``temp/siglip-adapter`` under
+    the Kaggle root: never ``working/``, whose files are the kernel's download (only the archive
+    and its state file go there, ``siglip_adapter.kernel``)."""
     env = os.environ.get("SIGLIP_ADAPTER_OUTPUT")
     if env:
         return Path(env).resolve()
     root = project_root()
     if in_kaggle() and not os.access(root, os.W_OK):
-        return Path("/kaggle/working/siglip-adapter")
+        return kaggle_root() / "temp" / "siglip-adapter"
     return root
 
 

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .captions import (build_captioner, build_summariser, caption_flags, caption_images, caption_quality, caption_settings, caption_store,
+from .captions import (CAPTION_COLUMNS, build_captioner, build_summariser, caption_flags, caption_images, caption_quality, caption_settings, caption_store,
                        read_captions, write_captions)
 from .config import check_shots
 from .config import seeds as seed_list
@@ -173,7 +173,6 @@ def write_caption_quality(paths: RunPaths, caps: pd.DataFrame, manifest: pd.Data
     return quality
 
 
-CAPTION_KEY_COLUMNS = ("image_id", "prompt", "raw", "clean", "summary", "caption", "n_tokens", "empty", "summarised", "truncated")
 
 
 def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.DataFrame, image_ids: list[str]) -> dict[str, dict]:
@@ -182,7 +181,7 @@ def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.Data
     d = cfg["dataset"]
     data = {**image_identity(cfg), "manifest": manifest_hash(manifest)}
     enc = {**encoder.cache_fields(), "code": code_version("encoders", "prompts", "sources.images")}
-    settings = {k: captions[k].iloc[0] for k in captions.columns if k not in CAPTION_KEY_COLUMNS} if len(captions) else {}
+    settings = {k: captions[k].iloc[0] for k in captions.columns if k not in CAPTION_COLUMNS} if len(captions) else {}
     names = list(manifest.drop_duplicates("label").sort_values("label")["classname"])
     return {
         "image": {"kind": "image", **enc, **data, "ids": cache_key({"ids": list(image_ids)})},
@@ -221,11 +220,13 @@ def _meta(encoder) -> dict:
     return {"logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias}
 
 
-def features(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, encoder, captioned: pd.DataFrame) -> dict[str, Features]:
-    """A run's features in memory (no entry of its own written; the pools fill as needed)."""
+def features(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, encoder, captioned: pd.DataFrame,
+             shard: Shard | None = None) -> dict[str, Features]:
+    """A run's features in memory (no entry of its own written; the pools fill as needed;
+    ``shard``: each process fills its share, then every process has them all)."""
     meta = _meta(encoder)
     return {kind: Features(list(ids), compute(ids), f, meta) for kind, (f, ids, compute) in
-            feature_jobs(cfg, store, source, manifest, encoder, captioned).items()}
+            feature_jobs(cfg, store, source, manifest, encoder, captioned, shard).items()}
 
 
 def embed_all(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, shard: Shard | None = None) -> pd.DataFrame:

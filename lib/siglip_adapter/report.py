@@ -579,23 +579,26 @@ def caption_quality_table(results_root: Path, datasets: list[str], protocols: li
                 q = json.loads(path.read_text())
                 run = {"dataset": ds, "backbone": bb, "protocol": proto}
                 rows.append({**run, "captions": q["captions"], **{k: q[k] for k in QUALITY_COLUMNS},
-                             "median_tokens": q["median_tokens"], "token_limit": q["token_limit"]})
+                             "median_tokens": q["median_tokens"], "token_limit": q["token_limit"],
+                             "fp32_redone": q["fp32_captions"] + q["fp32_summaries"]})
                 hist += [{**run, "tokens": b, "captions": n} for b, n in q["length_histogram"].items()]
     return pd.DataFrame(rows), pd.DataFrame(hist)
 
 
 def caption_quality_markdown(table: pd.DataFrame) -> str:
     """results/captions/quality.md: the rates (%) per run, and what each means."""
-    head = ["dataset", "backbone", "protocol", "captions"] + QUALITY_COLUMNS + ["median tokens"]
+    head = ["dataset", "backbone", "protocol", "captions"] + QUALITY_COLUMNS + ["median tokens", "fp32 redone"]
     out = ["# Caption quality", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples(index=False):
         out.append(f"| {r.dataset} | {r.backbone} | {r.protocol} | {r.captions} | " + " | ".join(f"{100 * getattr(r, c):.1f}" for c in QUALITY_COLUMNS)
-                   + f" | {r.median_tokens:.0f} |")
+                   + f" | {r.median_tokens:.0f} | {r.fp32_redone} |")
     out += ["", "Rates in % of the run's captions. *leakage*: the caption carries a 4-word fragment of its prompt "
             "(*prompt_leak*) or the class name its prompt gave it (*class_leak*); *names_class*: it names its class at all "
             "(given or recognised); *repetition*: a repeated sentence or word run in the raw or the final text; *empty*: nothing "
             "left after cleaning (a placeholder was stored); *summarised*: shortened by the summariser (offline: lengthened to "
-            "a minimum, the authors' setting); *truncated*: cut to the encoder's text limit by its own tokenizer.", ""]
+            "a minimum, the authors' setting); *truncated*: cut to the encoder's text limit by its own tokenizer. *fp32 redone* "
+            "(a count, not a rate): captions and summaries generated again in fp32 because their half-precision batch produced "
+            "non-finite scores or an empty text.", ""]
     return "\n".join(out)
 
 

@@ -78,6 +78,9 @@ class Layout(Section):
     filename_regex: Optional[str] = None  # folder: the class from a flat folder's file names
     image_column: Optional[str] = None
     label_column: Optional[str] = None
+    # dataset.kaggle only: the Kaggle dataset (OWNER/SLUG) whose mounted folder ``root`` and the
+    # split files are relative to; a kernel attaches it (``siglip-adapter kaggle --images`` overrides it)
+    dataset_source: Optional[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$")]] = None
 
 
 class Dataset(Layout):
@@ -88,12 +91,19 @@ class Dataset(Layout):
     template: Template
     kaggle: Optional[Layout] = None  # the same dataset as a Kaggle input lays it out
     per_class: Optional[Count] = None  # images drawn per class before the split
+    size: Optional[Count] = None  # images the source holds (siglip-adapter kaggle --plan, where they are not on this machine)
     invert: bool = False
     classnames: Optional[list[str]] = None
     class_map: Optional[dict[str, str]] = None
     drop_classes: Optional[list[str]] = None
     classname_case: _one_of("keep", "lower") = "keep"
     classname_style: _one_of("kit", "authors") = "kit"
+
+    @model_validator(mode="after")
+    def _kaggle_only_keys(self):
+        if self.dataset_source is not None:
+            raise ValueError("dataset_source names the Kaggle input of dataset.kaggle; set it there (dataset.kaggle.dataset_source)")
+        return self
 
 
 class Fractions(Section):
@@ -263,6 +273,7 @@ class Trainable(Training):
 
 class Shards(Section):
     processes: Union[Literal["auto"], Count]
+    timeout_hours: Positive  # how long a process waits at a barrier for the others
 
 
 class Ablation(Section):

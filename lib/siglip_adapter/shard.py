@@ -71,15 +71,21 @@ class Shard:
         return f"process {self.rank + 1} of {self.world}"
 
 
-def current() -> Shard:
+def current(timeout_hours: float | None = None) -> Shard:
     """The shard of this process: one of several under ``accelerate launch`` (its environment
-    names a world size), else the whole work. CPU processes talk over gloo."""
+    names a world size), else the whole work. CPU processes talk over gloo. ``timeout_hours``
+    (``shards.timeout_hours``): how long a process waits at a barrier for the others (NCCL's
+    default, minutes, is shorter than one process's long caption part can take); the first
+    call in a process sets it."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Shard()
+    import datetime
+
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    kw = {"timeout": datetime.timedelta(hours=timeout_hours)} if timeout_hours else {}
+    state = PartialState(cpu=not torch.cuda.is_available(), **kw)
     device = str(state.device) if state.device.type == "cuda" else "cpu"
     return Shard(state.process_index, state.num_processes, device)
 
@@ -105,11 +111,33 @@ def _free_port() -> int:
 def launch_command(stage: str, dataset: str, protocol: str, overlay: str, n: int, manifest_ready: bool = False,
                    backbone: str | None = None) -> list[str]:
     """The ``accelerate launch`` command running ``stage`` (captions | embed) in ``n`` processes."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "siglip_adapter.cli", stage, dataset, "--protocol", protocol, "--overlay", overlay]
+    cmd = ["-m", "siglip_adapter.cli", stage, dataset, "--protocol", protocol, "--overlay", overlay]
     cmd += ["--backbone", backbone] if backbone else []
-    return cmd + (["--manifest-ready"] if manifest_ready else [])
+    return accelerate_command(n, cmd + (["--manifest-ready"] if manifest_ready else []))
+
+
+def accelerate_command(n: int, program: list[str]) -> list[str]:
+    """``program`` (``-m module args`` or a script and its arguments) under ``accelerate launch``
+    in ``n`` processes on this machine."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), *program]
+
+
+def run_relayed(cmd: list[str], what: str) -> None:
+    """Run a command (an ``accelerate launch``, a stage's module), relaying its output line by
+    line (so a notebook shows it; a child's own stdout would not), and wait for it. Processes
+    stopped by their time budget (``siglip_adapter.budget``) make this raise ``OutOfTime``;
+    another failure raises ``CalledProcessError``."""
+    from . import budget
+
+    print(f"{what}: {' '.join(cmd[1:])}", flush=True)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+    if proc.returncode:
+        if budget.expired():  # a process stopped at its deadline, and the launcher took the others down
+            raise budget.OutOfTime(f"{what}: the time budget ran out; the finished parts are stored")
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def launch(stage: str, cfg: dict, manifest_ready: bool = False) -> bool:
@@ -119,12 +147,6 @@ def launch(stage: str, cfg: dict, manifest_ready: bool = False) -> bool:
     if n == 1:
         return False
     run = cfg["run"]
-    cmd = launch_command(stage, run["dataset"], run["protocol"], run["overlay"], n, manifest_ready, run["backbone"])
-    print(f"{stage}: {n} processes: {' '.join(cmd[1:])}", flush=True)
-    # Their output is relayed line by line, so a notebook shows it (a child's own stdout would not).
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-    if proc.returncode:
-        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    run_relayed(launch_command(stage, run["dataset"], run["protocol"], run["overlay"], n, manifest_ready, run["backbone"]),
+                 f"{stage}: {n} processes")
     return True

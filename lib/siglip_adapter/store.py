@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from . import budget
 from .atomic import write_atomic  # noqa: F401  (the stages' writers import it from here too)
 from .shard import Shard
 
@@ -244,7 +245,9 @@ class FeatureStore:
         chunks = [missing[s : s + chunk_size] for s in range(0, len(missing), chunk_size)]
         if shard.world > 1 and chunks:
             print(f"{shard}: {len(shard.take(chunks))} of {len(chunks)} {kind} chunks", flush=True)
-        for chunk in shard.take(chunks):
+        for n, chunk in enumerate(shard.take(chunks)):
+            if n:  # at least one chunk per call, then the time budget (siglip_adapter.budget) between chunks
+                budget.check(f"{kind} chunks")
             values = compute(chunk).detach().float().cpu()
             path = folder / f"chunk-{cache_key({'ids': chunk})}.safetensors"
             _write_entry(path, fields, chunk, values)

@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 import pandas as pd
 import torch
 
-from .. import adapters
+from .. import adapters, budget
 from ..schema import METHODS as MODULES  # the method modules (each registers the method of its name): the names params may use
 
 
@@ -202,10 +202,13 @@ def method_rows(inp, cfg: dict, names: list[str] | None = None, encoder=None, ke
     folder = Path(store) / cells_key(inp, cfg, names) if store is not None else None
     done = _finished_cells(folder, names) if folder is not None else {}
     resumed = f" ({len(done)} done before, cells/{folder.name})" if done else ""  # in the bar: a notebook's outputs stay the same
-    rows = []
+    rows, fitted_here = [], 0
     for k, seed in tqdm(todo, desc=f"{', '.join(names)}: K x seeds{resumed}", unit="cell"):
         cell = done.get((k, seed))
         if cell is None:
+            if fitted_here and folder is not None:  # stored cells let a stopped stage resume (siglip_adapter.budget)
+                budget.check(f"{', '.join(names)}: K x seed cells")
+            fitted_here += 1
             task, cell = task_for(inp, cfg, k, seed, encoder), []
             for name in names:
                 fitted = task.fitted(name, params[name])

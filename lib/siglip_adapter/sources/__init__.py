@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..paths import data_root, in_kaggle
+from ..paths import data_root, in_kaggle, kaggle_input
 from .images import ImageError, open_rgb
 
 SPLITS = ("train", "val", "test")
@@ -50,14 +50,18 @@ class Source:
 
     @property
     def display_root(self) -> str:
-        """``root`` relative to the project when inside it: what committed reports record, so they
-        do not depend on where a checkout lives."""
-        from ..paths import project_root
+        """``root`` relative to the project when inside it, and a Kaggle input as Kaggle names it
+        (``/kaggle/input/...``, wherever ``paths.kaggle_root`` is): what committed reports record,
+        so they do not depend on where a checkout or a machine lives."""
+        from ..paths import kaggle_root, project_root
 
-        try:
-            return Path(self.root).resolve().relative_to(project_root()).as_posix()
-        except (ValueError, FileNotFoundError):
-            return self.root
+        root = Path(self.root).resolve()
+        for base, shown in ((project_root(), ""), (kaggle_root().resolve() / "input", "/kaggle/input/")):
+            try:
+                return shown + root.relative_to(base).as_posix()
+            except (ValueError, FileNotFoundError):
+                continue
+        return self.root
 
     def path_of(self, image_id: str) -> str:
         """How a report names an image (a path relative to the root, or ``split/index``)."""
@@ -168,14 +172,28 @@ def _registry() -> dict[str, Callable[[dict], Source]]:
 SOURCE_KINDS = ("folder", "hf", "coop", "fashion-mnist")
 
 
+KAGGLE_IMAGES_ENV = "SIGLIP_ADAPTER_KAGGLE_IMAGES"  # a kernel's images input (OWNER/SLUG), over dataset.kaggle.dataset_source
+
+
 def effective_dataset(d: dict) -> dict:
-    """``cfg['dataset']`` as this machine reads it: inside a Kaggle kernel, ``dataset.kaggle`` (the
-    folder layout of a Kaggle input, with roots under /kaggle/input) replaces the source settings
-    when its root is mounted, so the same params file runs there without edits."""
+    """``cfg['dataset']`` as this machine reads it. Inside a Kaggle kernel a dataset with a
+    ``dataset.kaggle`` block (the authors' input layout) reads that layout from the mounted input it
+    names (``dataset_source``, or the kernel's own choice in ``SIGLIP_ADAPTER_KAGGLE_IMAGES``),
+    found under either of Kaggle's mount layouts (``paths.kaggle_input``); its ``root`` and split
+    files are relative to the mount. An input that is not mounted is an error naming the paths
+    tried, never a silent fall-back to another copy of the data (the ``paper`` protocol's splits
+    and class names depend on the authors' layout). Elsewhere the block is ignored."""
     k = d.get("kaggle") or {}
-    if in_kaggle() and k.get("root") and Path(k["root"]).exists():
-        return {**{key: v for key, v in d.items() if key != "kaggle"}, **k}
-    return d
+    if not k or not in_kaggle():
+        return d
+    ref = os.environ.get(KAGGLE_IMAGES_ENV) or k.get("dataset_source")
+    if not ref:
+        raise FileNotFoundError(f"dataset {d.get('name')}: dataset.kaggle names no dataset_source; attach the images' Kaggle "
+                                "dataset (siglip-adapter kaggle --images DATASET=OWNER/SLUG) or set dataset.kaggle.dataset_source")
+    mount = kaggle_input(ref, "dataset", f"dataset {d.get('name')} (dataset.kaggle)")
+    layout = {key: v for key, v in k.items() if key != "dataset_source"}
+    layout["root"] = str(mount / (layout.get("root") or "."))
+    return {**{key: v for key, v in d.items() if key != "kaggle"}, **layout}
 
 
 def build_source(cfg: dict) -> Source:
