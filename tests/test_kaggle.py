@@ -212,3 +212,14 @@ def test_the_plan_counts_each_kernels_images_and_warns_before_one_that_would_not
     assert pets.split()[1:3] == ["7349", "7349"] and "at most dataset.size" in pets
     assert "warning: oxford_pets-siglip-b16-corrected needs about 4.1 GPU hours, over the 2.0 h budget" in err
     assert "fashion_mnist" not in err  # 2,030 images at these rates: 1.1 h, it fits
+
+
+@pytest.mark.parametrize("args, flag", [(["--kit-dataset", "kit"], "--kit-dataset: 'kit'"), (["--images", "digits=pngs"], "--images digits=: 'pngs'"),
+                                        (["--user", "a b"], "--user: 'a b'")])
+def test_a_malformed_kaggle_name_is_one_line_naming_its_flag(tmp_path, capsys, args, flag):
+    base = {"--user": "alice", "--kit-dataset": "alice/kit", "--images": "digits=alice/digits-png"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    argv = ["kaggle", "--out", str(tmp_path / "k"), "--datasets", "digits"] + [x for kv in base.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert flag in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "k").exists()

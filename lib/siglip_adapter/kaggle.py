@@ -152,6 +152,11 @@ def write_kernels(out: Path, user: str, kit_dataset: str, datasets: list[str] | 
     """A kernel folder for every run of ``kernel_runs``. Every run's parameters and images input
     are checked before any file is written."""
     runs = kernel_runs(datasets, protocols, backbones, ablation)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", user or ""):
+        raise ValueError(f"--user: {user!r} is not a Kaggle user name (letters, digits, '-', '_')")
+    for flag, ref in [("--kit-dataset", kit_dataset), *((f"--images {ds}=", ref) for ds, ref in (images or {}).items())]:
+        if not re.fullmatch(_SOURCES["items"]["pattern"][1:-1], ref or ""):
+            raise ValueError(f"{flag}: {ref!r} is not a Kaggle dataset OWNER/SLUG")
     sources = {}
     for ds, bb, proto, _ in runs:
         cfg = load_config(ds, protocol=proto, backbone=bb)  # an unknown name fails here, before any file is written
