@@ -223,3 +223,19 @@ def test_a_malformed_kaggle_name_is_one_line_naming_its_flag(tmp_path, capsys, a
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert flag in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "k").exists()
+
+
+def test_the_plan_takes_the_rates_bench_gpu_measured_and_says_so(tmp_path):
+    from siglip_adapter.kaggle import measured_rates
+
+    report = tmp_path / "gpu.txt"
+    assert measured_rates(report)[0] is None
+    report.write_text("# bench/gpu.py\nmachine: Tesla T4, compute capability 7.5, 15 GiB; x86_64\ndevice cuda, precision fp16 (auto)\n"
+                      "encode_pixels batch 64: 310 images/s = 27.1 TFLOP/s, 0.41 of the matmul rate\n"
+                      "encode_pixels batch 256: 335 images/s = 29.3 TFLOP/s, 0.44 of the matmul rate\n"
+                      "SmolVLM-256M-sized captioner, batch 16, 64 image tokens per image, 48 new tokens each: 3.2 captions/s, 154 tokens/s\n"
+                      "gpu ratio: 0.44\n")
+    rates, where = measured_rates(report)
+    assert rates == {"caption": 3.2, "embed": 335.0} and "bench/gpu.py on Tesla T4" in where
+    report.write_text("SMOKE RUN: tiny sizes, figures are not measurements\n" + report.read_text())
+    assert measured_rates(report)[0] is None  # a smoke run's figures are never used

@@ -104,7 +104,7 @@ def cmd_scan(args) -> int:
 
 def cmd_kaggle(args) -> int:
     from .config import ConfigError
-    from .kaggle import kernel_runs, plan, write_kernels
+    from .kaggle import kernel_runs, measured_rates, plan, write_kernels
 
     try:
         images = dict(item.split("=", 1) for item in args.images)
@@ -117,8 +117,11 @@ def cmd_kaggle(args) -> int:
         return 2
     try:
         if args.plan:
+            where = "--rates (as given)"
+            if rates is None:
+                rates, where = measured_rates()
             return _print_plan(plan(kernel_runs(args.datasets, args.protocols, args.backbones, args.ablation), rates, args.budget_hours),
-                               args.budget_hours, rates)
+                               args.budget_hours, rates, where)
         if not args.user or not args.kit_dataset:
             raise ValueError("--user and --kit-dataset are required to write kernels (only --plan goes without them)")
         folders = write_kernels(args.out, args.user, args.kit_dataset, args.datasets, args.protocols, images, private=not args.public,
@@ -133,17 +136,17 @@ def cmd_kaggle(args) -> int:
     return 0
 
 
-def _print_plan(rows: list[dict], budget_hours: float, rates: dict | None) -> int:
+def _print_plan(rows: list[dict], budget_hours: float, rates: dict | None, where: str) -> int:
     """The plan's table, then a warning per kernel that would not fit the budget."""
     print(f"{'kernel':40s} {'captions':>9s} {'embeds':>9s} {'GPU h':>6s}  counted from")
     for r in rows:
         n = lambda v: "?" if v is None else str(v)  # noqa: E731
         print(f"{r['kernel']:40s} {n(r['captions']):>9s} {n(r['embeds']):>9s} {n(r['gpu_hours']):>6s}  {r['counted']}")
     if rates is None:
-        print("GPU hours need measured rates on the kernel's GPUs (--rates caption=N,embed=N, images per second): the kit has none "
-              "for Kaggle's T4 x2 yet; bench/gpu.py measures them on a GPU")
+        print(f"GPU hours need measured rates: {where}; run bench/gpu.py on the kernel's GPU (it writes results/bench/gpu.txt) "
+              "or give --rates caption=N,embed=N (images per second)")
     else:
-        print(f"GPU hours from --rates caption={rates['caption']:g},embed={rates['embed']:g} images/s (as given)")
+        print(f"GPU hours from caption={rates['caption']:g},embed={rates['embed']:g} images/s, {where}")
     for r in rows:
         if r["fits"] is False:
             print(f"warning: {r['kernel']} needs about {r['gpu_hours']} GPU hours, over the {budget_hours} h budget: it will stop and "

@@ -195,6 +195,28 @@ def planned_images(cfg: dict) -> tuple[int, int, str]:
     return len(ids_to_caption(manifest, cfg)), len(ids_to_read(manifest, cfg)), "the split, drawn here"
 
 
+def measured_rates(report: Path | None = None) -> tuple[dict[str, float] | None, str]:
+    """({caption, embed}: images per second, where they come from) as ``bench/gpu.py`` measured
+    them (``results/bench/gpu.txt``: SigLIP-B/16 images/s at its best batch, SmolVLM-256M-sized
+    greedy captions/s, on one GPU); (None, why) without a report or for a smoke run's."""
+    from .paths import project_root
+
+    report = Path(report) if report is not None else project_root() / "results" / "bench" / "gpu.txt"
+    if not report.is_file():
+        return None, f"no {report.name} (bench/gpu.py has not been run on a GPU for this kit)"
+    text = report.read_text()
+    if "SMOKE RUN" in text:
+        return None, f"{report} is a smoke run's, not a measurement"
+    embed = [float(m) for m in re.findall(r"encode_pixels batch \d+: ([0-9.]+) images/s", text)]
+    caption = re.findall(r"([0-9.]+) captions/s", text)
+    if not embed or not caption:
+        return None, f"{report}: no images/s and captions/s lines"
+    where = next((line.removeprefix("machine: ") for line in text.splitlines() if line.startswith("machine: ")), "an unnamed machine")
+    return ({"caption": float(caption[0]), "embed": max(embed)},
+            f"measured by bench/gpu.py on {where.split(',')[0]} ({report.name}: one GPU, SmolVLM-256M-sized greedy captions; "
+            "beam search and SmolVLM-500M under `paper` are slower)")
+
+
 def plan(runs: list[tuple[str, str, str, bool]], rates: dict[str, float] | None = None, budget_hours: float = 11.0) -> list[dict]:
     """One row per kernel: images captioned and embedded and, with ``rates`` ({caption, embed}:
     images per second on the kernel's GPUs, measured), GPU hours and whether they fit
