@@ -35,7 +35,7 @@ from .paths import kaggle_input, kaggle_root
 STAGES = ["01_captions", "02_embed", "03_zero_shot", "04_adapter", "05_trainable"]
 ABLATION = "ablation"
 # Never copied with the kit: version control, environments, DVC's own cache and scratch, caches.
-KIT_IGNORE = (".git", ".venv", "cache", "__pycache__", ".dvc/cache", ".dvc/tmp", "build/smoke", "build/kaggle-output")
+KIT_IGNORE = (".git", ".venv", "cache", "__pycache__", ".dvc/cache", ".dvc/tmp", "build/smoke")
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every archive member's date: the same files make the same archive
 
 
