@@ -173,22 +173,18 @@ def planned_images(cfg: dict) -> tuple[int, int, str]:
     """(images captioned, images embedded, how they were counted) for one run: exactly, from the
     split the run will draw, when the images are on this machine; else at most the images the
     source holds (``dataset.size``); else (-1, -1)."""
+    from unittest.mock import patch
+
     from .data import build_source, make_manifest
     from .pipeline import ids_to_caption, ids_to_read
 
-    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # a hub dataset counts only when already downloaded
-    saved = {k: os.environ.get(k) for k in offline}
-    os.environ.update(offline)
     try:
-        source = build_source(cfg)
+        with patch.dict(os.environ, {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}):  # a hub dataset counts only when downloaded
+            source = build_source(cfg)
     except Exception as e:  # noqa: BLE001 - a hub dataset not downloaded, a folder not here: fall back to the declared size
         size = cfg["dataset"].get("size")
         why = f"images not on this machine ({type(e).__name__})"
         return (size, size, f"at most dataset.size; {why}") if size else (-1, -1, f"unknown: {why} and no dataset.size")
-    finally:
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
-        for k in [k for k, v in saved.items() if v is None]:
-            os.environ.pop(k, None)
     s = cfg["split"]
     manifest = make_manifest(source, cfg["dataset"].get("per_class"), s["fractions"], s["seed"], s["method"], s["val_from_train"],
                              keep_source_test=s["keep_source_test"])
