@@ -1,5 +1,7 @@
 # Two commands do everything: `make repro` (the offline run: Table I in results/) and
 # `make test` (what CI runs). Both create the environment first. See README.md.
+# `make repro ARGS=-f` reruns every stage (ARGS go to each `dvc repro`); `make repro DATASETS=name`
+# runs only that dataset of params/run.yaml, then the analysis.
 SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,7 +24,7 @@ data:
 repro: env data
 	@# A copy without .git (a Kaggle input, an unpacked archive): DVC needs to be told there is no git.
 	@[ -d .git ] || $(BIN)/dvc config --local core.no_scm true
-	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc PYTHON=$(BIN)/python bash scripts/repro.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc PYTHON=$(BIN)/python DATASETS="$(DATASETS)" bash scripts/repro.sh $(ARGS)
 	@echo "Table I: results/table1.md   figure: results/figures/accuracy_vs_shots.png"
 
 test: env data

@@ -1,42 +1,80 @@
 #!/usr/bin/env bash
-# `make repro`: `dvc repro` with the datasets' pipelines run side by side.
+# `make repro`: `dvc repro` with the datasets' pipelines run side by side, and progress on the console.
 #
-# The stages of one dataset (params/run.yaml) never read another dataset's outputs; only
-# `digits_data` (first) and `analysis` (last) are shared. So each dataset's stages run in their own
-# `dvc repro`, JOBS at once (default: one per dataset, at most one per core), with the cores
-# divided among them (OMP_NUM_THREADS): much of a stage is single-threaded (papermill and kernel
-# start-up, imports, DVC's lock-file update), so two half-machine processes finish sooner than
-# one whole-machine process after the other. A dataset's stages are passed in dvc.yaml's order,
-# which is topological (tests/test_pipeline.py checks it), one at a time (--single-item), so no
-# process touches a shared stage; DVC serialises the lock-file writes (--wait-for-lock waits for
-# the other process instead of failing). Then the analysis, and a last `dvc repro` that runs
-# anything left (nothing when dvc.yaml has only these stages). A failing dataset fails the run
-# after the others finish; each dataset's log is .dvc/tmp/repro-<dataset>.log.
-# Arguments go to each `dvc repro` that runs stages (e.g. `-f`: rerun every stage).
+# 1. `digits_data` and every dataset's `images` stage (a hash of its image files: cheap, always run).
+# 2. Nothing else stale (`dvc status`): done, in seconds.
+# 3. The stages of one dataset (params/run.yaml) never read another dataset's outputs; only
+#    `digits_data` (first) and `analysis` (last) are shared. So each dataset's stages run in their own
+#    `dvc repro`, JOBS at once (default: one per dataset, at most one per core): much of a stage is
+#    single-threaded (papermill and kernel start-up, imports, DVC's lock-file update), so two
+#    processes finish sooner than one after the other. Each stage sets its own thread count
+#    (`threads` in params/run.yaml), so the numbers do not depend on this. A dataset's stages are
+#    passed in dvc.yaml's order, which is topological (tests/test_pipeline.py checks it), one at a
+#    time (--single-item), so no process touches a shared stage; DVC serialises the lock-file writes
+#    (--wait-for-lock waits for the other process instead of failing).
+# 4. The analysis, and a last `dvc repro` for anything left (nothing when dvc.yaml has only these stages).
+#
+# DATASETS="a b" (make repro DATASETS=...): only those datasets of params/run.yaml, then the analysis
+# over every dataset's results as they are (the others' are committed): a new dataset's row without
+# recomputing the rest.
+#
+# The console shows each stage as it starts and finishes, and a failed stage's own error message;
+# each dataset's whole output is in .dvc/tmp/repro-<dataset>.log. A failing dataset fails the run
+# after the others finish; outputs are `persist` in dvc.yaml, so a failed stage leaves the previous
+# run's files in place (and stays stale until it succeeds).
+# Arguments go to each `dvc repro` (e.g. `-f`: rerun every stage; then step 2 is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DVC=${DVC:-dvc}
 PY=${PYTHON:-python}
+export REPRO_START=${REPRO_START:-$(date +%s)} PYTHONUNBUFFERED=1
+mkdir -p .dvc/tmp
 
-datasets=$("$PY" -c 'import yaml; print(" ".join(yaml.safe_load(open("params/run.yaml"))["datasets"]))')
+# run LABEL dvc-arguments...: one `dvc repro` with its progress on the console and its output in the log.
+run() {
+  local label=$1
+  shift
+  set +e
+  "$DVC" "$@" 2>&1 | "$PY" scripts/progress.py "$label" ".dvc/tmp/repro-$label.log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  return "$rc"
+}
+
+listed=$("$PY" -c 'import yaml; print(" ".join(yaml.safe_load(open("params/run.yaml"))["datasets"]))')
+datasets=${DATASETS:-$listed}
+for ds in $datasets; do
+  if ! grep -qw -- "$ds" <<<"$listed"; then
+    echo "repro: DATASETS names '$ds', which params/run.yaml does not list (it lists: $listed); add it there first" >&2
+    exit 2
+  fi
+done
+images=$(for ds in $datasets; do printf 'images@%s ' "$ds"; done)
+# shellcheck disable=SC2086  # one argument per stage name
+run setup repro "$@" --single-item digits_data $images
+
+# Up to date: `dvc status` reports nothing for the selected datasets' stages, the shared ones and
+# the analysis but the `images` stages' "always changed".
+up_to_date='
+import json, os, sys
+mine = os.environ["SELECTED"].split()
+ours = lambda s: "@" not in s or any(s.endswith("@" + d) or "@" + d + "-" in s for d in mine)
+sys.exit(any(e != "always changed" for s, v in json.load(sys.stdin).items() if ours(s) for e in v))'
+if [ $# -eq 0 ] && "$DVC" status --json | SELECTED="$datasets" "$PY" -c "$up_to_date"; then
+  echo "repro: up to date (nothing changed since the last run; \`make repro ARGS=-f\` reruns everything)"
+  exit 0
+fi
+
 cores=$(nproc 2>/dev/null || echo 1)
 n=$(wc -w <<<"$datasets")
 jobs=${JOBS:-$(( n < cores ? n : cores ))}
 jobs=$(( jobs < 1 ? 1 : jobs ))
-threads=$(( cores / jobs > 0 ? cores / jobs : 1 ))
-
-if [ "$jobs" -le 1 ]; then
-  exec "$DVC" repro "$@"
-fi
-
+echo "repro: $n datasets, $jobs at a time; progress below, each dataset's whole output in .dvc/tmp/repro-<dataset>.log"
 all_stages=$("$DVC" stage list --name-only)
-"$DVC" repro "$@" --single-item digits_data
-echo "repro: $n datasets, $jobs at a time, $threads thread(s) each"
-mkdir -p .dvc/tmp
 failed=0
 pids=()
 for ds in $datasets; do
-  targets=$(grep -E "@$ds(-|$)" <<<"$all_stages" || true)
+  targets=$(grep -E "@$ds(-|$)" <<<"$all_stages" | grep -v "^images@" || true)
   if [ -z "$targets" ]; then  # never `dvc repro --single-item` without targets: that is every stage
     echo "repro: dvc.yaml has no stage of dataset $ds" >&2
     failed=1
@@ -47,20 +85,17 @@ for ds in $datasets; do
     pids=("${pids[@]:1}")
   fi
   # shellcheck disable=SC2086  # one argument per stage name
-  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-    "$DVC" --wait-for-lock repro "$@" --single-item $targets \
-    >".dvc/tmp/repro-$ds.log" 2>&1 &
+  run "$ds" --wait-for-lock repro "$@" --single-item $targets &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do
   wait "$pid" || failed=1
 done
-for ds in $datasets; do
-  grep -E "^(Running stage|Stage '.*' didn't change|ERROR)" ".dvc/tmp/repro-$ds.log" | sed "s/^/[$ds] /" || true
-done
 if [ "$failed" -ne 0 ]; then
-  echo "repro: a dataset's pipeline failed (see .dvc/tmp/repro-<dataset>.log)" >&2
+  echo "repro: a dataset's pipeline failed (its error is above; the whole output in .dvc/tmp/repro-<dataset>.log)" >&2
   exit 1
 fi
-"$DVC" repro "$@" --single-item analysis
-"$DVC" repro
+run analysis repro "$@" --single-item analysis
+if [ -z "${DATASETS:-}" ]; then
+  run rest repro "$@"
+fi

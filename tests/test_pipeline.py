@@ -88,13 +88,22 @@ def test_every_stage_depends_on_all_the_code_it_runs(dvc, root):
         assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
 
 
-def test_the_ablation_stage_depends_on_all_the_code_it_runs(dvc, root):
-    body = dvc["stages"]["ablation"]["do"]
-    assert body["cmd"].startswith("python -m siglip_adapter.ablation ")
-    used = modules_run_by(root, "import siglip_adapter.ablation")
-    assert LIB / "ablation.py" in used
-    missing = sorted(str(p) for p in used if not _covered(p, body["deps"]))
-    assert not missing, f"stage ablation runs {missing} but does not list them in its deps"
+def test_the_module_stages_depend_on_all_the_code_they_run(dvc, root):
+    """The stages that run a module (`python -m siglip_adapter...`: the digits, the images'
+    fingerprint, the ablation, the cards) list every lib file it imports."""
+    import re
+
+    seen = set()
+    for name, stage in dvc["stages"].items():
+        body = stage.get("do", stage)
+        module = re.search(r"python -m (siglip_adapter[\w.]*)", body["cmd"])
+        if not module:
+            continue
+        seen.add(name)
+        used = modules_run_by(root, f"import {module.group(1)}")
+        missing = sorted(str(p) for p in used if not _covered(p, body["deps"]))
+        assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
+    assert {"digits_data", "images", "ablation", "cards"} <= seen
     assert "results/ablation" in dvc["stages"]["analysis"]["deps"]
 
 
@@ -236,3 +245,92 @@ def test_make_repro_runs_each_dataset_apart_in_a_valid_order(root):
         for other, _, outs in stages:
             if owner[name] and owner[other] and owner[name] != owner[other]:
                 assert not _reads(deps, outs), f"{name} reads {other}'s outputs: the datasets cannot run side by side"
+
+
+def test_an_edited_image_makes_its_datasets_image_stages_stale(dvc_copy):
+    """A user's images are a dependency, wherever params/<dataset>.yaml puts them: after one image
+    is rotated, the `images` stage's re-hash (which every `dvc repro` runs) makes exactly the
+    stages that read that dataset's images stale, and the analysis after them; the same images
+    again make nothing stale."""
+    import os
+
+    from PIL import Image
+
+    env = {**os.environ, "SIGLIP_ADAPTER_ROOT": str(dvc_copy), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = lambda *cmd: subprocess.run([sys.executable, "-m", *cmd], cwd=dvc_copy, env=env, check=True, capture_output=True)  # noqa: E731
+    generate = lambda: run("siglip_adapter.sources.digits", "data/generated/digits")  # noqa: E731
+    rehash = lambda: run("dvc", "repro", "--single-item", "images@digits")  # noqa: E731
+    generate()
+    rehash()
+    assert _dvc_stale(dvc_copy) == {}
+    image = sorted((dvc_copy / "data" / "generated" / "digits" / "3").glob("*.png"))[0]
+    try:
+        Image.open(image).rotate(90).save(image)
+        rehash()
+        runs = [f"{b}-{p}" for b in run_backbones(dvc_copy) for p in run_protocols(dvc_copy)]
+        assert set(_dvc_stale(dvc_copy)) == ({f"{stage}@digits-{r}" for stage in ("captions", "embed") for r in runs}
+                                             | {"ablation@digits", "analysis", "digits_data"})
+    finally:
+        generate()
+        rehash()
+    assert _dvc_stale(dvc_copy) == {}
+
+
+def _outputs(stage: dict) -> list:
+    body = stage.get("do", stage)
+    return [o for kind in ("outs", "metrics") for o in body.get(kind, [])]
+
+
+def test_a_failed_stage_keeps_the_last_runs_outputs(dvc, dvc_copy):
+    """Every output is `persist` (DVC deletes the others before running their stage), and a stage
+    that fails leaves its output as the last successful run wrote it."""
+    for name, stage in dvc["stages"].items():
+        for out in _outputs(stage):
+            assert isinstance(out, dict) and list(out.values())[0].get("persist") is True, (name, out)
+    import os
+
+    env = {**os.environ, "SIGLIP_ADAPTER_ROOT": str(dvc_copy), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run([sys.executable, "-m", "siglip_adapter.sources.digits", "data/generated/digits"], cwd=dvc_copy, env=env, check=True,
+                   capture_output=True)
+    params, out = dvc_copy / "params" / "digits.yaml", dvc_copy / "results" / "runs" / "digits" / "images.json"
+    original, recorded = params.read_text(), out.read_bytes()
+    try:
+        params.write_text(original.replace("source: folder", "source: nosuch", 1))
+        failed = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", "images@digits"], cwd=dvc_copy, env=env,
+                                capture_output=True, text=True)
+        assert failed.returncode != 0 and "nosuch" in failed.stdout + failed.stderr
+        assert out.read_bytes() == recorded
+    finally:
+        params.write_text(original)
+
+
+DVC_OUTPUT = """Running stage 'images@digits':
+> python -m siglip_adapter.sources.fingerprint digits
+Updating lock file 'dvc.lock'
+Stage 'embed@digits-offline-conse-corrected' didn't change, skipping
+Running stage 'captions@digits-offline-conse-corrected':
+> papermill notebooks/01_captions.ipynb out.ipynb
+Traceback (most recent call last):
+papermill.exceptions.PapermillExecutionError:
+Exception encountered at "In [3]":
+\x1b[0;31mValueError\x1b[0m                                Traceback (most recent call last)
+----> 1 raise ValueError("params/shapes.yaml: shots: K=16 is larger than the training images of 3 classes")
+\x1b[0;31mValueError\x1b[0m: params/shapes.yaml: shots: K=16 is larger than the training images of 3 classes
+ERROR: failed to reproduce 'captions@digits-offline-conse-corrected': failed to run: papermill ..., exited with 1
+"""
+
+
+def test_make_repro_shows_each_stage_and_a_failed_stages_own_error(root, tmp_path):
+    """scripts/progress.py (make repro's console): a line per stage started and finished, the
+    failed stage's own exception line (ANSI colours removed) before DVC's summary, the log whole."""
+    log = tmp_path / "repro.log"
+    shown = subprocess.run([sys.executable, str(root / "scripts" / "progress.py"), "digits", str(log)], input=DVC_OUTPUT,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    said = [line.split("] ", 1)[1] for line in shown]
+    assert said[:3] == ["digits: images@digits started", said[1], "digits: captions@digits-offline-conse-corrected started"]
+    assert said[1].startswith("digits: images@digits done in ")
+    assert said[3] == ("digits: captions@digits-offline-conse-corrected failed: ValueError: params/shapes.yaml: shots: K=16 is "
+                       "larger than the training images of 3 classes")
+    assert said[4].startswith("digits: ERROR: failed to reproduce") and said[5] == f"digits: the whole output: {log}"
+    assert said[-1] == "digits: 2 stage(s) ran, 1 up to date"
+    assert log.read_text() == DVC_OUTPUT

@@ -262,3 +262,32 @@ def test_scan_cli_json(corpus_tree):
     assert ok.returncode == 0 and "6 images found, 6 usable, 0 skipped" in ok.stdout
     missing = subprocess.run([sys.executable, "-m", "siglip_adapter.cli", "scan", str(root / "nope")], capture_output=True, text=True)
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_the_images_fingerprint_sees_content_not_timestamps(tmp_path, monkeypatch):
+    """``sources.fingerprint``: an edited, added or removed image changes the digest; a file
+    touched without a change does not; a file is hashed once per version (size, mtime)."""
+    from siglip_adapter.sources import fingerprint as fp
+
+    write_tree(tmp_path / "imgs", ["a/1.png", "a/2.png", "b/1.png"])
+    d = {"source": "folder", "root": str(tmp_path / "imgs")}
+    hashed = []
+    real = fp._sha256
+    monkeypatch.setattr(fp, "_sha256", lambda p: hashed.append(p) or real(p))
+    state = {}
+    first = fp.fingerprint(d, state)
+    assert first["files"] == 3 and len(hashed) == 3
+    assert fp.fingerprint(d, state) == first and len(hashed) == 3  # unchanged: nothing re-read
+    image = tmp_path / "imgs" / "a" / "1.png"
+    image.touch()
+    assert fp.fingerprint(d, state)["sha256"] == first["sha256"]  # touched: re-read, same content
+    Image.fromarray(np.arange(36, dtype=np.uint8).reshape(6, 6)).save(image)  # rotating a uniform image would change nothing
+    rotated = fp.fingerprint(d, state)
+    assert rotated["sha256"] != first["sha256"]
+    (tmp_path / "imgs" / "b" / "2.png").write_bytes(TINY)
+    added = fp.fingerprint(d, state)
+    assert added["files"] == 4 and added["sha256"] not in (first["sha256"], rotated["sha256"])
+    (tmp_path / "imgs" / "b" / "2.png").rename(tmp_path / "imgs" / "a" / "3.png")  # same bytes, another class
+    assert fp.fingerprint(d, state)["sha256"] != added["sha256"]
+    hub = fp.fingerprint({"source": "hf", "hub_id": "someone/some-set", "revision": "abc"})
+    assert hub["files"] == 0 and hub["hub"] == ["someone/some-set@abc"]

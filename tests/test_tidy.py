@@ -81,3 +81,7 @@ def test_papermill_twice_gives_the_same_notebook_but_its_timings(tmp_path, monke
     assert timeless(raw_a) != timeless(raw_b)  # papermill's cell id and the widgets' ids are random
     assert VIEW in tidy_a and INJECTED_ID in tidy_a
     assert timeless(tidy_a) == timeless(tidy_b)
+    # The bar's plain text (what GitHub shows) reads its final state, not the "0%| 0/5" it started as.
+    done = json.loads(tidy_a)["cells"][-1]["outputs"]
+    texts = ["".join(o["data"]["text/plain"]) for o in done if VIEW in (o.get("data") or {})]
+    assert texts and all(t.startswith("cells: 100%|##########| 5/5") for t in texts), texts

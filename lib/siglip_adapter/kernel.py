@@ -235,6 +235,9 @@ def run(k: Kernel, kit_ref: str) -> State:
           f"to do: {', '.join(state.remaining) or 'nothing'}", flush=True)
     error = None
     try:
+        from .sources.fingerprint import write_fingerprint
+
+        write_fingerprint(cfg)  # the images' fingerprint, which the user's dvc.lock records beside the stages
         for stage in state.remaining:
             if state.done and budget.expired():
                 raise budget.OutOfTime(f"{stage}: the time budget ran out before it started")
@@ -249,6 +252,7 @@ def run(k: Kernel, kit_ref: str) -> State:
             state.stopped, error = f"{type(e).__name__} in {state.remaining[0]}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", e
     state.complete = not state.remaining
     outputs = [paths.results_root / "ablation" / f"{k.dataset}.csv", paths.dataset_cache] if k.ablation else [paths.results, paths.dataset_cache]
+    outputs.append(paths.images)
     state.archive = f"siglip-adapter-{state.run}.zip"
     state.archive_files = write_archive(working / state.archive, paths.base, outputs)
     state.elapsed_s = round(time.time() - start, 1)

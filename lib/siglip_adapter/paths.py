@@ -137,6 +137,11 @@ class RunPaths:
         return self.base / "results"
 
     @property
+    def images(self) -> Path:
+        """The dataset's image fingerprint (``sources.fingerprint``), shared by its runs."""
+        return self.base / "results" / "runs" / self.dataset / "images.json"
+
+    @property
     def manifest(self) -> Path:
         return self.results / "manifest.parquet"
 

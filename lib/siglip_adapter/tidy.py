@@ -6,7 +6,10 @@ widget (tqdm under Jupyter) is a widget model with a random id, written into the
 notebook's widget state. ``tidy`` names the injected cell ``injected-parameters``, drops the
 widget models no output displays, and renames the others ``0000...0``, ``0000...1``, ... in the
 order the outputs display them, so what is left between two runs is timings (cell execution
-times, papermill's durations, the rates and elapsed times the progress bars print).
+times, papermill's durations, the rates and elapsed times the progress bars print). A progress
+bar's plain-text form (what a reader without the widget state sees, e.g. on GitHub) is written
+when the bar starts ("0%| 0/64"); ``tidy`` replaces it by the bar's final state from the widget
+state ("100%|##########| 64/64 [00:03<00:00]"), so a finished stage does not read as one that did nothing.
 
     python -m siglip_adapter.tidy NOTEBOOK.ipynb [...]   # in place, atomically
 
@@ -15,6 +18,7 @@ times, papermill's durations, the rates and elapsed times the progress bars prin
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -51,6 +55,12 @@ def tidy(nb: dict) -> dict:
             view = (out.get("data") or {}).get(VIEW)
             if view:
                 visit(view.get("model_id"))
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs") or []:
+            view = (out.get("data") or {}).get(VIEW)
+            final = view and final_text(state, view.get("model_id"))
+            if final:
+                out["data"]["text/plain"] = final
     widgets[WIDGET_STATE]["state"] = {m: state[m] for m in order}
     if not order:
         del nb["metadata"]["widgets"]
@@ -59,6 +69,21 @@ def tidy(nb: dict) -> dict:
     names = {old: f"{n:0{width}x}" for n, old in enumerate(order)}
     pattern = re.compile("|".join(re.escape(m) for m in sorted(order, key=len, reverse=True)))
     return json.loads(pattern.sub(lambda m: names[m.group(0)], json.dumps(nb, ensure_ascii=False)))
+
+
+def final_text(state: dict, model: str | None) -> str | None:
+    """A tqdm bar's last state as tqdm prints it in text: the HTML before the bar (description and
+    share done), a 10-character bar from the progress model, the HTML after it (counts, times);
+    None for another widget."""
+    box = (state.get(model) or {}).get("state") or {}
+    parts = [(state.get(ref.removeprefix("IPY_MODEL_")) or {}) for ref in box.get("children") or []]
+    names = [p.get("model_name") for p in parts]
+    if names != ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
+        return None
+    left, bar, right = (p.get("state") or {} for p in parts)
+    share = (bar.get("value") or 0) / bar["max"] if bar.get("max") else 0.0
+    filled = int(share * 10)
+    return html.unescape(f"{left.get('value', '')}|{'#' * filled}{' ' * (10 - filled)}|{right.get('value', '')}").replace("\xa0", " ").replace("\u2007", " ")
 
 
 def tidy_file(path: Path) -> Path:
