@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import budget, experiment, pipeline
 from . import shard as sharding
 from .captions import build_summariser
-from .config import load_config, read_yaml
+from .config import ablation_arguments, load_config, read_yaml
 from .data import build_source
 from .encoders import build_encoder
 from .paths import RunPaths, output_root, project_root
@@ -139,16 +139,8 @@ def rows_path(dataset: str, overlay: str = "", out_root: Path | None = None) -> 
     return RunPaths(out_root or output_root(), dataset, overlay or "").results_root / "ablation" / f"{dataset}.csv"
 
 
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("dataset", help="a params/<dataset>.yaml name")
-    ap.add_argument("--overlay", default="", help="a params/overlays/<name>.yaml (its outputs go under build/<name>/)")
-    ap.add_argument("--backbone", default=None, help="a name of backbones in params/defaults.yaml (default: the parameters' own)")
-    ap.add_argument("--switches", nargs="+", default=None, help="only these switches of the paper protocol (default: all)")
-    ap.add_argument("--out", type=Path, default=None, help="the rows CSV (default results/ablation/<dataset>.csv)")
-
-
 def run_from_args(args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
-    """Run the ablation that ``args`` (``add_arguments``) describe and write its rows. With
+    """Run the ablation that ``args`` (``config.ablation_arguments``) describe and write its rows. With
     ``shards.processes`` above one it launches itself in that many processes (``accelerate
     launch``, as ``01_captions`` and ``02_embed`` do) and reads back the rows they wrote."""
     base = load_config(args.dataset, args.overlay, backbone=args.backbone)
@@ -168,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m siglip_adapter.ablation DATASET``: the rows only (what ``dvc repro`` runs;
     ``siglip-adapter ablation`` also prints the effects)."""
     ap = argparse.ArgumentParser(prog="python -m siglip_adapter.ablation", description=__doc__.split("\n\n")[0])
-    add_arguments(ap)
+    ablation_arguments(ap)
     try:
         _, path = run_from_args(ap.parse_args(argv))
     except budget.OutOfTime as e:  # a Kaggle kernel's budget: the finished parts are stored, a rerun resumes

@@ -31,12 +31,18 @@ same files; under ``accelerate launch`` (``python -m accelerate.commands.launch 
 deterministic share of the parts, and the files equal a one-process run's (see ``siglip_adapter.shard``).
 
 ``predict`` applies saved adapters (``siglip_adapter.cards``) to images: the backbone is loaded once,
-each image embedded once, and every card writes one row per image (predicted class and its logit),
-as CSV or ``--json``; a card made on another backbone or preprocessing is refused (exit status 2).
+each image embedded once, and every card writes one row per image (predicted class, its logit, its
+calibrated probability and whether the image is far from every class), as CSV or ``--json``. An
+image that cannot be read gets a row with its ``error`` and a line on stderr, the others are still
+classified (exit status 1); a card made on another backbone or preprocessing is refused (exit status 2).
 
 ``card`` saves a run's best method at K shots (the largest by default; highest validation accuracy
 over methods and seeds) as a card in ``results/<dataset>/cards/``, refitted from the run's features
 and checked against the test accuracy its stage recorded (what ``dvc repro`` runs per dataset).
+
+A mistake in the arguments or the parameter files is one line on stderr naming the flag or the
+file and key, with the nearest valid names, and exit status 2. Building the parser imports nothing
+heavy (each command imports what it runs), so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -46,6 +52,21 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+
+from .config import FLAGS, ConfigError, ablation_arguments, dataset_names, did_you_mean, load_config, run_arguments
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with its usage mistakes as one line (the usage is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def run_config(args):
+    """The parameters of the run that ``args`` name (dataset, ``--overlay``, ``--protocol``, ``--backbone``),
+    checked before any heavy module is imported: a mistake names its flag or its file and key."""
+    return load_config(args.dataset, args.overlay, protocol=getattr(args, "protocol", None), backbone=args.backbone, given_as=FLAGS)
 
 
 def scan_source(source, num_workers="auto") -> dict:
@@ -58,19 +79,18 @@ def scan_source(source, num_workers="auto") -> dict:
 
 
 def _source_for(args):
-    from .config import load_config
-    from .paths import project_root
     from .sources import build_source
 
     target = args.target
     is_name = "/" not in target and not Path(target).exists()
     if is_name:
         try:
-            params = project_root() / "params" / f"{target}.yaml"
+            names = dataset_names()
         except FileNotFoundError:
-            params = None
-        if params is None or not params.is_file():
-            raise FileNotFoundError(f"{target}: neither a path nor a params/<dataset>.yaml name")
+            names = []
+        if target not in names:
+            raise FileNotFoundError(f"{target}: neither a path nor a params/<dataset>.yaml name{did_you_mean(target, names)}"
+                                    f" (datasets: {', '.join(names)})")
         cfg = load_config(target)
         return build_source(cfg), cfg["data"]["max_skipped_fraction"]
     d = {"source": args.source, "root": str(Path(target).resolve()), "hub_id": str(Path(target).resolve()),
@@ -103,7 +123,6 @@ def cmd_scan(args) -> int:
 
 
 def cmd_kaggle(args) -> int:
-    from .config import ConfigError
     from .kaggle import kernel_runs, measured_rates, plan, write_kernels
 
     try:
@@ -155,6 +174,7 @@ def _print_plan(rows: list[dict], budget_hours: float, rates: dict | None, where
 
 
 def cmd_ablation(args) -> int:
+    run_config(args)
     from .ablation import run_from_args
     from .report import ablation_effects, ablation_sentence
 
@@ -167,12 +187,11 @@ def cmd_ablation(args) -> int:
 
 
 def cmd_stage(args) -> int:
+    cfg = run_config(args)
     from . import shard as sharding
-    from .config import load_config
     from .paths import paths_of
     from .pipeline import caption_stage, embed_stage
 
-    cfg = load_config(args.dataset, args.overlay, protocol=args.protocol, backbone=args.backbone)
     paths = paths_of(cfg)
     me = sharding.current(cfg["shards"]["timeout_hours"])
     if args.command == "captions":
@@ -187,23 +206,31 @@ def cmd_stage(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .cards import CardError, predict
-    from .sources.images import ImageError
+    from .cards import predict
 
     try:
-        rows = predict(args.card, args.inputs, device=args.device, batch_size=args.batch_size)
-    except (CardError, FileNotFoundError, ImageError) as e:
+        rows, notes = predict(args.card, args.inputs, device=args.device, batch_size=args.batch_size)
+    except FileNotFoundError as e:  # an image or folder argument that is not there
         print(f"siglip-adapter predict: {e}", file=sys.stderr)
         return 2
-    text = rows.to_json(orient="records", indent=2) + "\n" if args.json else rows.to_csv(index=False, float_format="%.6g")
+    for note in notes:
+        print(f"siglip-adapter predict: {note}", file=sys.stderr)
+    text = _records_json(rows) if args.json else rows.to_csv(index=False, float_format="%.6g")
     if args.out:
         Path(args.out).write_text(text)
     else:
         sys.stdout.write(text)
-    return 0
+    return 1 if rows["error"].notna().any() else 0
+
+
+def _records_json(rows) -> str:
+    """The rows as a JSON list of records, paths as written (pandas' ``to_json`` escapes '/'), missing values null."""
+    records = rows.astype(object).where(rows.notna(), None).to_dict(orient="records")
+    return json.dumps(records, indent=2) + "\n"
 
 
 def cmd_card(args) -> int:
+    run_config(args)
     from .cards import save_best
 
     path = save_best(args.dataset, args.protocol, args.shots, args.overlay, args.out, args.backbone)
@@ -212,7 +239,7 @@ def cmd_card(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="siglip-adapter", description="SigLIP-Adapter reproducibility kit")
+    ap = Parser(prog="siglip-adapter", description="SigLIP-Adapter reproducibility kit")
     sub = ap.add_subparsers(dest="command", required=True)
     scan = sub.add_parser("scan", help="report the images a run would skip, and why", description=__doc__)
     scan.add_argument("target", help="an image folder, a local Parquet dataset, or a params/<dataset>.yaml name")
@@ -241,16 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     kg.add_argument("--plan", action="store_true", help="print what each kernel will caption and embed (and its GPU hours with --rates); write nothing")
     kg.add_argument("--rates", default=None, metavar="caption=N,embed=N", help="--plan: images per second captioned and embedded on the kernel's GPUs, measured")
     ab = sub.add_parser("ablation", help="each paper switch on alone over corrected and off alone from paper, for one dataset")
-    from .ablation import add_arguments
-
-    add_arguments(ab)
+    ablation_arguments(ab)
     for name, what in (("captions", "01_captions: the checked split, captions and their quality"),
                        ("embed", "02_embed: the image, caption and class-prompt features")):
         st = sub.add_parser(name, help=f"{what} for one run (sharded under accelerate launch)")
-        st.add_argument("dataset", help="a params/<dataset>.yaml name")
-        st.add_argument("--protocol", default=None, help="a protocol of params/defaults.yaml (default: the dataset's)")
-        st.add_argument("--overlay", default="", help="params/overlays/<name>.yaml (default none)")
-        st.add_argument("--backbone", default=None, help="a name of backbones in params/defaults.yaml (default: the parameters' own)")
+        run_arguments(st)
         if name == "captions":
             st.add_argument("--manifest-ready", action="store_true", help="read the run's manifest.parquet instead of building it")
     pr = sub.add_parser("predict", help="apply saved adapter cards to images")
@@ -261,11 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     pr.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     cd = sub.add_parser("card", help="save a run's best K-shot method as a card (refitted, checked against its stage row)")
-    cd.add_argument("dataset", help="a params/<dataset>.yaml name")
-    cd.add_argument("--protocol", default="corrected", help="the run's protocol (default corrected)")
-    cd.add_argument("--backbone", default=None, help="the run's backbone (default: the parameters' own)")
+    run_arguments(cd, default_protocol="corrected")
     cd.add_argument("--shots", type=int, default=None, help="K (default: the run's largest)")
-    cd.add_argument("--overlay", default="", help="a params/overlays/<name>.yaml (its outputs go under build/<name>/)")
     cd.add_argument("--out", type=Path, default=None, help="the cards folder (default results/<dataset>/cards)")
     args = ap.parse_args(argv)
     from .budget import EXIT_OUT_OF_TIME, OutOfTime
@@ -275,6 +294,23 @@ def main(argv: list[str] | None = None) -> int:
     except OutOfTime as e:  # a Kaggle kernel's budget: the finished parts are stored, a rerun resumes
         print(f"siglip-adapter {args.command}: {e}", file=sys.stderr)
         return EXIT_OUT_OF_TIME
+    except Exception as e:
+        if not _user_error(e):  # a bug of ours: its traceback
+            raise
+        print(f"siglip-adapter {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+def _user_error(e: Exception) -> bool:
+    """One of the kit's own user-error types: a mistake in an argument or a parameter file, an
+    unusable card or image. Those of modules that building the parser does not import are imported
+    here, once one is raised (its module is loaded by then)."""
+    if isinstance(e, ConfigError):
+        return True
+    from .cards import CardError
+    from .sources.images import ImageError
+
+    return isinstance(e, (CardError, ImageError))
 
 
 def _dispatch(args) -> int:

@@ -39,6 +39,39 @@ class ConfigError(ValueError):
     pass
 
 
+# How ``load_config`` names the run's arguments in a message, by who passed them: a notebook or
+# ``params/run.yaml`` by default; the command line (``run_arguments``) passes ``FLAGS``.
+RUN_ARGUMENTS = {"protocol": "the run's protocol (params/run.yaml protocols, or the notebook's protocol parameter)",
+                 "backbone": "the run (params/run.yaml backbones, or the notebook's backbone parameter)",
+                 "overlay": "the run's overlay"}
+FLAGS = {"protocol": "--protocol", "backbone": "--backbone", "overlay": "--overlay"}
+NOT_DATASETS = ("defaults", "run", "paper_table1")  # params/*.yaml that are not a dataset's
+
+
+def dataset_names(root: Path | None = None) -> list[str]:
+    """The datasets a run may name: ``params/<name>.yaml`` but the defaults, run list and Table I."""
+    return sorted(p.stem for p in ((root or project_root()) / "params").glob("*.yaml") if p.stem not in NOT_DATASETS)
+
+
+def overlay_names(root: Path | None = None) -> list[str]:
+    """The overlays a run may name: ``params/overlays/<name>.yaml``."""
+    return sorted(p.stem for p in ((root or project_root()) / "params" / "overlays").glob("*.yaml"))
+
+
+def did_you_mean(name: str, known) -> str:
+    """"; did you mean 'x'?" naming the nearest of ``known`` (up to two), or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(known), n=2)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def unknown_name(what: str, name: str, known, plural: str = "", why: str = "") -> str:
+    """"unknown <what> 'name' (why); did you mean 'x'? (<what>s: a, b, ...)"."""
+    why = f" ({why})" if why else ""
+    return f"unknown {what} {name!r}{why}{did_you_mean(name, known)} ({plural or what + 's'}: {', '.join(sorted(known))})"
+
+
 def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"parameter file not found: {path}")
@@ -61,19 +94,20 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def protocol_switches(protocol: str, defaults: dict) -> list[str]:
+def protocol_switches(protocol: str, defaults: dict, asked_by: str = "params/defaults.yaml") -> list[str]:
     """The switches a protocol name turns on, in order: ``base`` then each ``+switch`` appended
-    and each ``-switch`` removed (``paper-author_trainable``)."""
+    and each ``-switch`` removed (``paper-author_trainable``). ``asked_by``: where the name came
+    from (a file's ``protocol`` key, or an argument), which a mistake in it names."""
     protocols, switches = defaults.get("protocols") or {}, defaults.get("switches") or {}
     parts = re.split(r"(?=[+-])", protocol)
     base, edits = parts[0], parts[1:]
     if base not in protocols:
-        raise ConfigError(f"params/defaults.yaml: unknown protocol '{base}' (in '{protocol}'); protocols are {sorted(protocols)}")
+        raise ConfigError(f"{asked_by}: {unknown_name('protocol', base, protocols)}")
     on = list(protocols[base] or [])
     for edit in edits:
         op, name = edit[0], edit[1:]
         if name not in switches:
-            raise ConfigError(f"params/defaults.yaml: unknown switch '{name}' (in protocol '{protocol}'); switches are {sorted(switches)}")
+            raise ConfigError(f"{asked_by}: {unknown_name('switch', name, switches, 'switches')} (in protocol {protocol!r})")
         if op == "+" and name not in on:
             on.append(name)
         elif op == "-":
@@ -87,12 +121,14 @@ def protocol_switches(protocol: str, defaults: dict) -> list[str]:
 
 
 def load_config(dataset: str, overlay: str = "", root: Path | None = None, protocol: str | None = None,
-                backbone: str | None = None) -> dict[str, Any]:
+                backbone: str | None = None, given_as: dict[str, str] | None = None) -> dict[str, Any]:
     """The merged parameters of one run, with ``run`` = {dataset, overlay, protocol, backbone}
     filled in. ``protocol`` / ``backbone`` None: the one the parameter files name (``protocol``,
     ``backbone``: a dataset file or overlay, else the profile, else the defaults). Validated
-    against ``schema.Params``; every mistake is reported with the file and the key that made it."""
-    return _load(dataset, overlay, root, protocol, backbone)[0]
+    against ``schema.Params``; every mistake is reported with the file and the key that made it,
+    or, for a wrong ``protocol``, ``backbone`` or ``overlay`` argument, with its name in
+    ``given_as`` (the command line's ``--protocol``; default ``RUN_ARGUMENTS``)."""
+    return _load(dataset, overlay, root, protocol, backbone, given_as)[0]
 
 
 def backbone_definitions(defaults: dict, layers: list[tuple[str, dict]]) -> dict[str, tuple[str, dict]]:
@@ -110,10 +146,12 @@ def backbone_definitions(defaults: dict, layers: list[tuple[str, dict]]) -> dict
     return defs
 
 
-def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, backbone: str | None = None) -> tuple[dict, dict]:
+def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, backbone: str | None = None,
+          given_as: dict[str, str] | None = None) -> tuple[dict, dict]:
     """(merged parameters, origin): origin maps each key path to the file (and section) that set it."""
     root = root or project_root()
     params = root / "params"
+    given_as = {**RUN_ARGUMENTS, **(given_as or {})}
     from .schema import NAME
 
     for what, name in (("dataset", dataset), ("overlay", overlay)):
@@ -122,8 +160,10 @@ def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, b
     defaults = read_yaml(params / "defaults.yaml")
     ds_file = params / f"{dataset}.yaml"
     if not ds_file.is_file():
-        known = sorted(p.stem for p in params.glob("*.yaml") if p.stem not in ("defaults", "run", "paper_table1"))
-        raise ConfigError(f"unknown dataset '{dataset}': no {ds_file.relative_to(root)} (datasets: {known})")
+        raise ConfigError(unknown_name("dataset", dataset, dataset_names(root), why=f"no params/{dataset}.yaml"))
+    if overlay and not (params / "overlays" / f"{overlay}.yaml").is_file():
+        why = f"no params/overlays/{overlay}.yaml"
+        raise ConfigError(f"{given_as['overlay']}: {unknown_name('overlay', overlay, overlay_names(root), why=why)}")
     ds = read_yaml(ds_file)
     ds_name = str(ds_file.relative_to(root))
     if "dataset" not in ds:
@@ -132,8 +172,9 @@ def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, b
     for name in ds.get("switches") or {}:
         if name not in switches:
             raise ConfigError(f"{ds_name}: switches.{name} is not a switch of params/defaults.yaml (switches are {sorted(switches)})")
+    asked_by = given_as["protocol"] if protocol else f"{ds_name}: protocol" if ds.get("protocol") else f"{DEFAULTS}: protocol"
     protocol = protocol or ds.get("protocol") or defaults.get("protocol")
-    on = protocol_switches(protocol, defaults)
+    on = protocol_switches(protocol, defaults, asked_by)
     layers = [(ds_name, {k: v for k, v in ds.items() if k != "switches"})]
     if overlay:
         ov_file = params / "overlays" / f"{overlay}.yaml"
@@ -161,9 +202,9 @@ def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, b
         if "backbone" in layer:
             name, set_by = layer["backbone"], where
     if backbone is not None:
-        name, set_by = backbone, "the run (params/run.yaml backbones, or the notebook's backbone parameter)"
+        name, set_by = backbone, given_as["backbone"]
     if not isinstance(name, str) or name not in defs:
-        raise ConfigError(f"{set_by}: backbone: unknown backbone {name!r}; backbones are {sorted(defs)}")
+        raise ConfigError(f"{set_by}{'' if backbone is not None else ': backbone'}: {unknown_name('backbone', name, defs)}")
     chosen = defs[name]
 
     base = [(DEFAULTS, {k: v for k, v in defaults.items() if k not in DEFINITIONS})]
@@ -181,8 +222,11 @@ def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, b
     for sname in switches:
         for where, layer in _switch_layers(sname, defaults, ds, ds_name):
             mistakes += _mistakes(*_traced(base + [profile, chosen] + layers[:1] + [(where, layer)], cfg), only=where)
+    mistakes = list(dict.fromkeys(mistakes))
+    if len(mistakes) == 1:
+        raise ConfigError(mistakes[0])
     if mistakes:
-        raise ConfigError("invalid parameters:\n  " + "\n  ".join(dict.fromkeys(mistakes)))
+        raise ConfigError(f"{len(mistakes)} invalid parameters:\n  " + "\n  ".join(mistakes))
     check_paths(cfg, origin)
     return cfg, origin
 
@@ -232,13 +276,20 @@ def _traced(layers: list[tuple[str, dict]], run: dict | None = None) -> tuple[di
 
 def where_set(origin: dict, loc: tuple) -> str:
     """The file (and section) that set the key at ``loc`` (or the nearest key above it); for a
-    section merged from several files, each file that set a key inside it ("a and b")."""
+    section merged from several files, each file that set a key inside it ("a and b"); for a key
+    no file set (a required one missing), the first file, in merge order, that set its section."""
     loc = tuple(loc)
     for n in range(len(loc), 0, -1):
         if loc[:n] in origin:
             return origin[loc[:n]]
     inside = dict.fromkeys(w for p, w in origin.items() if p[: len(loc)] == loc)
-    return " and ".join(inside) or DEFAULTS
+    if inside:
+        return " and ".join(inside)
+    for n in range(len(loc) - 1, 0, -1):  # origin keeps merge order: a later file's keys come after
+        first = next((w for p, w in origin.items() if p[:n] == loc[:n]), None)
+        if first is not None:
+            return first
+    return DEFAULTS
 
 
 def _mismatches(cfg: dict, origin: dict) -> list[str]:
@@ -283,10 +334,7 @@ def _explain(errs: list[dict], origin: dict) -> tuple[str, str]:
     key = ".".join(str(p) for p in loc)
     where = where_set(origin, loc)
     if err["type"] == "extra_forbidden":
-        import difflib
-
-        close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(loc[-1], _known_keys(loc[:-1]))
         return where, f"{where}: unknown parameter '{key}' (not in the parameter schema, lib/siglip_adapter/schema.py){hint}"
     if err["type"] == "missing":
         return where, f"{where}: {key} is required"
@@ -405,3 +453,27 @@ def _run_list(key: str, root: Path | None) -> list[str]:
     if not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{path}: '{key}' must be a non-empty list of names")
     return list(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# A run named on the command line (``siglip-adapter`` and ``python -m siglip_adapter.ablation``):
+# defined here, beside ``load_config`` and ``FLAGS``, so building a parser imports nothing heavy.
+
+
+def run_arguments(ap, protocol: bool = True, default_protocol: str | None = None) -> None:
+    """The arguments that name a run: its dataset, ``--overlay``, ``--backbone`` and (``protocol``) ``--protocol``."""
+    ap.add_argument("dataset", help="a params/<dataset>.yaml name")
+    ap.add_argument("--overlay", default="", help="a params/overlays/<name>.yaml (default none; its outputs go under build/<name>/)")
+    ap.add_argument("--backbone", default=None, help="a name of backbones in params/defaults.yaml (default: the parameters' own)")
+    if protocol:
+        default = default_protocol or "the dataset's"
+        ap.add_argument("--protocol", default=default_protocol, help=f"a protocol of params/defaults.yaml (default: {default})")
+
+
+def ablation_arguments(ap) -> None:
+    """The arguments of ``siglip-adapter ablation`` and ``python -m siglip_adapter.ablation``."""
+    from pathlib import Path
+
+    run_arguments(ap, protocol=False)
+    ap.add_argument("--switches", nargs="+", default=None, help="only these switches of the paper protocol (default: all)")
+    ap.add_argument("--out", type=Path, default=None, help="the rows CSV (default results/ablation/<dataset>.csv)")

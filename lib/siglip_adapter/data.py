@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .schema import SPLIT_METHODS
 from .sources import SPLITS, ImageError, Source, build_source  # noqa: F401  (build_source: the notebooks' entry)
 
-SPLIT_METHODS = ("stratified", "official", "coop", "shuffled")
 MANIFEST_COLUMNS = ["image_id", "label", "classname", "split", "split_method"]
 
 

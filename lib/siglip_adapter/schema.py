@@ -6,9 +6,9 @@ same way whether or not a run uses them.
 
 Types are strict: a string never stands for a number, nor a number for a string or a boolean
 (an integer is a valid float). Choices come from the code that implements them (sources, split
-methods, methods, text keys): the sources and split methods from their modules, the method names, text
-keys, encoders and precisions from here (``METHODS``, ``TEXT_KEYS``, ``ENCODERS``, ``PRECISIONS``), which those modules
-import, so a new choice is added in one place.
+methods, methods, text keys): the sources from their package, the split methods, method names, text
+keys, encoders and precisions from here (``SPLIT_METHODS``, ``METHODS``, ``TEXT_KEYS``, ``ENCODERS``, ``PRECISIONS``),
+which those modules import, so a new choice is added in one place (and checking parameters loads no torch).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from .data import SPLIT_METHODS
 from .sources import SOURCE_KINDS
 
 # Choices declared here and read by the code that implements them (which imports this module;
 # this one imports nothing of theirs, so checking parameters never loads a method or an encoder).
+SPLIT_METHODS = ("stratified", "official", "coop", "shuffled")  # split.method (siglip_adapter.data.make_manifest)
 METHODS = ("zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "coop", "adapter", "trainable")
 TEXT_KEYS = {"caption": "caption keys", "classname": "class-name keys", "none": "no text keys (alpha = 0)"}  # adapter.keys
 ENCODERS = ("offline-conse", "siglip", "clip")  # encoder.name (siglip_adapter.encoders.build_encoder)

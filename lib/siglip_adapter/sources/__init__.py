@@ -131,7 +131,8 @@ def finish(kind: str, root: str, entries: list[tuple[str, str, str | None]], d: 
     leave with their images; ids are sorted so nothing depends on listing order.
     """
     if not entries:
-        raise ValueError(f"{root}: no images found (source '{kind}')")
+        first = f": {len(skipped)} files skipped, e.g. {skipped[0]['path']}: {skipped[0]['reason']}" if skipped else ""
+        raise ValueError(f"{root}: no usable images found (source '{kind}'){first}")
     raw = list(raw_order) if raw_order is not None else sorted({c for _, c, _ in entries})
     cleaned, kept = clean_classnames(raw, d)
     label_of = {}

@@ -97,7 +97,8 @@ def folder_source(d: dict) -> FileSource:
     for rel in files:
         c = class_of(rel, pattern)
         if c is None:
-            why = f"file name does not match dataset.filename_regex {regex!r}" if pattern else "not inside a class folder"
+            why = f"file name does not match dataset.filename_regex {regex!r}" if pattern else \
+                "not inside a class folder (expected <root>/<class>/<image>, or --regex / dataset.filename_regex for the class in file names)"
             skipped.append({"path": rel, "reason": why})
         else:
             entries.append([rel, c, None])
