@@ -1,7 +1,7 @@
 """Per-stage result files, Table I and the accuracy-vs-shots plot.
 
 Stage files: ``results/runs/<dataset>/<stage>.csv`` (one row per method, shots and seed) and
-``<stage>.json`` (DVC metrics: mean, std and seed count per method and shots). Table I:
+``<stage>.json`` (DVC metrics: a few headline numbers, ``stage_metrics``). Table I:
 ``results/table1.csv`` (dataset, backbone, protocol, method, shots, mean, std, n_seeds; accuracy as
 a fraction) and ``results/table1.md`` for people. A run is a dataset on a backbone under a
 protocol (``RUN``); the figures and tables name the backbone where more than one ran.
@@ -10,8 +10,10 @@ protocol (``RUN``); the figures and tables name the backbone where more than one
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -40,6 +42,9 @@ METHOD_LABELS = {"zero_shot": "Zero-shot", "zero_shot_captions": "Zero-shot + ca
                  "idea": "IDEA (training-free)", "coop": "CoOp", "adapter": "SigLIP-Adapter (training-free)",
                  "trainable": "SigLIP-Adapter (trainable)"}
 FEW_SHOT = [m for m in METHOD_ORDER if not m.startswith("zero_shot")]  # the methods of the shots sweep
+# The paper's own methods (its Table I columns 2 and 3 and eq. 6): drawn thick in the figures and named in the
+# stage metrics; every other method is a baseline from the field.
+PAPER_METHODS = ("zero_shot_captions", "adapter", "trainable")
 SWEEP_EXCLUDED = ("published", "paper")  # protocols without a shots sweep (one K, one seed)
 
 
@@ -56,14 +61,37 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     return write_atomic(Path(path), lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
 
 
+def stage_metrics(summary: pd.DataFrame) -> dict:
+    """A stage's DVC metrics: flat keys, the same in every stage file, so that ``dvc metrics show``
+    (one column per key over all files) stays a narrow table however many methods run; the full
+    numbers stay in the stage CSV and ``table1.csv``. Mean test accuracy over seeds:
+
+    - ``shots``: the stage's largest K (0 for zero-shot alone);
+    - ``<method>`` for zero-shot and each of the paper's methods the stage ran (``PAPER_METHODS``):
+      at its largest shots, and for the few-shot ones ``<method>_1_shot`` at K = 1 (the paper's
+      Table I column 3) where run;
+    - ``best`` and ``best_method``: the few-shot method with the highest mean at the largest K
+      (does a baseline beat the paper's method?)."""
+    out: dict = {"shots": int(summary["shots"].max()) if len(summary) else 0}
+    for m in ("zero_shot", *PAPER_METHODS):
+        g = summary[summary["method"] == m].sort_values("shots")
+        if len(g):
+            out[m] = round(float(g["mean"].iloc[-1]), 6)
+            if m in FEW_SHOT and (g["shots"] == 1).any():
+                out[f"{m}_1_shot"] = round(float(g.loc[g["shots"] == 1, "mean"].iloc[0]), 6)
+    top = summary[~summary["method"].str.startswith("zero_shot") & (summary["shots"] == out["shots"])]
+    if out["shots"] > 0 and len(top):
+        best = top.loc[top["mean"].idxmax()]  # the first of a tie, in METHOD_ORDER
+        out.update(best=round(float(best["mean"]), 6), best_method=str(best["method"]))
+    return out
+
+
 def write_stage(rows: pd.DataFrame, csv_path: Path, json_path: Path) -> pd.DataFrame:
-    """Write a stage's per-seed rows and its metrics summary; returns the summary."""
+    """Write a stage's per-seed rows and its metrics (``stage_metrics``); returns the summary."""
     write_csv(rows, csv_path)
     summary = summarise(rows)
-    metrics: dict = {}
-    for r in summary.itertuples(index=False):
-        metrics.setdefault(r.method, {})[f"shots_{r.shots}"] = {"mean": round(r.mean, 6), "std": round(r.std, 6), "n_seeds": int(r.n_seeds)}
-    write_atomic(Path(json_path), lambda tmp: tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n"))
+    metrics = stage_metrics(summary)
+    write_atomic(Path(json_path), lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
     return summary
 
 
@@ -171,11 +199,13 @@ def _pick(g: pd.DataFrame, method: str, shots: int | None) -> pd.Series | None:
     return hit.sort_values("shots").iloc[0] if len(hit) else None
 
 
-def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame | None = None) -> str:
-    """Table I as markdown: per dataset, a line per protocol (published first) with the paper's
-    three columns and the training-free adapter at ``shots``, then what each column measures
-    under each protocol, then the shots sweep of the adapters (accuracy in %, mean ± std over
-    seeds), then (``text_keys``: ``text_key_summary``) what the captions add to the adapter."""
+TABLE1_TITLE = "# Table I: zero-shot, the paper's columns 2 and 3, and the training-free adapter"
+OURS_HEADING = "## This run"
+PUBLISHED_HEADING = "## Published in the paper (not rerun here)"
+
+
+def _table1_rows(table: pd.DataFrame, shots: int) -> list[str]:
+    """Table I's markdown rows, a line per run (dataset, then protocol in PROTOCOL_ORDER)."""
     head = ["dataset", "backbone", "protocol", "Zero-shot", "Column 2 (\"with captions zero-shot\")", "Column 3 (\"SigLIP-Adapter 1-shot\")",
             f"Training-free adapter, {shots}-shot"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -193,7 +223,25 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
             note = " (1-shot cache)" if method == "zero_shot_captions" and r["shots"] == 1 else note
             cells.append(_cell(r["mean"], r["std"], r["n_seeds"]) + note)
         lines.append("| " + " | ".join([ds, bb, proto] + cells) + " |")
-    out = "\n".join(lines) + "\n\nWhat each column measures:\n\n"
+    return lines
+
+
+def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame | None = None) -> str:
+    """Table I as markdown, under a title: this run's rows (a line per dataset x backbone x
+    protocol with the paper's three columns and the training-free adapter at ``shots``), then in a
+    section of their own the paper's published numbers (protocol ``published``, not rerun), then
+    what each column measures under each protocol, then the shots sweep of every method (accuracy in
+    %, mean ± std over seeds) and the ranking, then (``text_keys``: ``text_key_summary``) what the
+    captions add to the adapter."""
+    ours, published = table[table["protocol"] != "published"], table[table["protocol"] == "published"]
+    out = (f"{TABLE1_TITLE}\n\nTest accuracy in %, mean ± std over seeds where a run has several. The columns are the paper's "
+           "Table I; what each measures depends on the protocol (below).\n\n")
+    if len(ours):
+        out += f"{OURS_HEADING}\n\n" + "\n".join(_table1_rows(ours, shots)) + "\n\n"
+    if len(published):
+        out += (f"{PUBLISHED_HEADING}\n\nThe paper's own numbers (`params/paper_table1.yaml`, its backbone {PUBLISHED_BACKBONE}, one "
+                "split, no seeds), for comparison: this kit did not produce them.\n\n" + "\n".join(_table1_rows(published, shots)) + "\n\n")
+    out += "## What each column measures\n\n"
     for col, by in COLUMN_MEANINGS.items():
         out += f"- **{col}**: " + "; ".join(f"*{p}*: {text}" for p, text in by.items()) + ".\n"
     sweep = table[table["method"].isin(FEW_SHOT) & ~table["protocol"].isin(SWEEP_EXCLUDED)]
@@ -299,38 +347,83 @@ def text_key_markdown(summary: pd.DataFrame) -> str:
     return out
 
 
-def _palette() -> dict:
-    plt, sns = _plotting()
-    return dict(zip(FEW_SHOT, sns.color_palette("tab10", len(FEW_SHOT))))
+# Figures: the paper's methods in colours of their own, drawn thick; every other method thin, from a palette
+# without those colours (then with line styles, so 16+ methods stay apart); legends below the panels.
+PAPER_COLOURS = dict(zip(PAPER_METHODS, ("#9467bd", "#000000", "#d62728")))  # purple, black, red
+OTHER_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]  # tab10 less red, purple, grey
+OTHER_DASHES = ["-", "--", ":", "-."]
+
+
+def _method_order(methods) -> list[str]:
+    """Methods in METHOD_ORDER, then any other (a method the report does not know yet) by name."""
+    known = [m for m in METHOD_ORDER if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+def _line_styles(methods) -> dict:
+    """{method: matplotlib line keywords}: the paper's thick in their colours, the others thin."""
+    out, others = {}, [m for m in _method_order(methods) if m not in PAPER_METHODS and m != "zero_shot"]
+    for m in methods:
+        if m in PAPER_METHODS:
+            out[m] = {"color": PAPER_COLOURS[m], "lw": 2.6, "marker": "o", "ms": 5, "zorder": 4}
+    for i, m in enumerate(others):
+        out[m] = {"color": OTHER_COLOURS[i % len(OTHER_COLOURS)], "ls": OTHER_DASHES[i // len(OTHER_COLOURS) % len(OTHER_DASHES)],
+                  "lw": 1.1, "marker": ".", "ms": 4, "alpha": 0.85, "zorder": 2}
+    if "zero_shot_captions" in out:  # a level, not a curve: no markers
+        out["zero_shot_captions"] = {"color": PAPER_COLOURS["zero_shot_captions"], "ls": "-.", "lw": 2.6, "zorder": 3}
+    out["zero_shot"] = {"color": "dimgrey", "ls": "--", "lw": 1.2, "zorder": 5}  # thin, on top of an equal zero-shot + captions
+    return out
+
+
+def _legend_below(fig, handles: list, labels: list[str], title: str | None = None, width_per_column: float = 2.7):
+    """One legend for the whole figure, under its panels (outside every axes); needs a figure made
+    with ``layout="constrained"``."""
+    import textwrap
+
+    ncol = max(1, min(len(labels), int(fig.get_figwidth() // width_per_column)))
+    title = title and textwrap.fill(title, width=int(fig.get_figwidth() * 13))  # a long title wraps to the figure's width
+    return fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, title=title, title_fontsize=8, frameon=False)
 
 
 def plot_shots(rows: pd.DataFrame, path: Path | None = None):
-    """Accuracy against shots for every few-shot method (mean over seeds, band: ±1 std), a panel
-    per dataset (columns) and backbone x protocol with a sweep (rows); zero-shot as a dashed line."""
+    """Accuracy against shots for every few-shot method (mean over seeds), a panel per dataset
+    (columns) and backbone x protocol with a sweep (rows): the paper's methods thick with a ±1 std
+    band over seeds, the others thin without one; zero-shot and zero-shot with captions as
+    horizontal lines; one legend under the panels."""
     plt, sns = _plotting()
+    from matplotlib.lines import Line2D
+
     ours = rows[~rows["protocol"].isin(SWEEP_EXCLUDED)].assign(accuracy=lambda r: 100 * r["accuracy"])
     datasets, settings = list(dict.fromkeys(ours["dataset"])), list(dict.fromkeys(zip(ours["backbone"], ours["protocol"])))
-    fig, axes = plt.subplots(len(settings), len(datasets), figsize=(5.5 * len(datasets), 4 * len(settings)), squeeze=False)
-    palette = _palette()
+    methods = _method_order(ours["method"].unique())
+    style = _line_styles(methods)
+    fig, axes = plt.subplots(len(settings), len(datasets), figsize=(5.5 * len(datasets), 3.8 * len(settings) + 1.6), squeeze=False,
+                             layout="constrained")
     for ax_row, (bb, proto) in zip(axes, settings):
         for ax, ds in zip(ax_row, datasets):
             d = _in_run(ours, ds, bb, proto)
-            few = d[d["method"].isin(FEW_SHOT)]
-            sns.lineplot(few, x="shots", y="accuracy", hue="method", hue_order=[m for m in FEW_SHOT if m in set(few["method"])],
-                         palette=palette, errorbar="sd", marker="o", ax=ax, legend=ax is axes[0][-1])
-            zs = d[d["method"] == "zero_shot"]
-            if len(zs):
-                ax.axhline(zs["accuracy"].mean(), ls="--", color="grey", label="zero-shot")
+            for m in methods:
+                g = d[d["method"] == m].groupby("shots")["accuracy"]
+                if not len(g):
+                    continue
+                mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+                if m.startswith("zero_shot") or mean.index.max() == 0:  # no sweep: a level to beat
+                    ax.axhline(mean.iloc[-1], **{k: v for k, v in style[m].items() if k not in ("marker", "ms")})
+                    continue
+                ax.plot(mean.index, mean.values, **style[m])
+                if m in PAPER_METHODS:
+                    ax.fill_between(mean.index, mean - std, mean + std, color=style[m]["color"], alpha=0.15, lw=0, zorder=3)
             ax.set_xscale("log", base=2)
-            ks = sorted(few["shots"].unique())
+            ks = sorted(d.loc[d["shots"] > 0, "shots"].unique())
             ax.set_xticks(ks, [str(k) for k in ks])
+            ax.minorticks_off()
             ax.set(title=run_label(ours, ds, bb, proto), xlabel="shots per class (K)", ylabel="test accuracy (%)")
             ax.grid(alpha=0.3)
-    leg = axes[0][-1].get_legend()
-    if leg is not None:
-        handles, labels = axes[0][-1].get_legend_handles_labels()
-        axes[0][-1].legend(handles, [METHOD_LABELS.get(lab, lab) for lab in labels], fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles = [Line2D([], [], **style[m]) for m in methods]
+    paper_first = sorted(range(len(methods)), key=lambda i: methods[i] not in PAPER_METHODS)
+    _legend_below(fig, [handles[i] for i in paper_first], [METHOD_LABELS.get(methods[i], methods[i]) for i in paper_first],
+                  title="thick: the paper's methods (band: ±1 std over seeds); thin: the other methods (mean over seeds); "
+                        "horizontal: the zero-shot methods (no shots)")
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
     return fig
@@ -338,45 +431,55 @@ def plot_shots(rows: pd.DataFrame, path: Path | None = None):
 
 def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):
     """The training-free adapter's test accuracy (%) over alpha x theta at the beta validation chose
-    (mean over seeds at the largest K), a heat map per run with a sweep; the
-    number in a cell is how often validation chose it."""
+    (mean over seeds at the largest K), a heat map per run with a sweep; the number in a cell is
+    how many seeds' validation search chose it, which the figure's title says."""
     plt, sns = _plotting()
     sens = sens[~sens["protocol"].isin(SWEEP_EXCLUDED)]
     runs = runs_of(sens)
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.8), squeeze=False, layout="constrained")
     for ax, run in zip(axes[0], runs):
         d = _in_run(sens, *run)
         acc = d.pivot_table(index="alpha", columns="theta", values="accuracy", aggfunc="mean").mul(100)
         picked = d.pivot_table(index="alpha", columns="theta", values="chosen", aggfunc="sum").astype(int)
-        sns.heatmap(acc, annot=picked.where(picked > 0, 0).astype(str).where(picked > 0, ""), fmt="", cmap="viridis", ax=ax,
-                    cbar_kws={"label": "test accuracy (%)"})
-        ax.set(title=f"{run_label(sens, *run)}, K = {int(d['shots'].max())}", xlabel="theta (sharpness)", ylabel="alpha (caption weight)")
-    fig.tight_layout()
+        sns.heatmap(acc, annot=picked.astype(str).where(picked > 0, ""), fmt="", cmap="viridis", ax=ax,
+                    cbar_kws={"label": "test accuracy (%), mean over seeds"})
+        ax.set(title=f"{run_label(sens, *run)}, K = {int(d['shots'].max())}, {d['seed'].nunique()} seeds",
+               xlabel="theta (sharpness)", ylabel="alpha (caption weight)")
+        ax.tick_params(axis="y", labelrotation=0)
+    fig.suptitle("The training-free adapter over alpha x theta at the chosen beta. Colour: test accuracy; "
+                 "number in a cell: seeds whose validation search chose that cell", fontsize=11)
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
     return fig
 
 
 def plot_curves(curves: pd.DataFrame, path: Path | None = None):
-    """Validation accuracy against epoch for each trained method (a line per learning rate), a row
-    per run with a sweep: the learning curves behind each chosen epoch."""
+    """Validation accuracy against epoch for each trained method (a line per learning rate, one
+    colour per rate in every panel), a row per run with a sweep: the learning curves behind each
+    chosen epoch."""
     plt, sns = _plotting()
+    from matplotlib.lines import Line2D
+
     curves = curves[~curves["protocol"].isin(SWEEP_EXCLUDED)]
     runs = runs_of(curves)
-    trained = [m for m in FEW_SHOT if m in set(curves["method"])]
-    fig, axes = plt.subplots(len(runs), len(trained), figsize=(3.4 * len(trained), 2.8 * len(runs)), squeeze=False, sharey="row")
+    trained = _method_order(curves["method"].unique())
+    rates = sorted(curves["lr"].unique())
+    colours = dict(zip(rates, sns.color_palette("colorblind", len(rates))))
+    fig, axes = plt.subplots(len(runs), len(trained), figsize=(3.4 * len(trained), 2.8 * len(runs) + 0.6), squeeze=False, sharey="row",
+                             layout="constrained")
     for ax_row, run in zip(axes, runs):
         for ax, m in zip(ax_row, trained):
             d = _in_run(curves, *run)
             d = d[d["method"] == m]
-            d = d.assign(val=100 * d["val_accuracy"], lr=d["lr"].map(lambda v: f"{v:g}"))
-            sns.lineplot(d, x="epoch", y="val", hue="lr", marker=".", ax=ax, palette="colorblind")
-            ax.set(title=f"{METHOD_LABELS[m]}\n{run_label(curves, *run)}, K = {int(d['shots'].max()) if len(d) else '?'}", xlabel="epoch",
-                   ylabel="validation accuracy (%)")
+            for lr, g in d.groupby("lr"):
+                ax.plot(g["epoch"], 100 * g["val_accuracy"], marker=".", color=colours[lr])
+            ax.set(title=f"{METHOD_LABELS.get(m, m)}\n{run_label(curves, *run)}, K = {int(d['shots'].max()) if len(d) else '?'}",
+                   xlabel="epoch", ylabel="validation accuracy (%)" if ax is ax_row[0] else "")
             ax.title.set_fontsize(8)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _legend_below(fig, [Line2D([], [], marker=".", color=colours[lr]) for lr in rates], [f"{lr:g}" for lr in rates],
+                  title="learning rate", width_per_column=1.2)
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
     return fig
@@ -401,21 +504,50 @@ def backbone_gains(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_backbone_gains(gains: pd.DataFrame, path: Path | None = None):
-    """Each method's gain over zero-shot (points) at the largest K, a bar per backbone, a panel per
-    dataset x protocol with a sweep."""
+    """Each method's gain over its own backbone's zero-shot (points) at the largest K, a horizontal
+    bar per backbone, a panel per dataset (columns) and protocol with a sweep (rows); the paper's
+    methods in bold. With one backbone nothing is compared: the bars are that backbone's gains, in
+    one colour and without a legend, and the title says so."""
     plt, sns = _plotting()
-    panels = list(dict.fromkeys(zip(gains["dataset"], gains["protocol"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
-    for ax, (ds, proto) in zip(axes[0], panels):
-        d = gains[(gains["dataset"] == ds) & (gains["protocol"] == proto)]
-        d = d.assign(label=d["method"].map(METHOD_LABELS))
-        sns.barplot(d, x="label", y="gain", hue="backbone", order=[METHOD_LABELS[m] for m in FEW_SHOT if m in set(d["method"])], ax=ax,
-                    palette="colorblind")
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set(title=f"{ds} ({proto}), K = {int(d['shots'].max())}", xlabel="", ylabel="gain over zero-shot (points)")
-        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    datasets, protocols = list(dict.fromkeys(gains["dataset"])), list(dict.fromkeys(gains["protocol"]))
+    if not len(gains):  # only runs without a shots sweep (``paper``): no gain at a largest K to show
+        fig, ax = plt.subplots(figsize=(6, 1.2), layout="constrained")
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No run with a shots sweep: no gain over zero-shot to show", ha="center", va="center")
+        if path is not None:
+            fig.savefig(path, dpi=110, metadata={"Software": None})
+        return fig
+    methods = _method_order(gains["method"].unique())
+    labels = [METHOD_LABELS.get(m, m) for m in methods]
+    backbones = list(dict.fromkeys(gains["backbone"]))
+    colours = dict(zip(backbones, sns.color_palette("colorblind", len(backbones))))
+    height = 0.22 * len(methods) * max(1.5, len(backbones)) + 1.0
+    fig, axes = plt.subplots(len(protocols), len(datasets), figsize=(4.6 * len(datasets) + 1.6, height * len(protocols) + 0.8),
+                             squeeze=False, sharey=True, layout="constrained")
+    for ax_row, proto in zip(axes, protocols):
+        for ax, ds in zip(ax_row, datasets):
+            d = gains[(gains["dataset"] == ds) & (gains["protocol"] == proto)]
+            d = d.assign(label=d["method"].map(lambda m: METHOD_LABELS.get(m, m)))
+            sns.barplot(d, y="label", x="gain", hue="backbone", order=labels, hue_order=backbones, palette=colours, orient="h", ax=ax,
+                        legend=False)
+            for bars in ax.containers:
+                ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+            ax.axvline(0, color="grey", lw=0.8)
+            k = f"K = {int(d['shots'].max())}" if len(d) else "no sweep"
+            ax.set(title=f"{ds} ({proto}), {k}", xlabel="gain over zero-shot (points)", ylabel="")
+            ax.margins(x=0.15)
+            ax.grid(alpha=0.3, axis="x")
+            for tick in ax.get_yticklabels():
+                if tick.get_text() in {METHOD_LABELS[m] for m in PAPER_METHODS}:
+                    tick.set_fontweight("bold")
+    if len(backbones) > 1:
+        _legend_below(fig, [Patch(color=colours[b]) for b in backbones], backbones, title="backbone")
+        fig.suptitle("Each method's gain over its own backbone's zero-shot at the largest K (bold: the paper's methods)", fontsize=10)
+    else:
+        fig.suptitle(f"One backbone ({backbones[0]}): each method's gain over zero-shot at the largest K, "
+                     "nothing to compare across backbones (bold: the paper's methods)", fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
     return fig
@@ -538,7 +670,8 @@ def plot_ablation(effects: pd.DataFrame, path: Path | None = None):
     plt, sns = _plotting()
     datasets = list(dict.fromkeys(effects["dataset"]))
     n_sw = max(effects.groupby("dataset")["switch"].nunique()) if len(effects) else 1
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 0.35 * n_sw * len(datasets) + 1.2 * len(datasets)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 0.35 * n_sw * len(datasets) + 1.2 * len(datasets) + 0.6), squeeze=False,
+                             sharex=True, layout="constrained")
     palette = dict(zip(ABLATION_COLUMNS, sns.color_palette("colorblind", len(ABLATION_COLUMNS))))
     for row, ds in zip(axes, datasets):
         e = effects[effects["dataset"] == ds]
@@ -546,14 +679,14 @@ def plot_ablation(effects: pd.DataFrame, path: Path | None = None):
         for ax, d in zip(row, DIRECTIONS):
             sub = e[e["direction"] == d].assign(points=lambda x: 100 * x["effect"].fillna(0.0))
             sns.barplot(sub, y="switch", x="points", hue="column", order=order, hue_order=list(ABLATION_COLUMNS), palette=palette,
-                        ax=ax, orient="h", legend=ax is axes[0][0])
+                        ax=ax, orient="h", legend=False)
             ax.axvline(0, color="black", lw=0.8)
             ax.set(title=f"{ds}: {DIRECTIONS[d]}", xlabel="effect on test accuracy (points)", ylabel="")
             ax.grid(axis="x", alpha=0.3)
-    if axes[0][0].get_legend() is not None:
-        handles, _ = axes[0][0].get_legend_handles_labels()
-        axes[0][0].legend(handles, list(ABLATION_COLUMNS.values()), fontsize=7, loc="lower right")
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    _legend_below(fig, [Patch(color=palette[c]) for c in ABLATION_COLUMNS], list(ABLATION_COLUMNS.values()), title="Table I column",
+                  width_per_column=1.5)
     if path is not None:
         fig.savefig(path, dpi=120, metadata={"Software": None})
     return fig
@@ -602,20 +735,36 @@ def caption_quality_markdown(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def length_bins(labels) -> list[str]:
+    """Caption length bins (``captions_quality.json``: "<= 8", ..., "<= 128", "> 128") in numeric
+    order, each "<= n" before "> n"; a label without a number last."""
+    def key(label: str):
+        m = re.search(r"\d+(\.\d+)?", label)
+        return (float(m.group()) if m else float("inf"), label.lstrip().startswith(">"), label)
+
+    return sorted(dict.fromkeys(labels), key=key)
+
+
 def plot_caption_lengths(hist: pd.DataFrame, path: Path | None = None):
-    """Caption length in encoder tokens per dataset (one panel each), a bar group per protocol (per
-    backbone and protocol where more than one backbone ran)."""
+    """Caption length in encoder tokens per dataset (one panel each), bins in numeric order, a bar
+    group per protocol (per backbone and protocol where more than one backbone ran)."""
     plt, sns = _plotting()
+    from matplotlib.patches import Patch
+
     datasets = list(dict.fromkeys(hist["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.2), squeeze=False)
+    hist = hist.assign(protocol=hist["backbone"] + " " + hist["protocol"]) if hist["backbone"].nunique() > 1 else hist
+    groups = list(dict.fromkeys(hist["protocol"]))
+    colours = dict(zip(groups, sns.color_palette("colorblind", len(groups))))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False, layout="constrained")
     for ax, ds in zip(axes[0], datasets):
         d = hist[hist["dataset"] == ds]
-        d = d.assign(protocol=d["backbone"] + " " + d["protocol"]) if hist["backbone"].nunique() > 1 else d
-        share = d.assign(share=d["captions"] / d.groupby("protocol")["captions"].transform("sum").clip(lower=1))
-        sns.barplot(share, x="tokens", y="share", hue="protocol", ax=ax, palette="colorblind")
-        ax.set(title=ds, xlabel="caption length (encoder tokens)", ylabel="share of captions")
+        share = d.assign(share=100 * d["captions"] / d.groupby("protocol")["captions"].transform("sum").clip(lower=1))
+        sns.barplot(share, x="tokens", y="share", hue="protocol", order=length_bins(hist["tokens"]), hue_order=groups, palette=colours,
+                    ax=ax, legend=False)
+        ax.set(title=ds, xlabel="caption length (encoder tokens)", ylabel="share of the run's captions (%)")
         ax.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
+        ax.grid(alpha=0.3, axis="y")
+    _legend_below(fig, [Patch(color=colours[g]) for g in groups], groups, title="protocol", width_per_column=1.6)
     if path is not None:
         fig.savefig(path, dpi=120, metadata={"Software": None})
     return fig
@@ -640,7 +789,65 @@ def plot_caption_examples(examples: pd.DataFrame, images: dict, path: Path | Non
         ax_txt.text(0, 0.5, head + "\n" + "\n".join(textwrap.wrap(str(r.caption), width)[:4]), va="center", fontsize=7,
                     color="firebrick" if which != ["clean"] else "black")
         ax_txt.axis("off")
+    fig.suptitle("Captions next to their images: flagged ones first (red: what was flagged), then clean ones", fontsize=9)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage notebooks' own figures (01-05), shown inline and not written anywhere
+
+
+def show(fig, dpi: int = 80):
+    """A figure as an inline PNG (``IPython.display.Image``), then closed: what a stage notebook
+    displays without writing a file that no stage declares. Deterministic bytes (no software tag)."""
+    import io
+
+    from IPython.display import Image
+
+    plt, _ = _plotting()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+    return Image(data=buf.getvalue(), format="png")
+
+
+def has_sweep(rows: pd.DataFrame) -> bool:
+    """Whether a run's rows sweep shots (its protocol is not one of SWEEP_EXCLUDED's single-K ones)."""
+    return bool(len(rows)) and not rows["protocol"].isin(SWEEP_EXCLUDED).all()
+
+
+def plot_cosines(images, caps, labels, class_text, where: str = "validation"):
+    """02_embed's sanity check as two histograms: an image's cosine to its own caption against
+    other images' captions, and to its own class prompt against the other classes'."""
+    import torch
+
+    plt, _ = _plotting()
+    pairs = [("caption", images @ caps.T, torch.eye(len(images), dtype=torch.bool)),
+             ("class prompt", images @ class_text.T, torch.nn.functional.one_hot(labels, class_text.shape[0]).bool())]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+    for ax, (what, sims, own) in zip(axes, pairs):
+        ax.hist(sims[~own].numpy(), bins=40, density=True, alpha=0.6, color="tab:grey", label=f"other {what}s")
+        ax.hist(sims[own].numpy(), bins=40, density=True, alpha=0.6, color="tab:blue", label=f"its own {what}")
+        ax.set(title=f"{where} images: cosine to {what}s", xlabel="cosine similarity", ylabel="density")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_confusion(labels, predicted, classnames: list[str], title: str):
+    """Test images per true class (rows) and predicted class (columns), with the accuracy in the
+    title: where a zero-shot classifier's answers go."""
+    plt, sns = _plotting()
+    n = len(classnames)
+    counts = np.zeros((n, n), dtype=int)
+    np.add.at(counts, (np.asarray(labels), np.asarray(predicted)), 1)
+    size = min(1.2 + 0.45 * n, 11)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
+    sns.heatmap(counts, annot=n <= 20, fmt="d", cmap="Blues", cbar_kws={"label": "test images"}, ax=ax,
+                xticklabels=classnames, yticklabels=classnames, annot_kws={"fontsize": 7})
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set(title=f"{title}: {100 * accuracy:.1f}% of {counts.sum()} test images", xlabel="predicted class", ylabel="true class")
+    ax.tick_params(labelsize=7)
     return fig
