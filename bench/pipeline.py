@@ -150,9 +150,9 @@ def noop(report: Report, cmd: list[str], name: str, target: float | None) -> flo
 def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warm", action="store_true", help="keep cache/ (the stores and the finished method cells): every stage still reruns, reading them")
-    ap.add_argument("--skip-full", action="store_true", help="only the no-op and the parameter change")
+    ap.add_argument("--skip-full", action="store_true", help="only the no-op and the parameter change (results/bench/pipeline-noop.txt)")
     args = ap.parse_args(argv)
-    report = Report("pipeline")
+    report = Report("pipeline-noop" if args.skip_full else "pipeline")  # the full run's report is kept apart
     log_dir = ROOT / ".dvc" / "tmp"
     log_dir.mkdir(parents=True, exist_ok=True)
 

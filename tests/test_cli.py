@@ -34,6 +34,10 @@ MISTAKES = {
     "an ablation's overlay": (["ablation", "digits", "--overlay", "smok"], ["ablation: --overlay", "did you mean 'smoke'?"]),
     "a scan target": (["scan", "digts"], ["siglip-adapter scan: digts: neither a path nor a params/<dataset>.yaml name",
                                          "did you mean 'digits'?"]),
+    "a kernel's protocols": (["kaggle", "--user", "me", "--kit-dataset", "me/kit", "--protocols", "corected"],
+                             ["siglip-adapter kaggle: --protocols: unknown protocol 'corected'", "did you mean 'corrected'?"]),
+    "a kernel's backbones": (["kaggle", "--user", "me", "--kit-dataset", "me/kit", "--datasets", "digits", "--backbones", "siglp-b16"],
+                             ["kaggle: --backbones: unknown backbone 'siglp-b16'", "did you mean 'siglip-b16'"]),
     "a command": (["embedd", "digits"], ["siglip-adapter: argument command: invalid choice: 'embedd'", "'embed'"]),
 }
 

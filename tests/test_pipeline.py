@@ -306,7 +306,7 @@ def test_a_failed_stage_keeps_the_last_runs_outputs(dvc, dvc_copy):
 
 
 DVC_OUTPUT = """Running stage 'images@digits':
-> python -m siglip_adapter.sources.fingerprint digits
+> python -m siglip_adapter.fingerprint digits
 Updating lock file 'dvc.lock'
 Stage 'embed@digits-offline-conse-corrected' didn't change, skipping
 Running stage 'captions@digits-offline-conse-corrected':
@@ -335,3 +335,16 @@ def test_make_repro_shows_each_stage_and_a_failed_stages_own_error(root, tmp_pat
     assert said[4].startswith("digits: ERROR: failed to reproduce") and said[5] == f"digits: the whole output: {log}"
     assert said[-1] == "digits: 2 stage(s) ran, 1 up to date"
     assert log.read_text() == DVC_OUTPUT
+
+
+def test_every_stage_that_computes_sets_its_own_thread_count(dvc, root):
+    """`make repro` and a plain `dvc repro` compute with the same CPU thread count (part of the
+    numbers): every stage that runs the kit exports params/run.yaml's `threads` first."""
+    assert isinstance(yaml.safe_load((root / "params" / "run.yaml").read_text())["threads"], int)
+    for name, stage in dvc["stages"].items():
+        cmd = stage.get("do", stage)["cmd"]
+        if name in ("digits_data", "images"):  # no torch: files written and hashed
+            continue
+        assert cmd.startswith("export OMP_NUM_THREADS=${threads} MKL_NUM_THREADS=${threads} && "), name
+    script = (root / "scripts" / "repro.sh").read_text()
+    assert "OMP_NUM_THREADS=" not in script.replace("`OMP_NUM_THREADS`", "")  # make repro leaves it to the stages

@@ -265,9 +265,9 @@ def test_scan_cli_json(corpus_tree):
 
 
 def test_the_images_fingerprint_sees_content_not_timestamps(tmp_path, monkeypatch):
-    """``sources.fingerprint``: an edited, added or removed image changes the digest; a file
+    """``fingerprint``: an edited, added or removed image changes the digest; a file
     touched without a change does not; a file is hashed once per version (size, mtime)."""
-    from siglip_adapter.sources import fingerprint as fp
+    from siglip_adapter import fingerprint as fp
 
     write_tree(tmp_path / "imgs", ["a/1.png", "a/2.png", "b/1.png"])
     d = {"source": "folder", "root": str(tmp_path / "imgs")}

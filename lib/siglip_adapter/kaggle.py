@@ -158,8 +158,9 @@ def write_kernels(out: Path, user: str, kit_dataset: str, datasets: list[str] | 
         if not re.fullmatch(_SOURCES["items"]["pattern"][1:-1], ref or ""):
             raise ValueError(f"{flag}: {ref!r} is not a Kaggle dataset OWNER/SLUG")
     sources = {}
+    flags = {key: flag for key, flag, given in (("protocol", "--protocols", protocols), ("backbone", "--backbones", backbones)) if given}
     for ds, bb, proto, _ in runs:
-        cfg = load_config(ds, protocol=proto, backbone=bb)  # an unknown name fails here, before any file is written
+        cfg = load_config(ds, protocol=proto, backbone=bb, given_as=flags)  # an unknown name fails here, naming its flag, before any file is written
         sources[ds] = images_input(cfg, (images or {}).get(ds))
     return [write_kernel(out, ds, proto, user, kit_dataset, sources[ds], private, ablation=abl, backbone=bb, part=part,
                          budget_hours=budget_hours) for ds, bb, proto, abl in runs]

@@ -235,7 +235,7 @@ def run(k: Kernel, kit_ref: str) -> State:
           f"to do: {', '.join(state.remaining) or 'nothing'}", flush=True)
     error = None
     try:
-        from .sources.fingerprint import write_fingerprint
+        from .fingerprint import write_fingerprint
 
         write_fingerprint(cfg)  # the images' fingerprint, which the user's dvc.lock records beside the stages
         for stage in state.remaining:

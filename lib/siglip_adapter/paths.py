@@ -138,7 +138,7 @@ class RunPaths:
 
     @property
     def images(self) -> Path:
-        """The dataset's image fingerprint (``sources.fingerprint``), shared by its runs."""
+        """The dataset's image fingerprint (``fingerprint``), shared by its runs."""
         return self.base / "results" / "runs" / self.dataset / "images.json"
 
     @property

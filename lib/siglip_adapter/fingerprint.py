@@ -1,6 +1,6 @@
 """What a dataset's images are, as one small file DVC can compare: the ``images`` stage.
 
-``python -m siglip_adapter.sources.fingerprint DATASET`` writes ``results/runs/<dataset>/images.json``:
+``python -m siglip_adapter.fingerprint DATASET`` writes ``results/runs/<dataset>/images.json``:
 the number of files, their bytes and one SHA-256 over every local file the dataset's source reads
 (``dataset.root`` and the split files it names: a class-folder tree, a CoOp split file and its
 image folder, a local Parquet folder, the fashion-MNIST IDX files), each by its path relative to
@@ -12,7 +12,8 @@ A hub dataset (no local copy) is fingerprinted by its id and revision.
 
 A Kaggle kernel writes the file where it reads the images and brings it in its archive; a machine
 without the images keeps the recorded file. Contents are hashed once per file version:
-``cache/<dataset>/image_hashes.json`` remembers each
+``cache/image_hashes/<dataset>.json`` (this machine's, outside the dataset's stores that a Kaggle
+kernel archives) remembers each
 file's hash under its size and modification time, as DVC's own state database does, so a rerun on
 an unchanged folder of any size only lists and stats it.
 """
@@ -26,8 +27,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..atomic import write_atomic
-from . import effective_dataset, resolve_root
+from .atomic import write_atomic
+from .sources import effective_dataset, resolve_root
 
 def local_inputs(d: dict) -> tuple[list[Path], list[str]]:
     """(local files or folders the source reads, hub references it reads instead), by source kind."""
@@ -85,12 +86,12 @@ def write_fingerprint(cfg: dict) -> Path:
     """The fingerprint of ``cfg``'s dataset into its ``images.json``. Where the images are not on
     this machine (a dataset run in a Kaggle kernel, whose archive brings the file) the recorded
     fingerprint is kept, with a note; without one that is an error."""
-    from ..paths import paths_of
+    from .paths import paths_of
 
     paths = paths_of(cfg)
     dataset = cfg["run"]["dataset"]
     d = effective_dataset(cfg["dataset"])
-    state_file = paths.dataset_cache / "image_hashes.json"
+    state_file = paths.base / "cache" / "image_hashes" / f"{dataset}.json"  # this machine's paths and times: never archived or shared
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     try:
         fp = {"dataset": dataset, "source": d.get("source"), **fingerprint(d, state)}
@@ -99,6 +100,7 @@ def write_fingerprint(cfg: dict) -> Path:
             raise
         print(f"images of {dataset}: {e}; keeping the fingerprint recorded in {paths.images} (made where the images are)")
         return paths.images
+    state_file.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(state_file, lambda p: p.write_text(json.dumps(state)))
     write_atomic(paths.images, lambda p: p.write_text(json.dumps(fp, indent=1) + "\n"))
     print(f"images of {dataset}: {fp['files']} files, {fp['bytes'] / 1e6:.1f} MB, sha256 {fp['sha256'][:12]}"
@@ -107,10 +109,10 @@ def write_fingerprint(cfg: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m siglip_adapter.sources.fingerprint", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m siglip_adapter.fingerprint", description=__doc__.splitlines()[0])
     ap.add_argument("dataset", help="a params/<dataset>.yaml name")
     args = ap.parse_args(argv)
-    from ..config import ConfigError, load_config
+    from .config import ConfigError, load_config
 
     try:
         write_fingerprint(load_config(args.dataset))
