@@ -9,7 +9,7 @@ no-op plain `dvc repro` beside it), and what one adapter parameter reruns.
    proportional set size (PSS) of every process it started, with summed RSS beside it (sampled
    every 0.2 s; PSS where it could be a new peak: ``run_measured``) (targets: 10 minutes and 3 GB
    on 2 cores, after the installs). It rewrites results/ exactly as ``make repro`` does.
-2. A no-op ``make repro`` right after, as the README gives it (target: 20 s; it re-hashes every
+2. A no-op ``make repro`` right after, as the README gives it (target: 10 s; it re-hashes every
    dataset's images, then stops), and a no-op plain ``dvc repro`` for comparison.
 3. One value of ``adapter.theta`` changed in params/defaults.yaml (restored afterwards), and the
    stages ``dvc repro --dry`` would then run, printed.
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> float:
         if code:
             raise SystemExit("make repro failed")
 
-    noop_s = noop(report, ["make", "repro"], "make repro", target=20)
+    noop_s = noop(report, ["make", "repro"], "make repro", target=10)
     noop(report, [str(BIN / "dvc"), "repro"], "plain dvc repro", target=None)
 
     stages = reruns_after_theta_change(report)

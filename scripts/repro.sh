@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make repro`: `dvc repro` with the datasets' pipelines run side by side, and progress on the console.
 #
-# 1. `digits_data` and every dataset's `images` stage (a hash of its image files: cheap, always run).
-# 2. Nothing else stale (`dvc status`): done, in seconds.
+# 1. Nothing to do: every dataset's images hashed in one process (`python -m siglip_adapter.fingerprint`,
+#    what the `images` stages run; unchanged files are not re-read), then `dvc status` reports nothing
+#    stale but those always-run stages: done, in seconds, without a `dvc repro`.
+# 2. Otherwise `digits_data` and every dataset's `images` stage under DVC, which records them.
 # 3. The stages of one dataset (params/run.yaml) never read another dataset's outputs; only
 #    `digits_data` (first) and `analysis` (last) are shared. So each dataset's stages run in their own
 #    `dvc repro`, JOBS at once (default: one per dataset, at most one per core): much of a stage is
@@ -49,21 +51,24 @@ for ds in $datasets; do
     exit 2
   fi
 done
-images=$(for ds in $datasets; do printf 'images@%s ' "$ds"; done)
-# shellcheck disable=SC2086  # one argument per stage name
-run setup repro "$@" --single-item digits_data $images
-
-# Up to date: `dvc status` reports nothing for the selected datasets' stages, the shared ones and
-# the analysis but the `images` stages' "always changed".
+# Up to date: the images hashed as their stages would (an image that changed changes images.json,
+# which then differs from what dvc.lock recorded), and `dvc status` reports nothing for the selected
+# datasets' stages, the shared ones and the analysis but the `images` stages' "always changed".
 up_to_date='
 import json, os, sys
 mine = os.environ["SELECTED"].split()
 ours = lambda s: "@" not in s or any(s.endswith("@" + d) or "@" + d + "-" in s for d in mine)
 sys.exit(any(e != "always changed" for s, v in json.load(sys.stdin).items() if ours(s) for e in v))'
-if [ $# -eq 0 ] && "$DVC" status --json | SELECTED="$datasets" "$PY" -c "$up_to_date"; then
+# shellcheck disable=SC2086  # one argument per dataset
+if [ $# -eq 0 ] && "$PY" -m siglip_adapter.fingerprint $datasets >/dev/null 2>&1 \
+    && "$DVC" status --json | SELECTED="$datasets" "$PY" -c "$up_to_date"; then
   echo "repro: up to date (nothing changed since the last run; \`make repro ARGS=-f\` reruns everything)"
   exit 0
 fi
+
+images=$(for ds in $datasets; do printf 'images@%s ' "$ds"; done)
+# shellcheck disable=SC2086  # one argument per stage name
+run setup repro "$@" --single-item digits_data $images
 
 cores=$(nproc 2>/dev/null || echo 1)
 n=$(wc -w <<<"$datasets")

@@ -31,6 +31,8 @@ MISTAKES = {
     "a backbone": (["embed", "digits", "--backbone", "siglp"], ["--backbone: unknown backbone 'siglp'", "did you mean 'siglip-b16'"]),
     "a card's backbone": (["card", "digits", "--backbone", "offline-conse2"], ["card: --backbone", "did you mean 'offline-conse'?"]),
     "an overlay": (["embed", "digits", "--overlay", "smok"], ["--overlay: unknown overlay 'smok'", "did you mean 'smoke'?"]),
+    "an ablation's switch": (["ablation", "digits", "--switches", "author_templtes"],
+                             ["siglip-adapter ablation: --switches: unknown switch 'author_templtes'", "did you mean 'author_templates'"]),
     "an ablation's overlay": (["ablation", "digits", "--overlay", "smok"], ["ablation: --overlay", "did you mean 'smoke'?"]),
     "a scan target": (["scan", "digts"], ["siglip-adapter scan: digts: neither a path nor a params/<dataset>.yaml name",
                                          "did you mean 'digits'?"]),

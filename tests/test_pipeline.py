@@ -277,6 +277,58 @@ def test_an_edited_image_makes_its_datasets_image_stages_stale(dvc_copy):
     assert _dvc_stale(dvc_copy) == {}
 
 
+def test_a_noop_make_repro_runs_no_dvc_repro_and_an_edited_image_ends_the_shortcut(dvc, root, tmp_path):
+    """scripts/repro.sh with nothing to do hashes the images itself and asks `dvc status` only
+    (seconds, no `dvc repro`); after an image edit the same check sees images.json differ from
+    dvc.lock and runs `dvc repro`, which reruns the stage that reads the images. The project here
+    is dvc.yaml's `digits_data` and `images` stages as they are, a one-line stage per dataset that
+    reads images.json, and a one-line analysis; DVC is a wrapper that records each call."""
+    import os
+
+    from PIL import Image
+
+    repo = tmp_path / "repo"
+    for part in ("lib", "params", "scripts"):
+        shutil.copytree(root / part, repo / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    stages = {name: dvc["stages"][name] for name in ("digits_data", "images")}
+    stages["use"] = {"foreach": "${datasets}", "do": {"cmd": "cp results/runs/${item}/images.json used-${item}.json",
+                                                      "deps": ["results/runs/${item}/images.json"], "outs": ["used-${item}.json"]}}
+    stages["analysis"] = {"cmd": "cat used-*.json > analysis.txt", "deps": ["used-digits.json"], "outs": ["analysis.txt"]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": dvc["vars"], "stages": stages}, sort_keys=False))
+    calls, fake = tmp_path / "dvc-calls", tmp_path / "dvc"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\nexec {sys.executable} -m dvc "$@"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "SIGLIP_ADAPTER_ROOT": str(repo), "DVC": str(fake), "PYTHON": sys.executable,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DATASETS", None)
+    repro = lambda: subprocess.run(["bash", "scripts/repro.sh"], cwd=repo, env=env, capture_output=True, text=True)  # noqa: E731
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
+    # digits read from a folder of the user's (data/generated is digits_data's output, which DVC restores)
+    subprocess.run([sys.executable, "-m", "siglip_adapter.sources.digits", "data/mine"], cwd=repo, env=env, check=True, capture_output=True)
+    params = repo / "params" / "digits.yaml"
+    params.write_text(params.read_text().replace("root: generated/digits ", "root: mine ", 1))
+    first = repro()
+    assert first.returncode == 0 and "use@digits done" in first.stdout, first.stdout + first.stderr
+    lock = (repo / "dvc.lock").read_bytes()
+
+    calls.unlink()
+    done = repro()
+    assert done.returncode == 0 and "repro: up to date" in done.stdout, done.stdout + done.stderr
+    assert calls.read_text().splitlines() == ["status --json"]  # no `dvc repro` at all
+    assert (repo / "dvc.lock").read_bytes() == lock
+
+    before = json.loads((repo / "used-digits.json").read_text())
+    image = sorted((repo / "data" / "mine" / "3").glob("*.png"))[0]
+    Image.open(image).rotate(90).save(image)
+    calls.unlink()
+    done = repro()
+    assert done.returncode == 0 and "repro: up to date" not in done.stdout, done.stdout + done.stderr
+    assert calls.read_text().splitlines()[:2] == ["status --json", "repro --single-item digits_data images@fashion_mnist images@digits"]
+    assert "digits: use@digits done" in done.stdout and "use@fashion_mnist started" not in done.stdout
+    assert (repo / "used-digits.json").read_bytes() == (repo / "results" / "runs" / "digits" / "images.json").read_bytes()
+    assert json.loads((repo / "used-digits.json").read_text())["sha256"] != before["sha256"]
+
+
 def _outputs(stage: dict) -> list:
     body = stage.get("do", stage)
     return [o for kind in ("outs", "metrics") for o in body.get(kind, [])]

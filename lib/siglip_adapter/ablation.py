@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import budget, experiment, pipeline
 from . import shard as sharding
 from .captions import build_summariser
-from .config import ablation_arguments, load_config, read_yaml
+from .config import ConfigError, ablation_arguments, load_config, read_yaml, unknown_name
 from .data import build_source
 from .encoders import build_encoder
 from .paths import RunPaths, output_root, project_root
@@ -47,7 +47,7 @@ def variants(root: Path | None = None, switches: list[str] | None = None) -> lis
     paper = list(defaults["protocols"][OFF] or [])
     unknown = [s for s in switches or [] if s not in paper]
     if unknown:
-        raise ValueError(f"{unknown} are not switches of the '{OFF}' protocol ({paper})")
+        raise ConfigError("--switches: " + unknown_name("switch", unknown[0], paper, plural=f"switches of the '{OFF}' protocol in params/defaults.yaml"))
     out = [(ON, "", "base"), (OFF, "", "base")]
     for s in switches or paper:
         out += [(f"{ON}+{s}", s, "on"), (f"{OFF}-{s}", s, "off")]
@@ -144,6 +144,7 @@ def run_from_args(args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
     ``shards.processes`` above one it launches itself in that many processes (``accelerate
     launch``, as ``01_captions`` and ``02_embed`` do) and reads back the rows they wrote."""
     base = load_config(args.dataset, args.overlay, backbone=args.backbone)
+    variants(switches=args.switches)  # a --switches mistake said before any process starts or model loads
     out = args.out or rows_path(args.dataset, args.overlay)
     n = sharding.processes(base["shards"]["processes"])
     if n > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except budget.OutOfTime as e:  # a Kaggle kernel's budget: the finished parts are stored, a rerun resumes
         print(f"ablation: {e}", file=sys.stderr)
         return budget.EXIT_OUT_OF_TIME
+    except ConfigError as e:  # a mistake in an argument or a params file: one line that names it
+        print(f"python -m siglip_adapter.ablation: {e}", file=sys.stderr)
+        return 2
     print(f"rows: {path}")
     return 0
 

@@ -102,7 +102,9 @@ def write_fingerprint(cfg: dict) -> Path:
         return paths.images
     state_file.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(state_file, lambda p: p.write_text(json.dumps(state)))
-    write_atomic(paths.images, lambda p: p.write_text(json.dumps(fp, indent=1) + "\n"))
+    text = json.dumps(fp, indent=1) + "\n"
+    if not paths.images.is_file() or paths.images.read_text() != text:  # unchanged: not rewritten (its modification time stays)
+        write_atomic(paths.images, lambda p: p.write_text(text))
     print(f"images of {dataset}: {fp['files']} files, {fp['bytes'] / 1e6:.1f} MB, sha256 {fp['sha256'][:12]}"
           + (f", hub {', '.join(fp['hub'])}" if fp["hub"] else ""))
     return paths.images
@@ -110,16 +112,18 @@ def write_fingerprint(cfg: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m siglip_adapter.fingerprint", description=__doc__.splitlines()[0])
-    ap.add_argument("dataset", help="a params/<dataset>.yaml name")
+    ap.add_argument("dataset", nargs="+", help="params/<dataset>.yaml names (`make repro` hashes them all in one process)")
     args = ap.parse_args(argv)
     from .config import ConfigError, load_config
 
-    try:
-        write_fingerprint(load_config(args.dataset))
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"images {args.dataset}: {e}", file=sys.stderr)
-        return 2
-    return 0
+    code = 0
+    for dataset in args.dataset:
+        try:
+            write_fingerprint(load_config(dataset))
+        except (ConfigError, FileNotFoundError, ValueError) as e:
+            print(f"images {dataset}: {e}", file=sys.stderr)
+            code = 2
+    return code
 
 
 if __name__ == "__main__":
