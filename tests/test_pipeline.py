@@ -389,6 +389,19 @@ def test_make_repro_shows_each_stage_and_a_failed_stages_own_error(root, tmp_pat
     assert log.read_text() == DVC_OUTPUT
 
 
+def test_a_failed_command_stage_shows_its_own_one_line_message(root, tmp_path):
+    """A stage that runs a kit command (not a notebook) and stops on a user's mistake: its own line
+    (the images folder that is not there) on the console, before DVC's summary."""
+    output = ("Running stage 'images@shapes':\n> python -m siglip_adapter.fingerprint shapes\n"
+              "images shapes: dataset.root: /home/me/kit/data/shapes is not a folder\n"
+              "ERROR: failed to reproduce 'images@shapes': failed to run: python -m siglip_adapter.fingerprint shapes, exited with 2\n")
+    shown = subprocess.run([sys.executable, str(root / "scripts" / "progress.py"), "setup", str(tmp_path / "log")], input=output,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    said = [line.split("] ", 1)[1] for line in shown]
+    assert said[1] == "setup: images@shapes failed: images shapes: dataset.root: /home/me/kit/data/shapes is not a folder", said
+    assert said[2].startswith("setup: ERROR: failed to reproduce 'images@shapes'")
+
+
 def test_every_stage_that_computes_sets_its_own_thread_count(dvc, root):
     """`make repro` and a plain `dvc repro` compute with the same CPU thread count (part of the
     numbers): every stage that runs the kit exports params/run.yaml's `threads` first."""

@@ -1,10 +1,13 @@
 """SigLIP-Adapter reproducibility kit: few-shot classification with a frozen dual encoder.
 
-Modules, one concern each: ``config`` (params), ``data`` (sources, splits, K-shot sampling),
-``prompts``, ``encoders`` (SigLIP through transformers, and the offline ConSE encoder),
-``captions`` (describe, clean, summarise), ``store`` (content-keyed feature cache),
-``adapters`` (zero-shot, training-free adapter, search), ``trainable``, ``experiment``
-(the seed x shots loops the notebooks report) and ``report`` (Table I, plots).
+In the order the data flows: ``config`` and ``schema`` (the parameters), ``sources`` (where a
+dataset's images are) and ``data`` (split, K-shot sampling, image loading), ``captions`` and
+``encoders`` (01_captions, 02_embed, helped by ``pipeline``), ``store`` (content-keyed features),
+``inputs`` (a run's split and features), ``methods`` (one module per method: zero-shot, eq. 6 in
+``methods.cache``, the trainable adapter in ``methods.trainable``, the field's others; their one
+K x seed loop) and ``experiment`` (what 03-05 report), ``report`` (Table I, figures),
+``ablation``, ``cards`` (saved methods for ``predict``) and ``cli``; ``kaggle`` and ``kernel`` run
+the stages as Kaggle kernels.
 """
 
 __version__ = "0.1.0"

@@ -13,14 +13,17 @@ import copy
 
 import pandas as pd
 
-from . import adapters, methods
+from . import methods
 from .config import seeds as seed_list
 from .inputs import LOGIT_SCALES, Inputs, inputs_from, load_inputs  # noqa: F401  (the notebooks' entry points)
 from .inputs import run_columns
 from .inputs import result_row as _row
 from .inputs import selected_on as _selected_on
 from .paths import RUN_COLUMNS
-from .trainable import fit_authors
+from .methods import accuracy, zero_shot_logits
+from .methods.cache import adapter_logits, grid_accuracies
+from .methods.trainable import fit_authors
+from .methods.zero_shot import caption_zero_shot_logits, search_caption_alpha
 
 
 def zero_shot_rows(inp: Inputs, cfg: dict) -> pd.DataFrame:
@@ -30,15 +33,15 @@ def zero_shot_rows(inp: Inputs, cfg: dict) -> pd.DataFrame:
     cache on the smallest K's shots (no selection at all)."""
     ti, tc, tl = inp.split("test")
     vi, _, vl = inp.split("val")
-    zs = lambda x: adapters.zero_shot_logits(x, inp.class_text, inp.scale, inp.bias)  # noqa: E731
-    rows = [_row(cfg, "zero_shot", 0, None, adapters.accuracy(zs(ti), tl), adapters.accuracy(zs(vi), vl), "none")]
+    zs = lambda x: zero_shot_logits(x, inp.class_text, inp.scale, inp.bias)  # noqa: E731
+    rows = [_row(cfg, "zero_shot", 0, None, accuracy(zs(ti), tl), accuracy(zs(vi), vl), "none")]
     z = cfg["zero_shot_captions"]
     if z["method"] == "fixed_cache":
         k, f = min(cfg["shots"]), z["fixed"]
         for seed in seed_list(cfg):
             keys, caption_keys, labels = inp.shots(k, seed)
-            logits = adapters.adapter_logits(ti, keys, caption_keys, labels, inp.class_text, f["alpha"], f["theta"], f["beta"], inp.scale, inp.bias)
-            rows.append(_row(cfg, "zero_shot_captions", k, seed, adapters.accuracy(logits, tl), float("nan"), "fixed",
+            logits = adapter_logits(ti, keys, caption_keys, labels, inp.class_text, f["alpha"], f["theta"], f["beta"], inp.scale, inp.bias)
+            rows.append(_row(cfg, "zero_shot_captions", k, seed, accuracy(logits, tl), float("nan"), "fixed",
                              alpha=f["alpha"], theta=f["theta"], beta=f["beta"]))
         return pd.DataFrame(rows)
     if tc is None:  # captions.only_shots: test images have no captions to mix in
@@ -46,8 +49,8 @@ def zero_shot_rows(inp: Inputs, cfg: dict) -> pd.DataFrame:
     budget = int(cfg["validation"]["per_class"])
     for seed in (seed_list(cfg) if budget else [None]):
         vi, vc, vl = inp.validation(cfg, budget, seed) if budget else inp.split("val")
-        alpha, val_acc = adapters.search_caption_alpha(vi, vc, vl, inp.class_text, z["alpha"], inp.scale, inp.bias)
-        test = adapters.accuracy(adapters.caption_zero_shot_logits(ti, tc, inp.class_text, alpha, inp.scale, inp.bias), tl)
+        alpha, val_acc = search_caption_alpha(vi, vc, vl, inp.class_text, z["alpha"], inp.scale, inp.bias)
+        test = accuracy(caption_zero_shot_logits(ti, tc, inp.class_text, alpha, inp.scale, inp.bias), tl)
         rows.append(_row(cfg, "zero_shot_captions", 0, seed, test, val_acc, _selected_on(cfg), alpha=alpha))
     return pd.DataFrame(rows)
 
@@ -106,7 +109,7 @@ def sensitivity_rows(inp: Inputs, cfg: dict, rows: pd.DataFrame, shots: int | No
         keys, caption_keys, labels = inp.shots(k, int(seed))
         vi, _, vl = inp.validation(cfg, k, int(seed))
         beta = [float(c["beta"])]
-        acc = {name: adapters.grid_accuracies(x, y, keys, caption_keys, labels, inp.class_text, g["alpha"], g["theta"], beta, inp.scale,
+        acc = {name: grid_accuracies(x, y, keys, caption_keys, labels, inp.class_text, g["alpha"], g["theta"], beta, inp.scale,
                                               inp.bias)[:, :, 0] for name, (x, y) in {"val_accuracy": (vi, vl), "accuracy": (ti, tl)}.items()}
         for i, alpha in enumerate(g["alpha"]):
             for j, theta in enumerate(g["theta"]):

@@ -25,8 +25,21 @@ from typing import Callable, NamedTuple
 import pandas as pd
 import torch
 
-from .. import adapters, budget
+from .. import budget
 from ..schema import METHODS as MODULES  # the method modules (each registers the method of its name): the names params may use
+
+
+def zero_shot_logits(images: torch.Tensor, class_text: torch.Tensor, scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
+    """Class-prompt logits ``scale * (i . T_class) + bias``.
+
+    images (M, D), class_text (N, D), both L2-normalised -> (M, N). scale=1, bias=0 is plain
+    cosine; SigLIP's own is scale=exp(logit_scale), bias=logit_bias.
+    """
+    return scale * images @ class_text.T + bias
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == labels).float().mean())
 
 
 @dataclass
@@ -83,7 +96,7 @@ class Fitted:
             return scorer(self.method)(self.state, self.chosen, images)
 
     def accuracy(self, data: Labelled) -> float:
-        return adapters.accuracy(self.logits(data.images), data.labels)
+        return accuracy(self.logits(data.images), data.labels)
 
 
 class Method(NamedTuple):
@@ -139,7 +152,7 @@ def zero_shot_state(task: "Task") -> dict[str, torch.Tensor]:
 
 
 def zero_shot_of(state: dict, images: torch.Tensor) -> torch.Tensor:
-    return adapters.zero_shot_logits(images, state["class_text"], float(state["scale"]), float(state["bias"]))
+    return zero_shot_logits(images, state["class_text"], float(state["scale"]), float(state["bias"]))
 
 
 def best(candidates, evaluate) -> tuple[object, float]:

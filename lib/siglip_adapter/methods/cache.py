@@ -1,10 +1,91 @@
-"""The training-free caches of eq. 6 (Tip-Adapter, IDEA, the training-free SigLIP-Adapter) differ
-only in which caption weights alpha the validation search may pick; this is their one fit."""
+"""The training-free caches of eq. 6 (Tip-Adapter, IDEA, the training-free SigLIP-Adapter): the
+equation, its validation search, and the caches' one fit (they differ only in which caption weights
+alpha the search may pick).
+
+Names follow the paper: ``alpha`` weighs the caption keys against the image keys, ``theta``
+sharpens the affinities, ``beta`` weighs the few-shot term against zero-shot. (Tip-Adapter
+calls the sharpness beta and the residual weight alpha; we keep the paper's names.)
+"""
 
 from __future__ import annotations
 
-from .. import adapters
-from . import Fitted, Task, zero_shot_state
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import Fitted, Task, zero_shot_logits, zero_shot_state
+
+
+def cache_affinity(image_sim: torch.Tensor, caption_sim: torch.Tensor, alpha: float, theta: float) -> torch.Tensor:
+    """Eq. 6's affinity, the one place it is written: ``exp(theta (s - 1))`` with
+    ``s = (1 - alpha) image_sim + alpha caption_sim`` (the query's cosines to the image keys and to
+    the caption keys), elementwise, any shape."""
+    return torch.exp(theta * ((1 - alpha) * image_sim + alpha * caption_sim - 1))
+
+
+def few_shot_logits(images: torch.Tensor, image_keys: torch.Tensor, caption_keys: torch.Tensor, key_labels: torch.Tensor,
+                    n_classes: int, alpha: float, theta: float) -> torch.Tensor:
+    """The cache term of eq. 6 before beta.
+
+    images (M, D) test features; image_keys (N*K, D) = I_train; caption_keys (N*K, D) = T_train,
+    the features of the shots' captions; key_labels (N*K,) class of each shot -> (M, N):
+    ``sum over each class's shots of exp(theta (s - 1))``, ``s = (1-alpha) I_train i + alpha T_train i``.
+    """
+    s = cache_affinity(images @ image_keys.T, images @ caption_keys.T, alpha, theta)
+    return s @ F.one_hot(key_labels, n_classes).to(s.dtype)
+
+
+def adapter_logits(images, image_keys, caption_keys, key_labels, class_text, alpha: float, theta: float, beta: float,
+                   scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
+    """Training-free SigLIP-Adapter: ``beta * fewshot + zero-shot`` -> (M, N).
+
+    alpha = 0 is Tip-Adapter's cache; beta = 0 is zero-shot.
+    """
+    fewshot = few_shot_logits(images, image_keys, caption_keys, key_labels, class_text.shape[0], alpha, theta)
+    return beta * fewshot + zero_shot_logits(images, class_text, scale, bias)
+
+
+@dataclass(frozen=True)
+class Choice:
+    alpha: float
+    theta: float
+    beta: float
+    val_accuracy: float
+
+
+GRID_ELEMENTS = 2**25  # at most this many logits (128 MB in float32) per batched product of ``grid_accuracies``
+
+
+def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,
+                    scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
+    """(len(alphas), len(thetas), len(betas)) accuracy of eq. 6 on ``images`` at every grid point:
+    the affinities once, then per alpha one batched matrix product over every theta, all betas at
+    once (bench/hp_search.py measures it against one combination at a time)."""
+    n = class_text.shape[0]
+    zs = zero_shot_logits(images, class_text, scale, bias)
+    a_img, a_txt = images @ image_keys.T, images @ caption_keys.T
+    onehot = F.one_hot(key_labels, n).to(zs.dtype)
+    b = torch.tensor(list(betas), dtype=zs.dtype)[None, :, None, None]
+    th = torch.tensor(list(thetas), dtype=zs.dtype)[:, None, None]
+    step = max(1, GRID_ELEMENTS // (len(betas) * zs.numel()))  # thetas per product: (T, B, M, N) logits stay bounded
+    out = torch.empty(len(alphas), len(thetas), len(betas))
+    for i, alpha in enumerate(alphas):
+        for j in range(0, len(thetas), step):
+            fewshot = cache_affinity(a_img, a_txt, alpha, th[j : j + step]) @ onehot  # (T, M, N)
+            logits = zs + b * fewshot[:, None]  # (T, B, M, N)
+            out[i, j : j + step] = (logits.argmax(-1) == labels).float().mean(-1)
+    return out
+
+
+def search_adapter(val_images, val_labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,
+                   scale: float = 1.0, bias: float = 0.0) -> Choice:
+    """Grid search of (alpha, theta, beta) by validation accuracy; ties go to the first in grid
+    order (smaller alpha, theta, beta). The test split is never seen here."""
+    acc = grid_accuracies(val_images, val_labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas, scale, bias)
+    i, j, k = (int(x) for x in np.unravel_index(int(torch.argmax(acc.flatten())), tuple(acc.shape)))  # argmax: the first maximum
+    return Choice(float(alphas[i]), float(thetas[j]), float(betas[k]), float(acc[i, j, k]))
 
 
 def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> Fitted:
@@ -16,7 +97,7 @@ def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> F
         if any(a != 0 for a in alphas):
             raise ValueError(f"{name}: the shots have no captions, so only alpha = 0 is possible")
         keys = s.images  # unused at alpha = 0
-    c = adapters.search_adapter(task.val.images, task.val.labels, s.images, keys, s.labels, task.class_text, alphas, thetas, betas,
+    c = search_adapter(task.val.images, task.val.labels, s.images, keys, s.labels, task.class_text, alphas, thetas, betas,
                                 task.scale, task.bias)
     state = {**zero_shot_state(task), "image_keys": s.images, "text_keys": keys, "key_labels": s.labels}
     return Fitted(name, state, {"alpha": c.alpha, "theta": c.theta, "beta": c.beta}, c.val_accuracy)
@@ -24,5 +105,5 @@ def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> F
 
 def score_cache(state: dict, chosen: dict, images):
     """Eq. 6 from a cache's state and its chosen (alpha, theta, beta)."""
-    return adapters.adapter_logits(images, state["image_keys"], state["text_keys"], state["key_labels"], state["class_text"],
+    return adapter_logits(images, state["image_keys"], state["text_keys"], state["key_labels"], state["class_text"],
                                    chosen["alpha"], chosen["theta"], chosen["beta"], float(state["scale"]), float(state["bias"]))

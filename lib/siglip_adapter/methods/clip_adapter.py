@@ -42,7 +42,7 @@ def score(state, chosen, images):
 
 @register("clip_adapter", score, trained=True)
 def fit(task: Task, params: dict) -> Fitted:
-    from ..trainable import fit_on_shots
+    from .training import fit_on_shots
 
     s = task.shots
     runs = {ratio: fit_on_shots(lambda: ClipAdapter(task.class_text, ratio, params["reduction"], params["logit_scale"]), s.images, s.labels,

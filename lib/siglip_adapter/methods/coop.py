@@ -45,7 +45,7 @@ def score(state, chosen, images):
 
 @register("coop", score, trained=True)
 def fit(task: Task, params: dict) -> Fitted:
-    from ..trainable import fit_on_shots
+    from .training import fit_on_shots
 
     if task.encoder is None or task.classnames is None:
         raise ValueError("coop trains its prompts through the text tower: the task needs the encoder and the class names")

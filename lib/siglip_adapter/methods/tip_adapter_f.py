@@ -13,9 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..adapters import adapter_logits
 from . import Fitted, Task, register, zero_shot_state
-from .cache import score_cache
+from .cache import adapter_logits, score_cache
 
 
 class TipAdapterF(nn.Module):
@@ -34,7 +33,7 @@ class TipAdapterF(nn.Module):
 
 @register("tip_adapter_f", score_cache, start="tip_adapter", trained=True)
 def fit(task: Task, params: dict) -> Fitted:
-    from ..trainable import fit_on_shots
+    from .training import fit_on_shots
 
     start = task.fitted("tip_adapter", params["start"]).chosen
     s = task.shots
