@@ -4,10 +4,10 @@
 
 On the offline run's real features (``make repro`` first: they are read from its feature store),
 for each of the run's seeds, the (alpha, theta, beta) grid below (11 x 10 x 10 = 1,100
-combinations) is searched on the validation split twice: by ``adapters.search_adapter`` (the
+combinations) is searched on the validation split twice: by ``methods.cache.search_adapter`` (the
 affinities once, one matrix product per (alpha, theta), every beta at once, as the kit runs it)
-and by a plain loop that scores each combination with ``adapters.adapter_logits`` and
-``adapters.accuracy`` and keeps the first best. Both must choose the same values for every seed;
+and by a plain loop that scores each combination with ``methods.cache.adapter_logits`` and
+``methods.accuracy`` and keeps the first best. Both must choose the same values for every seed;
 the last line is ``hp_search ratio: <loop seconds / batched seconds>`` (target: at least 20).
 """
 
@@ -30,7 +30,8 @@ BETAS = [0.0, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0, 6.0, 8.0]
 
 def loop_search(task, alphas, thetas, betas):
     """Every combination scored on its own, the first best kept (the grid order's tie rule)."""
-    from siglip_adapter.adapters import accuracy, adapter_logits
+    from siglip_adapter.methods import accuracy
+    from siglip_adapter.methods.cache import adapter_logits
 
     best, best_acc = None, -1.0
     s, v = task.shots, task.val
@@ -47,7 +48,7 @@ def loop_search(task, alphas, thetas, betas):
 
 def main(argv: list[str] | None = None) -> float:
     from siglip_adapter import experiment, methods
-    from siglip_adapter.adapters import search_adapter
+    from siglip_adapter.methods.cache import search_adapter
     from siglip_adapter.config import load_config
     from siglip_adapter.paths import run_paths
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> float:
     same = all((c.alpha, c.theta, c.beta) == best and abs(c.val_accuracy - acc) < 1e-6 for c, (best, acc) in zip(batched, looped))
     for seed, c in zip(seeds, batched):
         report.add(f"seed {seed}: alpha {c.alpha}, theta {c.theta}, beta {c.beta}, validation accuracy {c.val_accuracy:.4f}")
-    report.add(f"batched grid (adapters.search_adapter): {t_batched:.2f} s ({len(seeds) * n / t_batched:,.0f} combinations/s)")
+    report.add(f"batched grid (methods.cache.search_adapter): {t_batched:.2f} s ({len(seeds) * n / t_batched:,.0f} combinations/s)")
     report.add(f"one combination at a time: {t_loop:.2f} s ({len(seeds) * n / t_loop:,.0f} combinations/s)")
     report.add(f"same choice for every seed: {same}")
     if not same:

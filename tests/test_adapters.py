@@ -7,9 +7,12 @@ import pytest
 import pandas as pd
 import torch
 
-from siglip_adapter import adapters
+from siglip_adapter.methods import cache
+from siglip_adapter.methods import accuracy, zero_shot_logits
+from siglip_adapter.methods.cache import adapter_logits, grid_accuracies, search_adapter
+from siglip_adapter.methods.zero_shot import caption_zero_shot_logits
 from helpers import toy_run, unit
-from siglip_adapter.trainable import TrainableAdapter, fit_trainable
+from siglip_adapter.methods.trainable import TrainableAdapter, fit_trainable
 
 
 def eq6_loop(i, image_keys, caption_keys, key_labels, class_text, alpha, theta, beta, scale=1.0, bias=0.0):
@@ -25,7 +28,7 @@ def eq6_loop(i, image_keys, caption_keys, key_labels, class_text, alpha, theta, 
 @pytest.mark.parametrize("alpha,theta,beta,scale,bias", [(0.0, 1.0, 1.0, 1.0, 0.0), (0.3, 5.5, 2.0, 1.0, 0.0), (1.0, 10.0, 0.5, 117.3, -12.7)])
 def test_adapter_logits_match_direct_loop(toy_cache, alpha, theta, beta, scale, bias):
     c = toy_cache
-    got = adapters.adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], alpha, theta, beta, scale, bias)
+    got = adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], alpha, theta, beta, scale, bias)
     want = torch.tensor([eq6_loop(i, c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], alpha, theta, beta, scale, bias) for i in c["images"]])
     assert got.shape == (c["images"].shape[0], c["n"])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
@@ -33,31 +36,31 @@ def test_adapter_logits_match_direct_loop(toy_cache, alpha, theta, beta, scale, 
 
 def test_beta_zero_is_zero_shot_and_alpha_zero_ignores_captions(toy_cache):
     c = toy_cache
-    zs = adapters.zero_shot_logits(c["images"], c["class_text"])
-    torch.testing.assert_close(adapters.adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], 0.7, 3.0, 0.0), zs)
+    zs = zero_shot_logits(c["images"], c["class_text"])
+    torch.testing.assert_close(adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], 0.7, 3.0, 0.0), zs)
     scrambled = c["caption_keys"][torch.randperm(c["caption_keys"].shape[0])] * -1
-    a = adapters.adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], 0.0, 3.0, 2.0)
-    b = adapters.adapter_logits(c["images"], c["image_keys"], scrambled, c["key_labels"], c["class_text"], 0.0, 3.0, 2.0)
+    a = adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], 0.0, 3.0, 2.0)
+    b = adapter_logits(c["images"], c["image_keys"], scrambled, c["key_labels"], c["class_text"], 0.0, 3.0, 2.0)
     torch.testing.assert_close(a, b)
 
 
 def test_caption_zero_shot_interpolates(toy_cache):
     c = toy_cache
     caps = unit(*c["images"].shape, seed=9)  # each test image's own caption feature
-    zs_img = adapters.zero_shot_logits(c["images"], c["class_text"])
-    zs_cap = adapters.zero_shot_logits(caps, c["class_text"])
-    torch.testing.assert_close(adapters.caption_zero_shot_logits(c["images"], caps, c["class_text"], 0.0), zs_img)
-    torch.testing.assert_close(adapters.caption_zero_shot_logits(c["images"], caps, c["class_text"], 1.0), zs_cap)
-    torch.testing.assert_close(adapters.caption_zero_shot_logits(c["images"], caps, c["class_text"], 0.25), 0.75 * zs_img + 0.25 * zs_cap)
+    zs_img = zero_shot_logits(c["images"], c["class_text"])
+    zs_cap = zero_shot_logits(caps, c["class_text"])
+    torch.testing.assert_close(caption_zero_shot_logits(c["images"], caps, c["class_text"], 0.0), zs_img)
+    torch.testing.assert_close(caption_zero_shot_logits(c["images"], caps, c["class_text"], 1.0), zs_cap)
+    torch.testing.assert_close(caption_zero_shot_logits(c["images"], caps, c["class_text"], 0.25), 0.75 * zs_img + 0.25 * zs_cap)
 
 
 def test_search_finds_the_grid_maximum_with_first_tie(toy_cache):
     c = toy_cache
     grid = ([0.0, 0.5, 1.0], [1.0, 4.0], [0.0, 0.5, 2.0])
-    choice = adapters.search_adapter(c["images"], c["labels"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], *grid)
+    choice = search_adapter(c["images"], c["labels"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], *grid)
     best = None
     for a, t, b in itertools.product(*grid):
-        acc = adapters.accuracy(adapters.adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], a, t, b), c["labels"])
+        acc = accuracy(adapter_logits(c["images"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], a, t, b), c["labels"])
         if best is None or acc > best[3]:
             best = (a, t, b, acc)
     assert (choice.alpha, choice.theta, choice.beta) == best[:3]
@@ -70,11 +73,11 @@ def test_the_grid_is_the_same_whatever_memory_bound_splits_its_thetas(toy_cache,
     c = toy_cache
     grid = ([0.0, 0.5, 1.0], [1.0, 2.0, 4.0, 8.0, 15.0], [0.0, 0.5, 2.0])
     args = (c["images"], c["labels"], c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], *grid)
-    whole = adapters.grid_accuracies(*args)
+    whole = grid_accuracies(*args)
     per_theta = c["images"].shape[0] * c["n"] * len(grid[2])
     for bound in (1, 2 * per_theta):
-        monkeypatch.setattr(adapters, "GRID_ELEMENTS", bound)
-        assert torch.equal(adapters.grid_accuracies(*args), whole)
+        monkeypatch.setattr(cache, "GRID_ELEMENTS", bound)
+        assert torch.equal(grid_accuracies(*args), whole)
 
 
 @pytest.mark.parametrize("alpha,beta", [(0.4, 0.1), (0.0, 0.1), (0.4, 0.0), (0.0, 0.0)])
@@ -85,7 +88,7 @@ def test_trainable_starts_as_training_free_and_learns_the_shots_whatever_alpha_a
     args = (c["image_keys"], c["caption_keys"], c["key_labels"], c["class_text"], alpha, 2.0, beta)
     model = TrainableAdapter(*args)
     with torch.no_grad():
-        torch.testing.assert_close(model(c["images"]), adapters.adapter_logits(c["images"], *args))
+        torch.testing.assert_close(model(c["images"]), adapter_logits(c["images"], *args))
     # Each part alone changes the logits.
     for part in ("projector", "latent"):
         moved = TrainableAdapter(*args)
@@ -97,10 +100,10 @@ def test_trainable_starts_as_training_free_and_learns_the_shots_whatever_alpha_a
     # beta 0.1 when measured), and the model returned is the one whose validation accuracy was recorded.
     fit = fit_trainable(c["image_keys"], c["key_labels"], c["caption_keys"], c["class_text"], c["image_keys"], c["key_labels"],
                         alpha, 2.0, beta, lrs=[0.01], epochs=30, patience=5)
-    start = adapters.accuracy(adapters.adapter_logits(c["image_keys"], *args), c["key_labels"])
+    start = accuracy(adapter_logits(c["image_keys"], *args), c["key_labels"])
     assert fit.epoch > 0 and fit.val_accuracy > start + 0.15
     with torch.no_grad():
-        assert adapters.accuracy(fit.model(c["image_keys"]), c["key_labels"]) == pytest.approx(fit.val_accuracy)
+        assert accuracy(fit.model(c["image_keys"]), c["key_labels"]) == pytest.approx(fit.val_accuracy)
 
 
 def test_text_key_variants_change_only_the_text_keys():

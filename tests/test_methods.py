@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import toy_run
 
-from siglip_adapter import adapters
+from siglip_adapter.methods import accuracy
 from siglip_adapter.methods import Labelled, Task, method, method_rows, params_of
 
 METHOD_PARAMS = {
@@ -60,7 +60,7 @@ def test_cache_methods_are_eq6_at_their_alpha(name, alpha):
                                rtol=1e-5, atol=1e-5)
     # The choice is the grid's best on validation.
     grid = [(a, t, b) for a in ([alpha] if alpha is not None else params["alpha"]) for t in params["theta"] for b in params["beta"]]
-    accs = [adapters.accuracy(eq6(task.val.images, s.images, s.captions, s.labels, task.class_text, *g), task.val.labels) for g in grid]
+    accs = [accuracy(eq6(task.val.images, s.images, s.captions, s.labels, task.class_text, *g), task.val.labels) for g in grid]
     assert fitted.val_accuracy == pytest.approx(max(accs))
 
 
@@ -159,7 +159,7 @@ def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name
     with torch.no_grad():
         torch.testing.assert_close(scorer(name)(fitted.state, fitted.chosen, x), model(x))
         if start is not None:
-            assert fitted.val_accuracy > adapters.accuracy(start, shots.labels)
+            assert fitted.val_accuracy > accuracy(start, shots.labels)
 
 
 def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
@@ -186,7 +186,7 @@ def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
 
 def test_the_trainable_method_is_the_trainable_adapter_and_scores_from_its_saved_tensors():
     from siglip_adapter.methods import scorer
-    from siglip_adapter.trainable import fit_trainable
+    from siglip_adapter.methods.trainable import fit_trainable
 
     inp, cfg = toy()
     task = task_of(inp, cfg, k=2, seed=2)

@@ -182,7 +182,7 @@ def test_few_shot_validation_draws_min_k_4_per_class_from_val():
 
 
 def test_authors_trainable_reports_the_best_test_epoch():
-    from siglip_adapter.trainable import fit_authors
+    from siglip_adapter.methods.trainable import fit_authors
 
     g = torch.Generator().manual_seed(0)
     classes = torch.nn.functional.normalize(torch.randn(4, 16, generator=g), dim=-1)
