@@ -14,7 +14,8 @@
 #    passed in dvc.yaml's order, which is topological (tests/test_pipeline.py checks it), one at a
 #    time (--single-item), so no process touches a shared stage; DVC serialises the lock-file writes
 #    (--wait-for-lock waits for the other process instead of failing).
-# 4. The analysis, and a last `dvc repro` for anything left (nothing when dvc.yaml has only these stages).
+# 4. The analysis, then any stage none of the above named (none while dvc.yaml has only these), each
+#    alone: a stage is never run twice (with `-f`, a last plain `dvc repro -f` would rerun them all).
 #
 # DATASETS="a b" (make repro DATASETS=...): only those datasets of params/run.yaml, then the analysis
 # over every dataset's results as they are (the others' are committed): a new dataset's row without
@@ -102,5 +103,10 @@ if [ "$failed" -ne 0 ]; then
 fi
 run analysis repro "$@" --single-item analysis
 if [ -z "${DATASETS:-}" ]; then
-  run rest repro "$@"
+  named=$(for ds in $listed; do grep -E "@$ds(-|$)" <<<"$all_stages" || true; done)
+  leftover=$(grep -vxF -e digits_data -e analysis -f <(printf '%s\n' "$named") <<<"$all_stages" || true)
+  if [ -n "$leftover" ]; then
+    # shellcheck disable=SC2086  # one argument per stage name
+    run rest repro "$@" --single-item $leftover
+  fi
 fi

@@ -294,6 +294,7 @@ def test_a_noop_make_repro_runs_no_dvc_repro_and_an_edited_image_ends_the_shortc
     stages["use"] = {"foreach": "${datasets}", "do": {"cmd": "cp results/runs/${item}/images.json used-${item}.json",
                                                       "deps": ["results/runs/${item}/images.json"], "outs": ["used-${item}.json"]}}
     stages["analysis"] = {"cmd": "cat used-*.json > analysis.txt", "deps": ["used-digits.json"], "outs": ["analysis.txt"]}
+    stages["extra"] = {"cmd": "echo x > extra.txt", "outs": ["extra.txt"]}  # no dataset's: the last step runs it
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": dvc["vars"], "stages": stages}, sort_keys=False))
     calls, fake = tmp_path / "dvc-calls", tmp_path / "dvc"
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\nexec {sys.executable} -m dvc "$@"\n')
@@ -308,7 +309,7 @@ def test_a_noop_make_repro_runs_no_dvc_repro_and_an_edited_image_ends_the_shortc
     params = repo / "params" / "digits.yaml"
     params.write_text(params.read_text().replace("root: generated/digits ", "root: mine ", 1))
     first = repro()
-    assert first.returncode == 0 and "use@digits done" in first.stdout, first.stdout + first.stderr
+    assert first.returncode == 0 and "use@digits done" in first.stdout and "rest: extra done" in first.stdout, first.stdout + first.stderr
     lock = (repo / "dvc.lock").read_bytes()
 
     calls.unlink()
@@ -327,6 +328,11 @@ def test_a_noop_make_repro_runs_no_dvc_repro_and_an_edited_image_ends_the_shortc
     assert "digits: use@digits done" in done.stdout and "use@fashion_mnist started" not in done.stdout
     assert (repo / "used-digits.json").read_bytes() == (repo / "results" / "runs" / "digits" / "images.json").read_bytes()
     assert json.loads((repo / "used-digits.json").read_text())["sha256"] != before["sha256"]
+
+    forced = subprocess.run(["bash", "scripts/repro.sh", "-f"], cwd=repo, env=env, capture_output=True, text=True)
+    started = [line.split(": ", 1)[1].removesuffix(" started") for line in forced.stdout.splitlines() if line.endswith(" started")]
+    assert forced.returncode == 0 and sorted(started) == sorted(["digits_data", "images@fashion_mnist", "images@digits", "use@fashion_mnist",
+                                                                 "use@digits", "analysis", "extra"]), forced.stdout  # each stage once
 
 
 def _outputs(stage: dict) -> list:

@@ -196,6 +196,19 @@ def test_sensitivity_figure_says_what_the_numbers_in_its_cells_count():
     assert sorted(t.get_text() for t in fig.axes[0].texts) == ["", "", "", "3"]  # the three seeds' choice, in its cell
 
 
+def test_sensitivity_figure_is_a_grid_of_datasets_by_protocols():
+    """Three datasets under two protocols: a 2 x 3 grid of maps (as the accuracy-vs-shots figure),
+    not one row of six; a dataset missing from a protocol leaves its panel empty."""
+    sens = pd.DataFrame([{"dataset": ds, "backbone": "b", "protocol": p, "shots": 16, "seed": 0, "alpha": a, "theta": 1.0, "beta": 1.0,
+                          "accuracy": 0.5, "chosen": a == 0.0} for ds in ("d1", "d2", "d3") for p in ("corrected", "realistic")
+                         for a in (0.0, 0.5) if (ds, p) != ("d3", "realistic")])
+    fig = report.plot_sensitivity(sens)
+    maps = [ax for ax in fig.axes if ax.get_title()]
+    grid = {(round(ax.get_position().y0, 2), round(ax.get_position().x0, 2)) for ax in fig.axes if ax.get_label() != "<colorbar>"}
+    assert len(maps) == 5 and len({y for y, _ in grid}) == 2 and len({x for _, x in grid}) == 3, [ax.get_title() for ax in maps]
+    assert [ax.get_title().split(",")[0] for ax in maps][:3] == ["d1 (corrected)", "d2 (corrected)", "d3 (corrected)"]
+
+
 def test_committed_table1_says_what_captions_add_to_the_adapter_on_every_run(root):
     """04_adapter's caption ablation reaches Table I's markdown: a sentence and a row per K for
     every dataset x protocol of the run."""

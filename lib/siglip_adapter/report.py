@@ -431,14 +431,19 @@ def plot_shots(rows: pd.DataFrame, path: Path | None = None):
 
 def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):
     """The training-free adapter's test accuracy (%) over alpha x theta at the beta validation chose
-    (mean over seeds at the largest K), a heat map per run with a sweep; the number in a cell is
-    how many seeds' validation search chose it, which the figure's title says."""
+    (mean over seeds at the largest K), a heat map per run with a sweep, laid out as the
+    accuracy-vs-shots figure (a column per dataset, a row per backbone x protocol); the number in a
+    cell is how many seeds' validation search chose it, which the figure's title says."""
     plt, sns = _plotting()
     sens = sens[~sens["protocol"].isin(SWEEP_EXCLUDED)]
-    runs = runs_of(sens)
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.8), squeeze=False, layout="constrained")
-    for ax, run in zip(axes[0], runs):
+    datasets, settings = list(dict.fromkeys(sens["dataset"])), list(dict.fromkeys(zip(sens["backbone"], sens["protocol"])))
+    fig, axes = plt.subplots(len(settings), len(datasets), figsize=(5.2 * len(datasets), 4.4 * len(settings) + 0.4), squeeze=False,
+                             layout="constrained")
+    for ax, run in ((axes[i, j], (ds, bb, proto)) for i, (bb, proto) in enumerate(settings) for j, ds in enumerate(datasets)):
         d = _in_run(sens, *run)
+        if d.empty:  # a dataset not run under this backbone x protocol
+            ax.set_axis_off()
+            continue
         acc = d.pivot_table(index="alpha", columns="theta", values="accuracy", aggfunc="mean").mul(100)
         picked = d.pivot_table(index="alpha", columns="theta", values="chosen", aggfunc="sum").astype(int)
         sns.heatmap(acc, annot=picked.astype(str).where(picked > 0, ""), fmt="", cmap="viridis", ax=ax,
@@ -446,8 +451,8 @@ def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):
         ax.set(title=f"{run_label(sens, *run)}, K = {int(d['shots'].max())}, {d['seed'].nunique()} seeds",
                xlabel="theta (sharpness)", ylabel="alpha (caption weight)")
         ax.tick_params(axis="y", labelrotation=0)
-    fig.suptitle("The training-free adapter over alpha x theta at the chosen beta. Colour: test accuracy; "
-                 "number in a cell: seeds whose validation search chose that cell", fontsize=11)
+    fig.suptitle("The training-free adapter over alpha x theta at the chosen beta.\nColour: test accuracy; "
+                 "number in a cell: seeds whose validation search chose that cell", fontsize=11)  # two lines: fits two panels
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
     return fig
