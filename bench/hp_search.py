@@ -7,7 +7,7 @@ for each of the run's seeds, the (alpha, theta, beta) grid below (11 x 10 x 10 =
 combinations) is searched on the validation split twice: by ``methods.cache.search_adapter`` (the
 affinities once, one matrix product per (alpha, theta), every beta at once, as the kit runs it)
 and by a plain loop that scores each combination with ``methods.cache.adapter_logits`` and
-``methods.accuracy`` and keeps the first best. Both must choose the same values for every seed;
+``methods.loop.accuracy`` and keeps the first best. Both must choose the same values for every seed;
 the last line is ``hp_search ratio: <loop seconds / batched seconds>`` (target: at least 20).
 """
 
@@ -30,7 +30,7 @@ BETAS = [0.0, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0, 6.0, 8.0]
 
 def loop_search(task, alphas, thetas, betas):
     """Every combination scored on its own, the first best kept (the grid order's tie rule)."""
-    from siglip_adapter.methods import accuracy
+    from siglip_adapter.methods.loop import accuracy
     from siglip_adapter.methods.cache import adapter_logits
 
     best, best_acc = None, -1.0
@@ -47,7 +47,8 @@ def loop_search(task, alphas, thetas, betas):
 
 
 def main(argv: list[str] | None = None) -> float:
-    from siglip_adapter import experiment, methods
+    from siglip_adapter import experiment
+    from siglip_adapter.methods import loop
     from siglip_adapter.methods.cache import search_adapter
     from siglip_adapter.config import load_config
     from siglip_adapter.paths import run_paths
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> float:
     cfg = load_config(args.dataset, "", protocol=args.protocol)
     inp = experiment.load_inputs(run_paths(args.dataset, "", args.protocol), cfg)
     seeds = [cfg["seed_base"] + i for i in range(cfg["n_seeds"])]
-    tasks = [methods.task_for(inp, cfg, args.shots, seed, None) for seed in seeds]
+    tasks = [loop.task_for(inp, cfg, args.shots, seed, None) for seed in seeds]
     n = len(ALPHAS) * len(THETAS) * len(BETAS)
     report.add(f"{args.dataset}/{args.protocol}, {args.shots} shots x {len(tasks[0].class_text)} classes, "
                f"{len(tasks[0].val.labels)} validation images; grid {len(ALPHAS)} x {len(THETAS)} x {len(BETAS)} = {n} "

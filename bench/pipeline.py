@@ -11,7 +11,7 @@ no-op plain `dvc repro` beside it), and what one adapter parameter reruns.
    on 2 cores, after the installs). It rewrites results/ exactly as ``make repro`` does.
 2. A no-op ``make repro`` right after, as the README gives it (target: 10 s; it re-hashes every
    dataset's images, then stops), and a no-op plain ``dvc repro`` for comparison.
-3. One value of ``adapter.theta`` changed in params/defaults.yaml (restored afterwards), and the
+3. One value of ``methods.adapter.theta`` changed in params/defaults.yaml (restored afterwards), and the
    stages ``dvc repro --dry`` would then run, printed.
 
 The last line is ``pipeline noop_seconds: <seconds of the no-op make repro>``.
@@ -116,13 +116,15 @@ def run_measured(cmd: list[str], log: Path, pss_every: float = 1.0) -> dict:
 
 
 def reruns_after_theta_change(report: Report) -> list[str]:
-    """The stages ``dvc repro --dry`` would run after one value of ``adapter.theta`` changes in
+    """The stages ``dvc repro --dry`` would run after one value of ``methods.adapter.theta`` changes in
     params/defaults.yaml (restored afterwards; --dry runs and records nothing)."""
     defaults = ROOT / "params" / "defaults.yaml"
     text = defaults.read_text()
-    old = next(line for line in text.splitlines() if line.strip().startswith("theta:") and "[" in line)
+    lines = text.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("  adapter:")))  # methods.adapter
+    old = next(line for line in lines[start:] if line.strip().startswith("theta:") and "[" in line)
     new = old.replace("15.0]", "20.0]")
-    report.add(f"changed in params/defaults.yaml (adapter): {old.split('#')[0].strip()} -> {new.split('#')[0].strip()}")
+    report.add(f"changed in params/defaults.yaml (methods.adapter): {old.split('#')[0].strip()} -> {new.split('#')[0].strip()}")
     try:
         defaults.write_text(text.replace(old, new, 1))
         dry = subprocess.run([str(BIN / "dvc"), "repro", "--dry"], cwd=ROOT, capture_output=True, text=True, env=_env())

@@ -106,8 +106,8 @@ def toy_run(n_classes=3, dim=12, seed=0):
     noisy = lambda w: F.normalize(class_text[labels] + w * torch.randn(len(labels), dim, generator=g), dim=-1)  # noqa: E731
     ids = manifest["image_id"].tolist()
     inp = experiment.Inputs(manifest, Features(ids, noisy(2.0), {}, {}), Features(ids, noisy(0.8), {}, {}), class_text, 1.0, 0.0)
-    cfg = {"run": {"dataset": "toy"}, "protocol": "corrected", "backbone": "toy", "zero_shot": {"logit_form": "cosine"}, "validation": {"per_class": 0},
-           "shots": [1, 2], "n_seeds": 3, "seed_base": 1, "adapter": {"alpha": [0.0, 0.5, 1.0], "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]}}
+    cfg = {"run": {"dataset": "toy"}, "protocol": "corrected", "backbone": "toy", "validation": {"per_class": 0}, "shots": [1, 2], "n_seeds": 3, "seed_base": 1,
+           "methods": {"zero_shot": {"logit_form": "cosine"}, "adapter": {"alpha": [0.0, 0.5, 1.0], "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]}}}
     return inp, cfg, labels
 
 
@@ -134,30 +134,31 @@ def kill_midway(script, arg, done) -> int:
 
 
 def counted_method_run(store=None, fits=None, n_seeds=5, pause=0.1):
-    """``methods.method_rows`` on a toy run with a real trained method (CLIP-Adapter, which has a
+    """``methods.loop.method_rows`` on a toy run with a real trained method (CLIP-Adapter, which has a
     learning curve), a closed-form one (Tip-Adapter) and ``slow_count``, a zero-shot method that
     takes ``pause`` seconds and appends its (K, seed) to the file ``fits`` each time it is fitted.
     ``store``: where finished cells are kept. Returns (rows, learning curves)."""
     import time
     from pathlib import Path
 
-    from siglip_adapter import experiment, methods
+    from siglip_adapter import experiment
+    from siglip_adapter.methods import loop, registry
 
     def fit(task, params):
         time.sleep(pause)
         if fits is not None:
             with open(fits, "a") as f:
                 f.write(f"{len(task.shots.labels) // task.n_classes} {task.seed}\n")
-        state = methods.zero_shot_state(task)
-        val = methods.Fitted("slow_count", state).accuracy(task.val)
-        return methods.Fitted("slow_count", state, {}, val, [{"lr": 0.0, "epoch": 0, "loss": 1.0, "val_accuracy": val}])
+        state = loop.zero_shot_state(task)
+        val = loop.Fitted("slow_count", state).accuracy(task.val)
+        return loop.Fitted("slow_count", state, {}, val, [{"lr": 0.0, "epoch": 0, "loss": 1.0, "val_accuracy": val}])
 
-    methods.register("slow_count", lambda state, chosen, images: methods.zero_shot_of(state, images))(fit)
+    registry.register("slow_count", lambda state, chosen, images: loop.zero_shot_of(state, images))(fit)
     inp, cfg, _ = toy_run(n_classes=4, dim=16)
     cfg["n_seeds"] = n_seeds
-    cfg["methods"] = {"run": ["tip_adapter", "slow_count", "clip_adapter"], "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
+    cfg["methods"] = {**cfg["methods"], "run": ["tip_adapter", "slow_count", "clip_adapter"], "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
                       "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 4, "patience": 2,
                                        "weight_decay": 0.01}}
     curves = experiment.Curves(cfg, shots=1, seed=cfg["seed_base"])  # the first cell: the one a killed run has finished
-    rows = methods.method_rows(inp, cfg, keep=curves, store=Path(store) if store is not None else None)
+    rows = loop.method_rows(inp, cfg, keep=curves, store=Path(store) if store is not None else None)
     return rows, curves.frame()

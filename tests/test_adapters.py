@@ -8,9 +8,9 @@ import pandas as pd
 import torch
 
 from siglip_adapter.methods import cache
-from siglip_adapter.methods import accuracy, zero_shot_logits
+from siglip_adapter.methods.loop import accuracy, zero_shot_logits
 from siglip_adapter.methods.cache import adapter_logits, grid_accuracies, search_adapter
-from siglip_adapter.methods.zero_shot import caption_zero_shot_logits
+from siglip_adapter.methods.zero_shot_captions import caption_zero_shot_logits
 from helpers import toy_run, unit
 from siglip_adapter.methods.trainable import TrainableAdapter, fit_trainable
 
@@ -112,17 +112,17 @@ def test_text_key_variants_change_only_the_text_keys():
     import copy
 
     from siglip_adapter import experiment, report
-    from siglip_adapter.methods import method_rows
+    from siglip_adapter.methods.loop import method_rows
     from siglip_adapter.methods.adapter import TEXT_KEYS
     from siglip_adapter.store import Features
 
     inp, cfg, labels = toy_run()
-    cfg["methods"] = {"run": ["adapter"]}
+    cfg["methods"]["run"] = ["adapter"]
 
     def rows(keys="caption", inp=inp, alphas=None):
         variant = copy.deepcopy(cfg)
-        variant["adapter"]["keys"] = keys
-        variant["adapter"]["alpha"] = alphas or variant["adapter"]["alpha"]
+        variant["methods"]["adapter"]["keys"] = keys
+        variant["methods"]["adapter"]["alpha"] = alphas or variant["methods"]["adapter"]["alpha"]
         return method_rows(inp, variant, ["adapter"])
 
     caption, named = rows(), rows("classname")
@@ -149,16 +149,16 @@ def test_the_sensitivity_grid_and_the_learning_curves_agree_with_the_rows():
     """The sensitivity grid's chosen cell is the adapter's row (same validation and test accuracy);
     a trained method's curve passes through its chosen (lr, epoch) at the row's validation accuracy."""
     from siglip_adapter import experiment
-    from siglip_adapter.methods import method_rows
+    from siglip_adapter.methods.loop import method_rows
 
     inp, cfg, _ = toy_run()
-    cfg["methods"] = {"run": ["adapter", "trainable"]}
-    cfg["trainable"] = {"method": "ours", "lr": [0.001, 0.01], "weight_decay": 0.01, "epochs": 6, "eval_every": 2, "patience": None}
+    cfg["methods"]["run"] = ["adapter", "trainable"]
+    cfg["methods"]["trainable"] = {"method": "ours", "lr": [0.001, 0.01], "weight_decay": 0.01, "epochs": 6, "eval_every": 2, "patience": None}
     curves = experiment.Curves(cfg)
     rows = method_rows(inp, cfg, keep=curves)
     sens = experiment.sensitivity_rows(inp, cfg, rows)
     k = max(cfg["shots"])
-    assert len(sens) == cfg["n_seeds"] * len(cfg["adapter"]["alpha"]) * len(cfg["adapter"]["theta"])
+    assert len(sens) == cfg["n_seeds"] * len(cfg["methods"]["adapter"]["alpha"]) * len(cfg["methods"]["adapter"]["theta"])
     picked = sens[sens["chosen"]].set_index("seed")
     adapter = rows[(rows["method"] == "adapter") & (rows["shots"] == k)].set_index("seed")
     assert len(picked) == cfg["n_seeds"]

@@ -12,7 +12,8 @@ import torch
 from helpers import toy_run
 
 from siglip_adapter.cards import CardError, calibration, card_for, class_probabilities, fit_temperature, load_card, save_card
-from siglip_adapter.methods import Labelled, Task, method
+from siglip_adapter.methods import registry
+from siglip_adapter.methods.loop import Labelled, Task
 
 PARAMS = {"zero_shot": {}, "linear_probe": {"C": [0.1, 10.0]}, "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
           "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0]}, "gda": {"weight": [0.0, 0.01, 0.1]},
@@ -34,7 +35,7 @@ def _card(fitted, **kw):
 def test_a_card_round_trips_to_identical_predictions(tmp_path, name):
     inp, cfg, _ = toy_run()
     task = Task(Labelled(*inp.shots(2, 1)), Labelled(*inp.validation(cfg, 2, 1)), inp.class_text, 1.0, 0.0, 1)
-    fitted = method(name)(task, PARAMS[name])
+    fitted = registry.get(name).fit(task, PARAMS[name])
     path = save_card(fitted, _card(fitted), tmp_path / f"{name}.json")
     card, loaded = load_card(path)
     x = inp.split("test")[0]
@@ -45,7 +46,7 @@ def test_a_card_round_trips_to_identical_predictions(tmp_path, name):
 def test_a_tampered_or_unknown_card_is_refused(tmp_path):
     inp, cfg, _ = toy_run()
     task = Task(Labelled(*inp.shots(1, 1)), Labelled(*inp.validation(cfg, 1, 1)), inp.class_text)
-    fitted = method("zero_shot")(task, {})
+    fitted = registry.get("zero_shot").fit(task, {})
     path = save_card(fitted, _card(fitted), tmp_path / "zs.json")
     weights = tmp_path / "zs.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # same size, other numbers
@@ -85,7 +86,7 @@ def digits_cards(tmp_path_factory, root):
         (queries / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
     cards, fits = [], []
     for name, params in (("zero_shot", {}), ("tip_adapter", {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]})):
-        fitted = method(name)(task, params)
+        fitted = registry.get(name).fit(task, params)
         card = card_for(fitted, cfg, encoder, names, prompts, 2, 1, float("nan"), task.val)
         cards.append(save_card(fitted, card, tmp / "cards" / f"{name}.json"))
         fits.append(fitted)
@@ -211,7 +212,7 @@ def test_the_fitted_temperature_undoes_a_known_overconfidence():
 def test_an_image_unlike_every_class_is_far_from_the_classes():
     inp, cfg, _ = toy_run()
     task = Task(Labelled(*inp.shots(2, 1)), Labelled(*inp.validation(cfg, 2, 1)), inp.class_text, 1.0, 0.0, 1)
-    fitted = method("tip_adapter")(task, PARAMS["tip_adapter"])
+    fitted = registry.get("tip_adapter").fit(task, PARAMS["tip_adapter"])
     cal = calibration(fitted.logits(task.val.images), task.val.labels)
     far = cal["far_from_classes"]
     top = lambda x: class_probabilities(fitted.logits(x), cal["calibration"]["temperature"]).max(-1).values  # noqa: E731

@@ -2,6 +2,8 @@
 
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -79,9 +81,9 @@ def test_a_backbone_defined_in_an_overlay_is_checked_like_any_section(params_roo
 
 def test_unknown_key_names_file_and_key(params_root):
     ds = yaml.safe_load((params_root / "params" / "fashion_mnist.yaml").read_text())
-    ds["adapter"] = {"thetta": [1.0]}
+    ds["methods"] = {"adapter": {"thetta": [1.0]}}
     (params_root / "params" / "typo.yaml").write_text(yaml.safe_dump(ds))
-    with pytest.raises(ConfigError, match=r"typo.yaml.*adapter.thetta"):
+    with pytest.raises(ConfigError, match=r"typo.yaml.*methods.adapter.thetta.*lib/siglip_adapter/methods/adapter.py.*did you mean 'theta'"):
         load_config("typo", root=params_root)
 
 
@@ -98,19 +100,23 @@ def _with(params_root, change: dict, name: str = "bad", file: str | None = None)
 
 # One case per class of mistake: (what is changed, the file the message must name, the key, the words).
 MISTAKES = {
-    "alpha outside [0, 1]": ({"adapter": {"alpha": [0.5, 1.5]}}, None, "adapter.alpha.1", "less than or equal to 1"),
+    "alpha outside [0, 1]": ({"methods": {"adapter": {"alpha": [0.5, 1.5]}}}, None, "methods.adapter.alpha.1", "less than or equal to 1"),
     "a fixed alpha outside [0, 1]": ({"methods": {"idea": {"alpha": -0.1}}}, None, "methods.idea.alpha", "greater than or equal to 0"),
-    "theta <= 0": ({"adapter": {"theta": [0.0, 1.0]}}, None, "adapter.theta.0", "greater than 0"),
+    "theta <= 0": ({"methods": {"adapter": {"theta": [0.0, 1.0]}}}, None, "methods.adapter.theta.0", "greater than 0"),
     "a method's theta <= 0": ({"methods": {"tip_adapter": {"theta": [-1.0]}}}, None, "methods.tip_adapter.theta.0", "greater than 0"),
     "non-positive shots": ({"shots": [0, 1]}, None, "shots.0", "greater than or equal to 1"),
     "fractions not summing to 1": ({"split": {"fractions": {"train": 0.5}}}, None, "split.fractions", "must be 1"),
     "unknown source": ({"dataset": {"source": "ftp"}}, None, "dataset.source", "'folder', 'hf', 'coop' or 'fashion-mnist'"),
     "unknown split method": ({"split": {"method": "random"}}, None, "split.method", "'stratified'"),
     "unknown method": ({"methods": {"run": ["adapter", "prompt_soup"]}}, None, "methods.run.1", "'coop', 'adapter' or 'trainable' (got 'prompt_soup')"),
-    "unknown choice": ({"zero_shot": {"logit_form": "cos"}}, None, "zero_shot.logit_form", "'cosine'"),
+    "unknown choice": ({"methods": {"zero_shot": {"logit_form": "cos"}}}, None, "methods.zero_shot.logit_form", "'cosine'"),
+    "a method's section at the top": ({"adapter": {"theta": [1.0]}}, None, "adapter", "unknown parameter 'adapter'"),
     "unknown top-level key": ({"shot": [1]}, None, "shot", "unknown parameter 'shot'"),
-    "unknown nested key": ({"adapter": {"thetta": [1.0]}}, None, "adapter.thetta", "did you mean 'theta'"),
-    "unknown key three deep": ({"zero_shot_captions": {"fixed": {"gamma": 1.0}}}, None, "zero_shot_captions.fixed.gamma", "unknown"),
+    "unknown nested key": ({"methods": {"adapter": {"thetta": [1.0]}}}, None, "methods.adapter.thetta", "did you mean 'theta'"),
+    "unknown key four deep": ({"methods": {"zero_shot_captions": {"fixed": {"gamma": 1.0}}}}, None, "methods.zero_shot_captions.fixed.gamma",
+                              "unknown"),
+    "a method module that does not import": ({"methods": {"modules": ["no_such_module_here"]}}, None, "methods.modules.0",
+                                             "cannot import 'no_such_module_here'"),
     "unknown key in the dataset's Kaggle layout": ({"dataset": {"kaggle": {"rooot": "/kaggle/input/x"}}}, None, "dataset.kaggle.rooot",
                                                    "did you mean 'root'"),
     "unknown key in a dataset's switch": ({"switches": {"author_shots": {"shotz": [4]}}}, "params/bad.yaml switches.author_shots", "shotz",
@@ -150,8 +156,8 @@ def test_each_kind_of_mistake_names_its_file_and_key(params_root, mistake):
 
 def test_every_mistake_is_reported_at_once(params_root):
     with pytest.raises(ConfigError) as e:
-        _with(params_root, {"adapter": {"alpha": [2.0], "theta": [0.0]}, "n_seeds": "x"})
-    assert all(k in str(e.value) for k in ("adapter.alpha.0", "adapter.theta.0", "n_seeds")), str(e.value)
+        _with(params_root, {"methods": {"adapter": {"alpha": [2.0], "theta": [0.0]}}, "n_seeds": "x"})
+    assert all(k in str(e.value) for k in ("methods.adapter.alpha.0", "methods.adapter.theta.0", "n_seeds")), str(e.value)
 
 
 def test_a_mistake_in_an_unused_profile_is_found_by_every_run(params_root):
@@ -267,20 +273,20 @@ def test_every_method_has_its_parameters_for_every_dataset_protocol_and_profile(
     """The same methods run unchanged on the paper's datasets: every method of ``methods.run``
     resolves its parameters (and those of the method it starts from) under every protocol (profiles
     change only the encoder, the captioner and sharding)."""
-    from siglip_adapter import methods
+    from siglip_adapter.methods import loop
 
     names = sorted(p.stem for p in (root / "params").glob("*.yaml") if p.stem not in ("defaults", "run", "paper_table1"))
     assert {"food101", "eurosat", "dtd", "oxford_pets", "caltech101"} <= set(names)
     for ds in names:
         for protocol in run_protocols(root):
             cfg = load_config(ds, root=root, protocol=protocol)
-            assert set(methods.names(cfg)) == {"linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
+            assert set(loop.names(cfg)) == {"linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
                                                "adapter", "trainable"}
-            for name in methods.names(cfg):
-                params = methods.params_of(cfg, name)
+            for name in loop.names(cfg):
+                params = loop.params_of(cfg, name)
                 assert params, (ds, protocol, name)
                 if name in ("trainable", "tip_adapter_f"):
-                    assert params["start"] == methods.params_of(cfg, {"trainable": "adapter", "tip_adapter_f": "tip_adapter"}[name])
+                    assert params["start"] == loop.params_of(cfg, {"trainable": "adapter", "tip_adapter_f": "tip_adapter"}[name])
 
 
 def test_the_offline_captioner_needs_the_conse_backbone(params_root):
@@ -298,3 +304,14 @@ def test_an_image_size_a_hub_backbone_would_ignore_is_refused(params_root):
     (params_root / "params" / "fm_size.yaml").write_text(yaml.safe_dump({**ds, "profile": "hub", "encoder": {"image_size": 384}}))
     with pytest.raises(ConfigError, match=r"params/fm_size.yaml: encoder: image_size is the offline-conse encoder's; a siglip backbone"):
         load_config("fm_size", root=params_root)
+
+
+def test_checking_the_parameters_without_the_methods_loads_no_torch(root):
+    """The images stage runs on every `make repro` (the no-op one too): it checks the parameters
+    without the methods' own (which would import the method modules and torch); a full check does."""
+    probe = ("import sys; from siglip_adapter.config import load_config; load_config('digits', check_methods={}); "
+             "print('torch' in sys.modules)")
+    for check, torch_loaded in ((False, "False"), (True, "True")):
+        out = subprocess.run([sys.executable, "-c", probe.format(check)], cwd=root, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == torch_loaded, (check, out.stdout, out.stderr)
+    assert "load_config(dataset, check_methods=False)" in (root / "lib" / "siglip_adapter" / "fingerprint.py").read_text()

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from siglip_adapter.context import ContextPrompts
-from siglip_adapter.methods import Labelled, Task, method, scorer
+from siglip_adapter.methods import registry
+from siglip_adapter.methods.loop import Labelled, Task
 
 NAMES = ["t-shirt_or_top", "ankle boot", "bag", "sneaker"]
 SHOES = ["sneaker", "ankle boot", "sandal", "shoe", "boot", "trainer", "slipper", "clog"]
@@ -75,7 +76,7 @@ def test_coop_learns_the_shots_and_scores_from_its_saved_tensors(encoder, class_
     task = Task(shots, shots, encoder.encode_texts([f"a photo of a {n}." for n in SHOES]), 1.0, 0.0, 1, SHOES, encoder)
     params = {"init": "a photo of a", "logit_scale": 100.0, "lr": [0.05], "epochs": 15, "patience": None, "weight_decay": 0.0,
               "class_specific": class_specific}
-    fitted = method("coop")(task, params)
+    fitted = registry.get("coop").fit(task, params)
     start = CoOp(ContextPrompts(encoder, SHOES), 100.0, class_specific)
     assert start.ctx.shape[0] == (len(SHOES) if class_specific else prompts_n_ctx(encoder))
     with torch.no_grad():
@@ -83,7 +84,7 @@ def test_coop_learns_the_shots_and_scores_from_its_saved_tensors(encoder, class_
     assert start_acc < 1 and fitted.chosen["epoch"] > 0 and fitted.val_accuracy > start_acc
     with torch.no_grad():
         start.ctx.copy_(fitted.state["context"])
-        torch.testing.assert_close(scorer("coop")(fitted.state, fitted.chosen, images), start(images), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(registry.get("coop").score(fitted.state, fitted.chosen, images), start(images), rtol=1e-5, atol=1e-4)
     assert [h["epoch"] for h in fitted.history][0] == 0 and len(fitted.history) > 1
     # A card needs no text tower: the learned prompts' features are saved.
     from siglip_adapter.cards import load_card, save_card
@@ -96,4 +97,4 @@ def test_coop_learns_the_shots_and_scores_from_its_saved_tensors(encoder, class_
 def test_coop_needs_the_encoder():
     shots = Labelled(torch.eye(2), None, torch.arange(2))
     with pytest.raises(ValueError, match="text tower"):
-        method("coop")(Task(shots, shots, torch.eye(2)), {"init": "a photo of a"})
+        registry.get("coop").fit(Task(shots, shots, torch.eye(2)), {"init": "a photo of a"})

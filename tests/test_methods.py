@@ -2,6 +2,7 @@
 computation on small random inputs, hyper-parameters chosen on validation only, one loop."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -9,8 +10,8 @@ import pytest
 import torch
 from helpers import toy_run
 
-from siglip_adapter.methods import accuracy
-from siglip_adapter.methods import Labelled, Task, method, method_rows, params_of
+from siglip_adapter.methods import registry
+from siglip_adapter.methods.loop import Labelled, Task, accuracy, method_rows, params_of
 
 METHOD_PARAMS = {
     "run": ["zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "adapter", "trainable"],
@@ -25,8 +26,8 @@ METHOD_PARAMS = {
 
 def toy():
     inp, cfg, _ = toy_run(n_classes=4, dim=16)
-    cfg["methods"] = copy.deepcopy(METHOD_PARAMS)
-    cfg["trainable"] = {"method": "ours", "lr": [0.01], "weight_decay": 0.01, "epochs": 8, "eval_every": 2, "patience": 3}
+    cfg["methods"] = {**cfg["methods"], **copy.deepcopy(METHOD_PARAMS)}
+    cfg["methods"]["trainable"] = {"method": "ours", "lr": [0.01], "weight_decay": 0.01, "epochs": 8, "eval_every": 2, "patience": 3}
     return inp, cfg
 
 
@@ -49,8 +50,8 @@ def eq6(x, image_keys, text_keys, labels, class_text, alpha, theta, beta):
 def test_cache_methods_are_eq6_at_their_alpha(name, alpha):
     inp, cfg = toy()
     task = task_of(inp, cfg)
-    params = cfg["methods"].get(name) or cfg["adapter"]
-    fitted = method(name)(task, params)
+    params = cfg["methods"][name]
+    fitted = registry.get(name).fit(task, params)
     c = fitted.chosen
     if alpha is not None:
         assert c["alpha"] == alpha
@@ -68,7 +69,7 @@ def test_zero_shot_is_the_closest_class_prompt():
     inp, cfg = toy()
     task = task_of(inp, cfg)
     x = inp.split("test")[0]
-    fitted = method("zero_shot")(task, {})
+    fitted = registry.get("zero_shot").fit(task, {})
     torch.testing.assert_close(fitted.logits(x), x @ inp.class_text.T)
     assert fitted.chosen == {}
 
@@ -78,7 +79,7 @@ def test_linear_probe_is_sklearn_logistic_regression_at_the_chosen_c():
 
     inp, cfg = toy()
     task = task_of(inp, cfg, k=2)
-    fitted = method("linear_probe")(task, cfg["methods"]["linear_probe"])
+    fitted = registry.get("linear_probe").fit(task, cfg["methods"]["linear_probe"])
     x = inp.split("test")[0]
     ref = LogisticRegression(C=fitted.chosen["C"], max_iter=1000).fit(task.shots.images.double().numpy(), task.shots.labels.numpy())
     np.testing.assert_allclose(fitted.logits(x).numpy(), ref.decision_function(x.double().numpy()), rtol=1e-4, atol=1e-4)
@@ -92,7 +93,7 @@ def test_gda_is_shared_covariance_discriminant_analysis_fused_with_zero_shot():
 
     inp, cfg = toy()
     task = task_of(inp, cfg, k=2, seed=3)
-    fitted = method("gda")(task, cfg["methods"]["gda"])
+    fitted = registry.get("gda").fit(task, cfg["methods"]["gda"])
     assert fitted.chosen["weight"] > 0  # validation picked the shots' classifier here, so it is what is compared
     x, s = inp.split("test")[0].double().numpy(), task.shots
     xs, ys = s.images.double().numpy(), s.labels.numpy()
@@ -124,14 +125,13 @@ def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
     pd.testing.assert_frame_equal(rows[hyper], again[hyper])
     assert not rows["accuracy"].equals(again["accuracy"])
     with pytest.raises(ValueError, match="unknown method"):
-        method("prompt_soup")
+        registry.get("prompt_soup")
 
 
 @pytest.mark.parametrize("name", ["tip_adapter_f", "clip_adapter"])
 def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name):
     """Validation = the shots themselves: training must fit them beyond the untrained start, and
     the method's score from its state (what a card stores) equals the trained module's logits."""
-    from siglip_adapter.methods import scorer
     from siglip_adapter.methods.clip_adapter import ClipAdapter
     from siglip_adapter.methods.tip_adapter_f import TipAdapterF
 
@@ -141,7 +141,7 @@ def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name
     params = {**params_of(cfg, name), "epochs": 40, "patience": None}
     if name == "tip_adapter_f":  # a weak start (searched alone, the cache on its own shots is already perfect there)
         params["start"] = {"theta": [0.5], "beta": [0.5]}
-    fitted = method(name)(task, params)
+    fitted = registry.get(name).fit(task, params)
     assert fitted.chosen["epoch"] > 0
     x = inp.split("test")[0]
     if name == "tip_adapter_f":
@@ -157,7 +157,7 @@ def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name
             model.down.weight.copy_(fitted.state["down"])
             model.up.weight.copy_(fitted.state["up"])
     with torch.no_grad():
-        torch.testing.assert_close(scorer(name)(fitted.state, fitted.chosen, x), model(x))
+        torch.testing.assert_close(registry.get(name).score(fitted.state, fitted.chosen, x), model(x))
         if start is not None:
             assert fitted.val_accuracy > accuracy(start, shots.labels)
 
@@ -165,41 +165,40 @@ def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name
 def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
     """The trainable adapter starts from the training-free adapter's choice on the same task, and
     Tip-Adapter-F from Tip-Adapter's: fitted once per task, the start's params under ``start``."""
-    from siglip_adapter import methods
+    from siglip_adapter.methods import loop
 
     inp, cfg = toy()
-    assert params_of(cfg, "trainable")["start"] == cfg["adapter"] and params_of(cfg, "tip_adapter_f")["start"] == cfg["methods"]["tip_adapter"]
+    assert params_of(cfg, "trainable")["start"] == cfg["methods"]["adapter"] and params_of(cfg, "tip_adapter_f")["start"] == cfg["methods"]["tip_adapter"]
     task = task_of(inp, cfg, k=2)
     calls = []
-    real = methods.METHODS["adapter"]
-    methods.METHODS["adapter"] = real._replace(fit=lambda t, p: calls.append(1) or real.fit(t, p))
+    real = registry.METHODS["adapter"]
+    registry.METHODS["adapter"] = dataclasses.replace(real, fit=lambda t, p: calls.append(1) or real.fit(t, p))
     try:
         first = task.fitted("adapter", params_of(cfg, "adapter"))
         trained = task.fitted("trainable", params_of(cfg, "trainable"))
     finally:
-        methods.METHODS["adapter"] = real
+        registry.METHODS["adapter"] = real
     assert len(calls) == 1
     assert {k: trained.chosen[k] for k in ("alpha", "theta", "beta")} == first.chosen
-    assert methods.names(cfg, trained=True) == ["tip_adapter_f", "clip_adapter", "trainable"]
-    assert methods.names(cfg, trained=False) == ["zero_shot", "linear_probe", "tip_adapter", "idea", "gda", "adapter"]
+    assert loop.names(cfg, trained=True) == ["tip_adapter_f", "clip_adapter", "trainable"]
+    assert loop.names(cfg, trained=False) == ["zero_shot", "linear_probe", "tip_adapter", "idea", "gda", "adapter"]
 
 
 def test_the_trainable_method_is_the_trainable_adapter_and_scores_from_its_saved_tensors():
-    from siglip_adapter.methods import scorer
     from siglip_adapter.methods.trainable import fit_trainable
 
     inp, cfg = toy()
     task = task_of(inp, cfg, k=2, seed=2)
-    fitted = method("trainable")(task, params_of(cfg, "trainable"))
-    c, t, s = fitted.chosen, cfg["trainable"], task.shots
+    fitted = registry.get("trainable").fit(task, params_of(cfg, "trainable"))
+    c, t, s = fitted.chosen, cfg["methods"]["trainable"], task.shots
     ref = fit_trainable(s.images, s.labels, s.captions, task.class_text, task.val.images, task.val.labels, c["alpha"], c["theta"], c["beta"],
                         t["lr"], t["epochs"], t["weight_decay"], t["eval_every"], seed=2, patience=t["patience"])
     x = inp.split("test")[0]
     with torch.no_grad():
-        torch.testing.assert_close(scorer("trainable")(fitted.state, c, x), ref.model.eval()(x))
+        torch.testing.assert_close(registry.get("trainable").score(fitted.state, c, x), ref.model.eval()(x))
     assert (c["lr"], c["epoch"], fitted.val_accuracy) == (ref.lr, ref.epoch, ref.val_accuracy)
     with pytest.raises(ValueError, match="test set"):
-        method("trainable")(task, {**params_of(cfg, "trainable"), "method": "authors"})
+        registry.get("trainable").fit(task, {**params_of(cfg, "trainable"), "method": "authors"})
 
 
 _KILLED_METHODS = """
@@ -217,7 +216,7 @@ def test_a_killed_method_run_resumes_with_nothing_lost_or_redone(tmp_path):
 
     from helpers import counted_method_run, kill_midway
 
-    from siglip_adapter.methods import CELL_COLUMNS
+    from siglip_adapter.methods.loop import CELL_COLUMNS
     from siglip_adapter.store import read_parts
 
     clean, clean_curves = counted_method_run(pause=0.0)
@@ -278,3 +277,20 @@ def test_a_methods_stage_past_its_deadline_stops_after_a_cell_and_resumes_from_i
     fitted = fits.read_text().splitlines()
     assert len(fitted) == len(set(fitted)) == len(rows) // 3  # each cell fitted once over both calls
     pd.testing.assert_frame_equal(rows, clean)
+
+
+def test_the_registry_keeps_the_order_labels_and_paper_methods_of_the_committed_tables():
+    """Each module declares its label, kind and place (``methods.registry``); together they give
+    the order, labels and paper methods that the committed tables and figures were made with."""
+    kit = [m for m in registry.ordered() if registry.METHODS[m].in_kit]  # not a test's own (helpers.counted_method_run)
+    assert kit == ["zero_shot", "zero_shot_captions", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter",
+                                  "gda", "idea", "coop", "adapter", "trainable"]
+    assert [registry.label(m) for m in kit] == [
+        "Zero-shot", "Zero-shot + captions", "Linear probe", "Tip-Adapter", "Tip-Adapter-F", "CLIP-Adapter", "GDA",
+        "IDEA (training-free)", "CoOp", "SigLIP-Adapter (training-free)", "SigLIP-Adapter (trainable)"]
+    assert registry.paper_methods() == ["zero_shot_captions", "adapter", "trainable"]
+    assert [m for m in kit if not registry.few_shot(m)] == ["zero_shot", "zero_shot_captions"]
+    assert registry.ordered(["adapter", "an_old_row", "zero_shot", "a_method_no_module_declares"]) == [
+        "zero_shot", "adapter", "a_method_no_module_declares", "an_old_row"]  # unknown names last, by name
+    with pytest.raises(ValueError, match="declared twice"):
+        registry.method("gda", params=registry.MethodParams, score=lambda s, c, x: x)(lambda task, params: None)

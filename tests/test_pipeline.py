@@ -123,7 +123,22 @@ def test_stage_params_exist_in_defaults(dvc, root):
         for entry in body.get("params", []):
             for file, keys in entry.items():
                 if file == "params/defaults.yaml" and keys:  # no keys: the whole file
-                    assert set(keys) <= set(defaults), f"{name}: {set(keys) - set(defaults)} not in defaults.yaml"
+                    for key in keys:  # a dotted key (methods.zero_shot) names a section inside one
+                        section = defaults
+                        for part in key.split("."):
+                            assert isinstance(section, dict) and part in section, f"{name}: {key} not in defaults.yaml"
+                            section = section[part]
+
+
+def test_the_zero_shot_stage_reruns_when_a_zero_shot_method_changes(dvc):
+    """03_zero_shot reads the zero-shot methods' parameters only (not every method's): each method
+    of kind zero-shot is listed by its dotted key."""
+    from siglip_adapter.methods import registry
+
+    stage = dvc["stages"]["zero_shot"]
+    keys = next(e for e in stage.get("do", stage)["params"] if "params/defaults.yaml" in e)["params/defaults.yaml"]
+    zero_shot = [m for m, d in registry.discover().items() if d.kind == "zero-shot" and d.in_kit]
+    assert zero_shot and {f"methods.{m}" for m in zero_shot} <= set(keys), keys
 
 
 def test_adding_a_dataset_backbone_or_protocol_needs_no_edit_of_dvc_yaml(dvc):
@@ -198,9 +213,11 @@ def test_an_adapter_parameter_reruns_only_the_stages_that_read_it(dvc_copy):
     defaults = dvc_copy / "params" / "defaults.yaml"
     original = defaults.read_text()
     try:
+        head, tail = original.split("\n  adapter:", 1)  # methods.adapter (tip_adapter's theta, above it, is the same list)
         cfg = yaml.safe_load(original)
-        defaults.write_text(original.replace(f"theta: {cfg['adapter']['theta']}".replace("'", ""), "theta: [1.0, 99.0]"))
-        assert yaml.safe_load(defaults.read_text())["adapter"]["theta"] == [1.0, 99.0]
+        defaults.write_text(head + "\n  adapter:" + tail.replace(f"theta: {cfg['methods']['adapter']['theta']}", "theta: [1.0, 99.0]", 1))
+        changed = yaml.safe_load(defaults.read_text())["methods"]
+        assert changed["adapter"]["theta"] == [1.0, 99.0] and changed["tip_adapter"]["theta"] == cfg["methods"]["tip_adapter"]["theta"]
         runs = [f"{ds}-{b}-{p}" for ds in run_datasets(dvc_copy) for b in run_backbones(dvc_copy) for p in run_protocols(dvc_copy)]
         assert set(_dvc_stale(dvc_copy)) == ({f"adapter@{r}" for r in runs} | {f"trainable@{r}" for r in runs}
                                              | {f"{stage}@{ds}" for ds in run_datasets(dvc_copy) for stage in ("ablation", "cards")})

@@ -84,9 +84,9 @@ def behaviour(tmp_path_factory, root):
             "seeds": seeds(cfg),
             "shots": cfg["shots"],
             "validation": cfg["validation"]["per_class"],
-            "logit_scale": experiment.LOGIT_SCALES.get(cfg["zero_shot"]["logit_form"]),
-            "column2": cfg["zero_shot_captions"]["method"],
-            "trainable": cfg["trainable"]["method"],
+            "logit_scale": experiment.LOGIT_SCALES.get(cfg["methods"]["zero_shot"]["logit_form"]),
+            "column2": cfg["methods"]["zero_shot_captions"]["method"],
+            "trainable": cfg["methods"]["trainable"]["method"],
             "_captions": caps,
             "_names": [names[i] for i in sample],
         }

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from siglip_adapter import report
+from siglip_adapter.methods import registry
 
 
 def rows():
@@ -42,7 +43,7 @@ def test_stage_metrics_stay_a_few_columns_however_many_methods_run(tmp_path):
     a few flat keys (the paper's methods, the best method), not one per method x shots x
     statistic, so twenty methods read like nine; the CSV keeps every number."""
     rng = np.random.default_rng(0)
-    methods = [*report.METHOD_ORDER, *(f"baseline_{i}" for i in range(9))]  # twenty methods
+    methods = [*registry.ordered(), *(f"baseline_{i}" for i in range(9))]  # twenty methods
     out = [{"dataset": "d", "backbone": "b", "protocol": "corrected", "method": m, "shots": k, "seed": s,
             "accuracy": 0.9 if (m, k) == ("baseline_3", 16) else float(rng.uniform(0.2, 0.8))}
            for m in methods if not m.startswith("zero_shot") for k in (1, 2, 4, 8, 16) for s in range(3)]
@@ -130,7 +131,7 @@ def _many_methods() -> pd.DataFrame:
     """Per-seed rows of every method of the kit and as many again (twice the methods), on two
     datasets under two protocols, with zero-shot and zero-shot with captions."""
     rng = np.random.default_rng(1)
-    methods = [m for m in report.METHOD_ORDER if not m.startswith("zero_shot")]
+    methods = [m for m in registry.ordered() if not m.startswith("zero_shot")]
     methods += [f"{m}_v2" for m in methods]
     run = lambda ds, p: {"dataset": ds, "backbone": "b", "protocol": p}  # noqa: E731
     out = [{**run(ds, p), "method": m, "shots": k, "seed": s, "accuracy": float(rng.uniform(0.2, 0.8))}
@@ -148,8 +149,8 @@ def test_accuracy_vs_shots_stays_readable_with_twice_the_methods():
     assert _legends_outside(fig) == 1
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(labels) == many["method"].nunique() == len(set(labels))
-    assert labels[:3] == [report.METHOD_LABELS[m] for m in report.METHOD_ORDER if m in report.PAPER_METHODS]  # the paper's first
-    paper = {report.PAPER_COLOURS[m] for m in ("adapter", "trainable")}
+    assert labels[:3] == [registry.label(m) for m in registry.paper_methods()]  # the paper's first
+    paper = {colour for m, colour in zip(registry.paper_methods(), report.PAPER_COLOURS) if m in ("adapter", "trainable")}
     for ax in fig.axes:
         curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
         thick = [line.get_linewidth() for line in curves if line.get_color() in paper]

@@ -3,9 +3,9 @@
 In the order the data flows: ``config`` and ``schema`` (the parameters), ``sources`` (where a
 dataset's images are) and ``data`` (split, K-shot sampling, image loading), ``captions`` and
 ``encoders`` (01_captions, 02_embed, helped by ``pipeline``), ``store`` (content-keyed features),
-``inputs`` (a run's split and features), ``methods`` (one module per method: zero-shot, eq. 6 in
-``methods.cache``, the trainable adapter in ``methods.trainable``, the field's others; their one
-K x seed loop) and ``experiment`` (what 03-05 report), ``report`` (Table I, figures),
+``inputs`` (a run's split and features), ``methods`` (one module per method, each declaring its
+parameters, label and kind to ``methods.registry``; eq. 6 in ``methods.cache``; their one K x seed
+loop in ``methods.loop``) and ``experiment`` (what 03-05 report), ``report`` (Table I, figures),
 ``ablation``, ``cards`` (saved methods for ``predict``) and ``cli``; ``kaggle`` and ``kernel`` run
 the stages as Kaggle kernels.
 """

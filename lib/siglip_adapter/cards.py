@@ -26,7 +26,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .atomic import write_atomic
-from .methods import Fitted, Labelled, scorer
+from .methods import registry
+from .methods.loop import Fitted, Labelled
 
 CARD_FORMAT = 1  # cards without ``calibration`` (saved before it) are format 1 too: they predict without probabilities
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -103,6 +104,9 @@ def save_card(fitted: Fitted, card: dict, path: Path) -> Path:
     weights = path.with_suffix(".safetensors")
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in fitted.state.items()}  # one buffer each (keys may alias)
     body = {**card, "method": fitted.method, "hyper_parameters": fitted.chosen, "weights": weights.name}
+    declared = registry.get(fitted.method)
+    if not declared.in_kit:  # a method kept outside the kit: the module that load_card imports
+        body["module"] = declared.module
     write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(body, sort_keys=True, default=str)}))
     body["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str) + "\n"))
@@ -120,7 +124,13 @@ def load_card(path: Path) -> tuple[dict, Fitted]:
     if not weights.is_file() or hashlib.sha256(weights.read_bytes()).hexdigest() != card["weights_sha256"]:
         raise CardError(f"{path}: {weights.name} is missing or not the file the card was saved with (SHA-256 differs)")
     try:
-        scorer(card["method"])
+        if card.get("module"):  # a method kept outside the kit (methods.modules)
+            import importlib
+
+            importlib.import_module(card["module"])
+        registry.get(card["method"])
+    except ImportError as e:
+        raise CardError(f"{path}: method '{card['method']}' is in module '{card['module']}', which does not import here: {e}") from e
     except ValueError as e:
         raise CardError(f"{path}: {e}") from e
     with safe_open(str(weights), framework="pt") as f:
@@ -291,7 +301,8 @@ def save_best(dataset: str, protocol: str = "corrected", shots: int | None = Non
     largest K by default; ``backbone`` None: the parameters' own) on its shots and seed, check that the refit scores the test accuracy its
     row records (the run is reproducible), and save it as the only card in ``out`` (default
     ``results/<dataset>/cards/``). Returns the card's path."""
-    from . import experiment, methods
+    from . import experiment
+    from .methods import loop
     from .config import load_config
     from .encoders import build_encoder
     from .paths import paths_of
@@ -301,13 +312,13 @@ def save_best(dataset: str, protocol: str = "corrected", shots: int | None = Non
     paths = paths_of(cfg)
     rows = pd.concat([pd.read_csv(paths.rows(stage)) for stage in ("04_adapter", "05_trainable")], ignore_index=True)
     k = int(shots or max(cfg["shots"]))
-    r = best_row(rows, k, methods.names(cfg))
+    r = best_row(rows, k, loop.names(cfg))
     inp = experiment.load_inputs(paths, cfg)
     encoder = build_encoder(cfg)
     name, seed = str(r["method"]), int(r["seed"])
-    task = methods.task_for(inp, cfg, k, seed, encoder)
-    fitted = task.fitted(name, methods.params_of(cfg, name))
-    test = fitted.accuracy(methods.Labelled(*inp.split("test")))
+    task = loop.task_for(inp, cfg, k, seed, encoder)
+    fitted = task.fitted(name, loop.params_of(cfg, name))
+    test = fitted.accuracy(loop.Labelled(*inp.split("test")))
     if abs(test - float(r["accuracy"])) > 1e-5 or abs(fitted.val_accuracy - float(r["val_accuracy"])) > 1e-5:
         raise RuntimeError(f"{name} at {k} shots, seed {seed}: the refit scores test {test:.6f} / val {fitted.val_accuracy:.6f}, its "
                            f"row {float(r['accuracy']):.6f} / {float(r['val_accuracy']):.6f}: the stage is not reproducible")

@@ -22,6 +22,7 @@ remove switches: ``corrected+imagenet_preprocess``, ``paper-author_trainable`` (
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import re
 from pathlib import Path
@@ -121,14 +122,17 @@ def protocol_switches(protocol: str, defaults: dict, asked_by: str = "params/def
 
 
 def load_config(dataset: str, overlay: str = "", root: Path | None = None, protocol: str | None = None,
-                backbone: str | None = None, given_as: dict[str, str] | None = None) -> dict[str, Any]:
+                backbone: str | None = None, given_as: dict[str, str] | None = None, check_methods: bool = True) -> dict[str, Any]:
     """The merged parameters of one run, with ``run`` = {dataset, overlay, protocol, backbone}
     filled in. ``protocol`` / ``backbone`` None: the one the parameter files name (``protocol``,
     ``backbone``: a dataset file or overlay, else the profile, else the defaults). Validated
     against ``schema.Params``; every mistake is reported with the file and the key that made it,
     or, for a wrong ``protocol``, ``backbone`` or ``overlay`` argument, with its name in
-    ``given_as`` (the command line's ``--protocol``; default ``RUN_ARGUMENTS``)."""
-    return _load(dataset, overlay, root, protocol, backbone, given_as)[0]
+    ``given_as`` (the command line's ``--protocol``; default ``RUN_ARGUMENTS``). The ``methods``
+    section is checked against the method modules' own parameters (``schema.params_model``), which
+    imports them and torch; ``check_methods=False`` checks the rest only (the images stage, which
+    runs on every ``make repro``, loads no torch)."""
+    return _load(dataset, overlay, root, protocol, backbone, given_as, check_methods)[0]
 
 
 def backbone_definitions(defaults: dict, layers: list[tuple[str, dict]]) -> dict[str, tuple[str, dict]]:
@@ -147,7 +151,7 @@ def backbone_definitions(defaults: dict, layers: list[tuple[str, dict]]) -> dict
 
 
 def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, backbone: str | None = None,
-          given_as: dict[str, str] | None = None) -> tuple[dict, dict]:
+          given_as: dict[str, str] | None = None, check_methods: bool = True) -> tuple[dict, dict]:
     """(merged parameters, origin): origin maps each key path to the file (and section) that set it."""
     root = root or project_root()
     params = root / "params"
@@ -211,17 +215,18 @@ def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, b
     cfg, origin = _traced(base + [profile, chosen] + layers)
     cfg["profile"], cfg["protocol"], cfg["backbone"], cfg["switches"] = profile_name, protocol, name, on
     cfg["run"] = {"dataset": dataset, "overlay": overlay or "", "protocol": protocol, "backbone": name}
-    mistakes = _mistakes(cfg, origin) + _mismatches(cfg, origin)
+    model = _params_model(cfg, origin) if check_methods else _params_model(None, origin)
+    mistakes = _mistakes(cfg, origin, model) + _mismatches(cfg, origin)
     # The profiles, backbones and switches this run does not use are checked too: a mistake in one
     # is found before the run that needs it. Every mistake is reported at once.
     for pname, body in profiles.items():
-        mistakes += _mistakes(*_traced(base + [(f"{DEFAULTS} profiles.{pname}", body or {}), chosen] + layers[:1], cfg),
+        mistakes += _mistakes(*_traced(base + [(f"{DEFAULTS} profiles.{pname}", body or {}), chosen] + layers[:1], cfg), model,
                               only=f"{DEFAULTS} profiles.{pname}")
     for where, body in defs.values():
-        mistakes += _mistakes(*_traced(base + [profile, (where, body)] + layers[:1], cfg), only=where)
+        mistakes += _mistakes(*_traced(base + [profile, (where, body)] + layers[:1], cfg), model, only=where)
     for sname in switches:
         for where, layer in _switch_layers(sname, defaults, ds, ds_name):
-            mistakes += _mistakes(*_traced(base + [profile, chosen] + layers[:1] + [(where, layer)], cfg), only=where)
+            mistakes += _mistakes(*_traced(base + [profile, chosen] + layers[:1] + [(where, layer)], cfg), model, only=where)
     mistakes = list(dict.fromkeys(mistakes))
     if len(mistakes) == 1:
         raise ConfigError(mistakes[0])
@@ -303,21 +308,39 @@ def _mismatches(cfg: dict, origin: dict) -> list[str]:
     return out
 
 
-def _mistakes(cfg: dict, origin: dict, only: str | None = None) -> list[str]:
-    """``schema.Params`` on the merged parameters: one line per mistake, naming its file and key.
-    ``only``: the mistakes that this layer made (the others belong to a layer checked elsewhere)."""
+def _params_model(cfg: dict | None, origin: dict):
+    """The schema of the run's parameters (``schema.params_model``) with the method modules that
+    ``methods.modules`` names imported; cfg None: without the methods' own parameters. A module
+    that is not a list of names, or one that does not import, is an error naming the file and key."""
+    from .schema import params_model
+
+    if cfg is None:
+        return params_model(None)
+    modules = (cfg.get("methods") or {}).get("modules") or [] if isinstance(cfg.get("methods"), dict) else []
+    if not (isinstance(modules, list) and all(isinstance(m, str) for m in modules)):
+        raise ConfigError(f"{where_set(origin, ('methods', 'modules'))}: methods.modules: expected a list of module names, got {modules!r}")
+    for i, name in enumerate(modules):
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001  (any failure of a user's module is a mistake in the parameters that name it)
+            raise ConfigError(f"{where_set(origin, ('methods', 'modules', i))}: methods.modules.{i}: cannot import '{name}' "
+                              f"({type(e).__name__}: {e})") from e
+    return params_model(tuple(modules))
+
+
+def _mistakes(cfg: dict, origin: dict, model, only: str | None = None) -> list[str]:
+    """``model`` (``_params_model``) on the merged parameters: one line per mistake, naming its file
+    and key. ``only``: the mistakes that this layer made (the others belong to a layer checked elsewhere)."""
     from pydantic import ValidationError
 
-    from .schema import Params
-
     try:
-        Params.model_validate(cfg)
+        model.model_validate(cfg)
     except ValidationError as e:
         found: dict[tuple[str, str], list[dict]] = {}
         for err in e.errors():  # a value that fits no branch of a union: one line for all of them
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))
             found.setdefault((where_set(origin, loc), loc), []).append({**err, "loc": loc})
-        lines = [_explain(errs, origin) for errs in found.values()]
+        lines = [_explain(errs, origin, model) for errs in found.values()]
         return [text for where, text in lines if only is None or only in where.split(" and ")]
     return []
 
@@ -327,15 +350,15 @@ def _mistakes(cfg: dict, origin: dict, only: str | None = None) -> list[str]:
 _UNION_TAG = re.compile(r"^(literal\[.*\]|constrained-\w+|function-\w+\[.*\]|nullable\[.*\]|list\[.*\]|int|float|str|bool)$")
 
 
-def _explain(errs: list[dict], origin: dict) -> tuple[str, str]:
+def _explain(errs: list[dict], origin: dict, model) -> tuple[str, str]:
     """(file, message) for the errors of one key (several when no branch of a union fits)."""
     err = errs[0]
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc)
     where = where_set(origin, loc)
     if err["type"] == "extra_forbidden":
-        hint = did_you_mean(loc[-1], _known_keys(loc[:-1]))
-        return where, f"{where}: unknown parameter '{key}' (not in the parameter schema, lib/siglip_adapter/schema.py){hint}"
+        hint = did_you_mean(loc[-1], _known_keys(model, loc[:-1]))
+        return where, f"{where}: unknown parameter '{key}' (not in the parameter schema, {_schema_file(loc)}){hint}"
     if err["type"] == "missing":
         return where, f"{where}: {key} is required"
     msg = "; or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errs))
@@ -343,15 +366,27 @@ def _explain(errs: list[dict], origin: dict) -> tuple[str, str]:
     return where, f"{where}: {key}: {msg}{got}"
 
 
-def _known_keys(loc: tuple) -> list[str]:
-    """The keys the schema allows at ``loc`` (a section's path)."""
+def _schema_file(loc: tuple) -> str:
+    """Where the schema of the key at ``loc`` is written: a method's module for ``methods.<name>.*``."""
+    import sys
+
+    if len(loc) > 2 and loc[0] == "methods":
+        from .methods import registry
+
+        m = registry.METHODS.get(loc[1])
+        file = getattr(sys.modules.get(m.module), "__file__", None) if m is not None else None
+        if file:
+            path = Path(file).resolve()
+            return str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else str(path)
+    return "lib/siglip_adapter/schema.py"
+
+
+def _known_keys(model, loc: tuple) -> list[str]:
+    """The keys the schema ``model`` allows at ``loc`` (a section's path)."""
     import typing
 
     from pydantic import BaseModel
 
-    from .schema import Params
-
-    model = Params
     for part in loc:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         inner = [a for a in (field.annotation, *typing.get_args(field.annotation)) if isinstance(a, type) and issubclass(a, BaseModel)] \

@@ -52,7 +52,7 @@ class Inputs:
 
     def fingerprint(self) -> str:
         """SHA-256 of everything a method reads from these inputs: the manifest, every feature row
-        with its id, the class prompts and the logit form (part of ``methods.cells_key``)."""
+        with its id, the class prompts and the logit form (part of ``methods.loop.cells_key``)."""
         h = hashlib.sha256(pd.util.hash_pandas_object(self.manifest, index=False).to_numpy().tobytes())
         for feats in (self.image, self.caption):
             h.update(json.dumps(list(feats.ids)).encode() + content_hash(feats.values).encode())
@@ -83,7 +83,7 @@ def load_inputs(paths: RunPaths, cfg: dict) -> Inputs:
 def inputs_from(manifest: pd.DataFrame, feats: dict[str, Features], cfg: dict) -> Inputs:
     """Inputs from a manifest and features in memory ({image, caption, class_prompt})."""
     prompts = feats["class_prompt"]
-    form = cfg["zero_shot"]["logit_form"]
+    form = cfg["methods"]["zero_shot"]["logit_form"]
     if form == "siglip":
         scale, bias = prompts.meta["logit_scale"], prompts.meta["logit_bias"]
     else:
@@ -98,7 +98,7 @@ def run_columns(cfg: dict) -> dict:
 
 def result_row(cfg, method, shots, seed, test_acc, val_acc, selected_on, **chosen) -> dict:
     return {**run_columns(cfg), "method": method, "shots": shots, "seed": seed,
-            "accuracy": test_acc, "val_accuracy": val_acc, "selected_on": selected_on, "logit_form": cfg["zero_shot"]["logit_form"],
+            "accuracy": test_acc, "val_accuracy": val_acc, "selected_on": selected_on, "logit_form": cfg["methods"]["zero_shot"]["logit_form"],
             **chosen}
 
 

@@ -164,7 +164,7 @@ class RunPaths:
 
     @property
     def cells(self) -> Path:
-        """Finished K x seed cells of the methods (``methods.method_rows``), keyed by what they
+        """Finished K x seed cells of the methods (``methods.loop.method_rows``), keyed by what they
         depend on: a killed stage resumes from them (shared by the dataset's protocols)."""
         return self.dataset_cache / "cells"
 

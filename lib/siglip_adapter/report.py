@@ -35,24 +35,37 @@ def _plotting():
 RUN = RUN_COLUMNS  # the columns that name a run
 TABLE_COLUMNS = [*RUN, "method", "shots", "mean", "std", "n_seeds"]
 PUBLISHED_BACKBONE = "siglip-b16"  # the paper's: open_clip's ViT-B-16-SigLIP, google/siglip-base-patch16-224's weights
-METHOD_ORDER = ["zero_shot", "zero_shot_captions", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
-                "adapter", "trainable"]
-METHOD_LABELS = {"zero_shot": "Zero-shot", "zero_shot_captions": "Zero-shot + captions", "linear_probe": "Linear probe",
-                 "tip_adapter": "Tip-Adapter", "tip_adapter_f": "Tip-Adapter-F", "clip_adapter": "CLIP-Adapter", "gda": "GDA",
-                 "idea": "IDEA (training-free)", "coop": "CoOp", "adapter": "SigLIP-Adapter (training-free)",
-                 "trainable": "SigLIP-Adapter (trainable)"}
-FEW_SHOT = [m for m in METHOD_ORDER if not m.startswith("zero_shot")]  # the methods of the shots sweep
-# The paper's own methods (its Table I columns 2 and 3 and eq. 6): drawn thick in the figures and named in the
-# stage metrics; every other method is a baseline from the field.
-PAPER_METHODS = ("zero_shot_captions", "adapter", "trainable")
 SWEEP_EXCLUDED = ("published", "paper")  # protocols without a shots sweep (one K, one seed)
+
+
+def _registry():
+    """The methods' registry (``methods.registry``: each method's label, kind, place in tables and
+    whether it is one of the paper's), imported on first use: it imports the method modules."""
+    from .methods import registry
+
+    return registry
+
+
+def label(method: str) -> str:
+    return _registry().label(method)
+
+
+def few_shot(method: str) -> bool:
+    """Whether a method learns from the shots (the methods of the shots sweep and the ranking)."""
+    return _registry().few_shot(method)
+
+
+def paper_methods() -> list[str]:
+    """The paper's own methods (its Table I columns 2 and 3 and eq. 6), in table order: drawn thick
+    in the figures and named in the stage metrics; every other method is a baseline from the field."""
+    return _registry().paper_methods()
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (0 for one seed) and seed count per run, method and shots."""
     g = rows.groupby([*RUN, "method", "shots"], sort=False)["accuracy"]
     out = g.agg(mean="mean", std=lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0, n_seeds="count").reset_index()
-    out["order"] = out["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(len(METHOD_ORDER))
+    out["order"] = out["method"].map({m: i for i, m in enumerate(_registry().ordered(out["method"].unique()))})
     return out.sort_values([*RUN, "order", "shots"]).drop(columns="order").reset_index(drop=True)[TABLE_COLUMNS]
 
 
@@ -67,21 +80,21 @@ def stage_metrics(summary: pd.DataFrame) -> dict:
     numbers stay in the stage CSV and ``table1.csv``. Mean test accuracy over seeds:
 
     - ``shots``: the stage's largest K (0 for zero-shot alone);
-    - ``<method>`` for zero-shot and each of the paper's methods the stage ran (``PAPER_METHODS``):
+    - ``<method>`` for zero-shot and each of the paper's methods the stage ran (``paper_methods``):
       at its largest shots, and for the few-shot ones ``<method>_1_shot`` at K = 1 (the paper's
       Table I column 3) where run;
     - ``best`` and ``best_method``: the few-shot method with the highest mean at the largest K
       (does a baseline beat the paper's method?)."""
     out: dict = {"shots": int(summary["shots"].max()) if len(summary) else 0}
-    for m in ("zero_shot", *PAPER_METHODS):
+    for m in ("zero_shot", *paper_methods()):
         g = summary[summary["method"] == m].sort_values("shots")
         if len(g):
             out[m] = round(float(g["mean"].iloc[-1]), 6)
-            if m in FEW_SHOT and (g["shots"] == 1).any():
+            if few_shot(m) and (g["shots"] == 1).any():
                 out[f"{m}_1_shot"] = round(float(g.loc[g["shots"] == 1, "mean"].iloc[0]), 6)
-    top = summary[~summary["method"].str.startswith("zero_shot") & (summary["shots"] == out["shots"])]
+    top = summary[summary["method"].map(few_shot).astype(bool) & (summary["shots"] == out["shots"])]
     if out["shots"] > 0 and len(top):
-        best = top.loc[top["mean"].idxmax()]  # the first of a tie, in METHOD_ORDER
+        best = top.loc[top["mean"].idxmax()]  # the first of a tie, in table order
         out.update(best=round(float(best["mean"]), 6), best_method=str(best["method"]))
     return out
 
@@ -244,7 +257,7 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
     out += "## What each column measures\n\n"
     for col, by in COLUMN_MEANINGS.items():
         out += f"- **{col}**: " + "; ".join(f"*{p}*: {text}" for p, text in by.items()) + ".\n"
-    sweep = table[table["method"].isin(FEW_SHOT) & ~table["protocol"].isin(SWEEP_EXCLUDED)]
+    sweep = table[table["method"].map(few_shot).astype(bool) & ~table["protocol"].isin(SWEEP_EXCLUDED)]
     if len(sweep):
         ks = sorted(sweep["shots"].unique())
         out += "\n## Every method against shots\n\nAccuracy (%), mean ± std over seeds, every hyper-parameter chosen on validation:\n\n"
@@ -253,7 +266,7 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
         for (ds, bb, proto, m), g in sweep.groupby([*RUN, "method"], sort=False):
             by = g.set_index("shots")
             cells = [_cell(*by.loc[k, ["mean", "std", "n_seeds"]]) if k in by.index else "–" for k in ks]
-            out += f"| {ds} | {bb} | {proto} | {METHOD_LABELS[m]} | " + " | ".join(cells) + f" | {int(g['n_seeds'].max())} |\n"
+            out += f"| {ds} | {bb} | {proto} | {label(m)} | " + " | ".join(cells) + f" | {int(g['n_seeds'].max())} |\n"
     if len(sweep):
         out += ranking_markdown(ranking(table))
     if text_keys is not None and len(text_keys):
@@ -265,7 +278,7 @@ def ranking(table: pd.DataFrame) -> pd.DataFrame:
     """Per run (dataset, backbone, protocol) with a shots sweep: each few-shot method's rank among the methods
     at every K (1 = best mean accuracy; ties share the mean rank), averaged over K, with its mean
     accuracy over K and at the largest K; best mean rank first."""
-    sweep = table[table["method"].isin(FEW_SHOT) & ~table["protocol"].isin(SWEEP_EXCLUDED)].copy()
+    sweep = table[table["method"].map(few_shot).astype(bool) & ~table["protocol"].isin(SWEEP_EXCLUDED)].copy()
     sweep["rank"] = sweep.groupby([*RUN, "shots"])["mean"].rank(ascending=False, method="average")
     top = sweep["shots"].max()
     out = sweep.groupby([*RUN, "method"], sort=False).agg(
@@ -290,7 +303,7 @@ def ranking_markdown(ranks: pd.DataFrame) -> str:
         for m in order:
             cells = [f"{by.loc[(p, m), 'mean_rank']:.1f} | {100 * by.loc[(p, m), 'mean_accuracy']:.1f}" if (p, m) in by.index else "– | –"
                      for p in protocols]
-            out += f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |\n"
+            out += f"| {label(m)} | " + " | ".join(cells) + " |\n"
     return out
 
 
@@ -349,28 +362,28 @@ def text_key_markdown(summary: pd.DataFrame) -> str:
 
 # Figures: the paper's methods in colours of their own, drawn thick; every other method thin, from a palette
 # without those colours (then with line styles, so 16+ methods stay apart); legends below the panels.
-PAPER_COLOURS = dict(zip(PAPER_METHODS, ("#9467bd", "#000000", "#d62728")))  # purple, black, red
+PAPER_COLOURS = ("#9467bd", "#000000", "#d62728", "#e07b00", "#006d5b")  # the paper's methods in table order: purple, black, red, ...
 OTHER_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]  # tab10 less red, purple, grey
 OTHER_DASHES = ["-", "--", ":", "-."]
 
 
 def _method_order(methods) -> list[str]:
-    """Methods in METHOD_ORDER, then any other (a method the report does not know yet) by name."""
-    known = [m for m in METHOD_ORDER if m in set(methods)]
-    return known + sorted(set(methods) - set(known))
+    """Methods in table order, then any other (a method no module declares) by name."""
+    return _registry().ordered(methods)
 
 
 def _line_styles(methods) -> dict:
     """{method: matplotlib line keywords}: the paper's thick in their colours, the others thin."""
-    out, others = {}, [m for m in _method_order(methods) if m not in PAPER_METHODS and m != "zero_shot"]
+    paper = dict(zip(paper_methods(), PAPER_COLOURS))
+    out, others = {}, [m for m in _method_order(methods) if m not in paper and m != "zero_shot"]
     for m in methods:
-        if m in PAPER_METHODS:
-            out[m] = {"color": PAPER_COLOURS[m], "lw": 2.6, "marker": "o", "ms": 5, "zorder": 4}
+        if m in paper:
+            out[m] = {"color": paper[m], "lw": 2.6, "marker": "o", "ms": 5, "zorder": 4}
     for i, m in enumerate(others):
         out[m] = {"color": OTHER_COLOURS[i % len(OTHER_COLOURS)], "ls": OTHER_DASHES[i // len(OTHER_COLOURS) % len(OTHER_DASHES)],
                   "lw": 1.1, "marker": ".", "ms": 4, "alpha": 0.85, "zorder": 2}
     if "zero_shot_captions" in out:  # a level, not a curve: no markers
-        out["zero_shot_captions"] = {"color": PAPER_COLOURS["zero_shot_captions"], "ls": "-.", "lw": 2.6, "zorder": 3}
+        out["zero_shot_captions"] = {"color": paper["zero_shot_captions"], "ls": "-.", "lw": 2.6, "zorder": 3}
     out["zero_shot"] = {"color": "dimgrey", "ls": "--", "lw": 1.2, "zorder": 5}  # thin, on top of an equal zero-shot + captions
     return out
 
@@ -396,7 +409,7 @@ def plot_shots(rows: pd.DataFrame, path: Path | None = None):
     ours = rows[~rows["protocol"].isin(SWEEP_EXCLUDED)].assign(accuracy=lambda r: 100 * r["accuracy"])
     datasets, settings = list(dict.fromkeys(ours["dataset"])), list(dict.fromkeys(zip(ours["backbone"], ours["protocol"])))
     methods = _method_order(ours["method"].unique())
-    style = _line_styles(methods)
+    style, paper = _line_styles(methods), set(paper_methods())
     fig, axes = plt.subplots(len(settings), len(datasets), figsize=(5.5 * len(datasets), 3.8 * len(settings) + 1.6), squeeze=False,
                              layout="constrained")
     for ax_row, (bb, proto) in zip(axes, settings):
@@ -407,11 +420,11 @@ def plot_shots(rows: pd.DataFrame, path: Path | None = None):
                 if not len(g):
                     continue
                 mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
-                if m.startswith("zero_shot") or mean.index.max() == 0:  # no sweep: a level to beat
+                if not few_shot(m) or mean.index.max() == 0:  # no sweep: a level to beat
                     ax.axhline(mean.iloc[-1], **{k: v for k, v in style[m].items() if k not in ("marker", "ms")})
                     continue
                 ax.plot(mean.index, mean.values, **style[m])
-                if m in PAPER_METHODS:
+                if m in paper:
                     ax.fill_between(mean.index, mean - std, mean + std, color=style[m]["color"], alpha=0.15, lw=0, zorder=3)
             ax.set_xscale("log", base=2)
             ks = sorted(d.loc[d["shots"] > 0, "shots"].unique())
@@ -420,8 +433,8 @@ def plot_shots(rows: pd.DataFrame, path: Path | None = None):
             ax.set(title=run_label(ours, ds, bb, proto), xlabel="shots per class (K)", ylabel="test accuracy (%)")
             ax.grid(alpha=0.3)
     handles = [Line2D([], [], **style[m]) for m in methods]
-    paper_first = sorted(range(len(methods)), key=lambda i: methods[i] not in PAPER_METHODS)
-    _legend_below(fig, [handles[i] for i in paper_first], [METHOD_LABELS.get(methods[i], methods[i]) for i in paper_first],
+    paper_first = sorted(range(len(methods)), key=lambda i: methods[i] not in paper)
+    _legend_below(fig, [handles[i] for i in paper_first], [label(methods[i]) for i in paper_first],
                   title="thick: the paper's methods (band: ±1 std over seeds); thin: the other methods (mean over seeds); "
                         "horizontal: the zero-shot methods (no shots)")
     if path is not None:
@@ -478,7 +491,7 @@ def plot_curves(curves: pd.DataFrame, path: Path | None = None):
             d = d[d["method"] == m]
             for lr, g in d.groupby("lr"):
                 ax.plot(g["epoch"], 100 * g["val_accuracy"], marker=".", color=colours[lr])
-            ax.set(title=f"{METHOD_LABELS.get(m, m)}\n{run_label(curves, *run)}, K = {int(d['shots'].max()) if len(d) else '?'}",
+            ax.set(title=f"{label(m)}\n{run_label(curves, *run)}, K = {int(d['shots'].max()) if len(d) else '?'}",
                    xlabel="epoch", ylabel="validation accuracy (%)" if ax is ax_row[0] else "")
             ax.title.set_fontsize(8)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
@@ -499,7 +512,7 @@ def backbone_gains(table: pd.DataFrame) -> pd.DataFrame:
     for run in runs_of(sweep):
         g = _in_run(sweep, *run)
         zs = g[g["method"] == "zero_shot"]["mean"]
-        few = g[g["method"].isin(FEW_SHOT)]
+        few = g[g["method"].map(few_shot).astype(bool)]
         if zs.empty or few.empty:
             continue
         top = few[few["shots"] == few["shots"].max()]
@@ -525,7 +538,7 @@ def plot_backbone_gains(gains: pd.DataFrame, path: Path | None = None):
             fig.savefig(path, dpi=110, metadata={"Software": None})
         return fig
     methods = _method_order(gains["method"].unique())
-    labels = [METHOD_LABELS.get(m, m) for m in methods]
+    labels = [label(m) for m in methods]
     backbones = list(dict.fromkeys(gains["backbone"]))
     colours = dict(zip(backbones, sns.color_palette("colorblind", len(backbones))))
     height = 0.22 * len(methods) * max(1.5, len(backbones)) + 1.0
@@ -534,7 +547,7 @@ def plot_backbone_gains(gains: pd.DataFrame, path: Path | None = None):
     for ax_row, proto in zip(axes, protocols):
         for ax, ds in zip(ax_row, datasets):
             d = gains[(gains["dataset"] == ds) & (gains["protocol"] == proto)]
-            d = d.assign(label=d["method"].map(lambda m: METHOD_LABELS.get(m, m)))
+            d = d.assign(label=d["method"].map(label))
             sns.barplot(d, y="label", x="gain", hue="backbone", order=labels, hue_order=backbones, palette=colours, orient="h", ax=ax,
                         legend=False)
             for bars in ax.containers:
@@ -545,7 +558,7 @@ def plot_backbone_gains(gains: pd.DataFrame, path: Path | None = None):
             ax.margins(x=0.15)
             ax.grid(alpha=0.3, axis="x")
             for tick in ax.get_yticklabels():
-                if tick.get_text() in {METHOD_LABELS[m] for m in PAPER_METHODS}:
+                if tick.get_text() in {label(m) for m in paper_methods()}:
                     tick.set_fontweight("bold")
     if len(backbones) > 1:
         _legend_below(fig, [Patch(color=colours[b]) for b in backbones], backbones, title="backbone")

@@ -5,26 +5,26 @@ of range, a name that is not one of the choices); the profiles and the switches 
 same way whether or not a run uses them.
 
 Types are strict: a string never stands for a number, nor a number for a string or a boolean
-(an integer is a valid float). Choices come from the code that implements them (sources, split
-methods, methods, text keys): the sources from their package, the split methods, method names, text
-keys, encoders and precisions from here (``SPLIT_METHODS``, ``METHODS``, ``TEXT_KEYS``, ``ENCODERS``, ``PRECISIONS``),
-which those modules import, so a new choice is added in one place (and checking parameters loads no torch).
+(an integer is a valid float). Choices come from the code that implements them: the sources from
+their package, the split methods, encoders and precisions from here (``SPLIT_METHODS``,
+``ENCODERS``, ``PRECISIONS``), which those modules import, so a new choice is added in one place.
+The ``methods`` section is not written here: each method module declares its own parameters
+(``methods.registry``), and ``params_model`` builds the section from the registry.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from .sources import SOURCE_KINDS
 
 # Choices declared here and read by the code that implements them (which imports this module;
-# this one imports nothing of theirs, so checking parameters never loads a method or an encoder).
+# this one imports nothing of theirs, so checking these never loads an encoder).
 SPLIT_METHODS = ("stratified", "official", "coop", "shuffled")  # split.method (siglip_adapter.data.make_manifest)
-METHODS = ("zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "coop", "adapter", "trainable")
-TEXT_KEYS = {"caption": "caption keys", "classname": "class-name keys", "none": "no text keys (alpha = 0)"}  # adapter.keys
 ENCODERS = ("offline-conse", "siglip", "clip")  # encoder.name (siglip_adapter.encoders.build_encoder)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # encoder.precision (siglip_adapter.encoders.resolve_precision)
 
@@ -195,82 +195,6 @@ class Captions(Section):
     chunk_size: Count
 
 
-class ZeroShot(Section):
-    logit_form: _one_of("cosine", "cosine100", "siglip")
-
-
-class FixedCache(Section):
-    alpha: Unit
-    theta: Positive
-    beta: NonNegative
-
-
-class ZeroShotCaptions(Section):
-    method: _one_of("caption_mix", "fixed_cache")
-    alpha: UnitGrid
-    fixed: FixedCache
-
-
-class Adapter(Section):
-    alpha: UnitGrid  # caption-key weight
-    theta: Grid  # sharpness: exp(theta (s - 1)) needs theta > 0
-    beta: WeightGrid  # few-shot weight
-    keys: _one_of(*TEXT_KEYS)
-
-
-class LinearProbe(Section):
-    C: Grid
-
-
-class TipAdapter(Section):
-    theta: Grid
-    beta: WeightGrid
-
-
-class Idea(TipAdapter):
-    alpha: Unit
-
-
-class Gda(Section):
-    weight: WeightGrid
-
-
-class Training(Section):
-    lr: Grid
-    epochs: Count
-    patience: Optional[Count]
-    weight_decay: NonNegative
-
-
-class ClipAdapter(Training):
-    ratio: UnitGrid
-    reduction: Count
-    logit_scale: Positive
-
-
-class Coop(Training):
-    init: Annotated[str, Field(min_length=1)]
-    class_specific: bool
-    logit_scale: Positive
-    eval_every: Count
-
-
-class Methods(Section):
-    run: list[_one_of(*METHODS)]  # a method module of siglip_adapter.methods each
-    linear_probe: LinearProbe
-    tip_adapter: TipAdapter
-    idea: Idea
-    gda: Gda
-    tip_adapter_f: Training
-    clip_adapter: ClipAdapter
-    coop: Coop
-
-
-class Trainable(Training):
-    method: _one_of("ours", "authors")
-    eval_every: Count
-
-
 class Shards(Section):
     processes: Union[Literal["auto"], Count]
     timeout_hours: Positive  # how long a process waits at a barrier for the others
@@ -287,8 +211,8 @@ class Run(Section):
     backbone: str
 
 
-class Params(Section):
-    """One run's merged parameters (``config.load_config``)."""
+class StaticParams(Section):
+    """One run's merged parameters (``config.load_config``) but the methods' (``params_model``)."""
 
     dataset: Dataset
     protocol: str
@@ -304,10 +228,24 @@ class Params(Section):
     seed_base: int
     encoder: Encoder
     captions: Captions
-    zero_shot: ZeroShot
-    zero_shot_captions: ZeroShotCaptions
-    adapter: Adapter
-    methods: Methods
-    trainable: Trainable
+    methods: dict  # checked by ``params_model``
     shards: Shards
     ablation: Ablation
+
+
+@functools.lru_cache(maxsize=None)
+def params_model(modules: tuple[str, ...] | None = ()) -> type[BaseModel]:
+    """The schema of one run's merged parameters. ``methods``: ``run`` (the methods to run, each one
+    that a module declares with a ``fit``), ``modules`` (methods kept outside the kit: dotted module
+    names, imported) and ``<name>`` per declared method, its module's ``Params`` (required where it
+    has a key without a default). ``modules`` None: the ``methods`` section is only checked to be a
+    mapping, and no method module is imported (nor torch, which they import)."""
+    if modules is None:
+        return StaticParams
+    from .methods import registry
+
+    runnable = tuple(registry.ordered(registry.runnable(modules)))
+    sections = {name: (m.params, ... if any(f.is_required() for f in m.params.model_fields.values()) else Field(default_factory=m.params))
+                for name, m in registry.for_params(modules).items()}
+    methods = create_model("Methods", __base__=Section, run=(list[Literal[runnable]], ...), modules=(list[str], []), **sections)
+    return create_model("Params", __base__=StaticParams, methods=(methods, ...))

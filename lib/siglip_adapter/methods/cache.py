@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import Fitted, Task, zero_shot_logits, zero_shot_state
+from .loop import Fitted, Task, zero_shot_logits, zero_shot_state
 
 
 def cache_affinity(image_sim: torch.Tensor, caption_sim: torch.Tensor, alpha: float, theta: float) -> torch.Tensor:

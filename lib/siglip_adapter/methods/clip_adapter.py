@@ -15,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Fitted, Task, best, register
+from ..schema import Count, Positive, UnitGrid
+from .loop import Fitted, Task, best
+from .registry import method
+from .training import Training
+
+
+class Params(Training):
+    ratio: UnitGrid  # the residual ratios searched
+    reduction: Count  # the bottleneck: D -> D / reduction -> D
+    logit_scale: Positive
 
 
 class ClipAdapter(nn.Module):
@@ -40,7 +49,7 @@ def score(state, chosen, images):
     return adapted_logits(images, state["down"], state["up"], state["class_text"], chosen["ratio"], float(state["logit_scale"]))
 
 
-@register("clip_adapter", score, trained=True)
+@method("clip_adapter", params=Params, score=score, label="CLIP-Adapter", kind="trained", order=50)
 def fit(task: Task, params: dict) -> Fitted:
     from .training import fit_on_shots
 

@@ -18,11 +18,24 @@ a budgeted CoOp, not the published schedule."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..context import ContextPrompts
-from . import Fitted, Task, register
+from ..schema import Count, Positive
+from .loop import Fitted, Task
+from .registry import method
+from .training import Training
+
+
+class Params(Training):
+    init: Annotated[str, Field(min_length=1)]  # the context's start phrase
+    class_specific: bool
+    logit_scale: Positive
+    eval_every: Count
 
 
 class CoOp(nn.Module):
@@ -43,7 +56,7 @@ def score(state, chosen, images):
     return float(state["logit_scale"]) * images @ state["class_text"].T
 
 
-@register("coop", score, trained=True)
+@method("coop", params=Params, score=score, label="CoOp", kind="trained", order=80)
 def fit(task: Task, params: dict) -> Fitted:
     from .training import fit_on_shots
 

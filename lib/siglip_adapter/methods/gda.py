@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from . import Fitted, Task, best, register, zero_shot_of, zero_shot_state
+from ..schema import WeightGrid
+from .loop import Fitted, Task, best, zero_shot_of, zero_shot_state
+from .registry import MethodParams, method
+
+
+class Params(MethodParams):
+    weight: WeightGrid  # the fusion weights with zero-shot searched
 
 
 def gda_classifier(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +48,7 @@ def score(state, chosen, images):
     return zero_shot_of(state, images) + chosen["weight"] * _gda(state, images)
 
 
-@register("gda", score)
+@method("gda", params=Params, score=score, label="GDA", kind="training-free", order=60)
 def fit(task: Task, params: dict) -> Fitted:
     w, b = gda_classifier(task.shots.images, task.shots.labels, task.n_classes)
     state = {**zero_shot_state(task), "gda_weight": w, "gda_bias": b}

@@ -6,10 +6,17 @@ scripts used fixed values for all three; the ``fixed_idea_cache`` switch reprodu
 
 from __future__ import annotations
 
-from . import Fitted, Task, register
+from ..schema import Unit
+from .loop import Fitted, Task
 from .cache import fit_cache, score_cache
+from .registry import method
+from .tip_adapter import Params as TipAdapterParams
 
 
-@register("idea", score_cache)
+class Params(TipAdapterParams):
+    alpha: Unit  # the caption affinities' weight, fixed
+
+
+@method("idea", params=Params, score=score_cache, label="IDEA (training-free)", kind="training-free", order=70)
 def fit(task: Task, params: dict) -> Fitted:
     return fit_cache("idea", task, [params["alpha"]], params["theta"], params["beta"])

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from . import Fitted, Task, best, register
+from ..schema import Grid
+from .loop import Fitted, Task, best
+from .registry import MethodParams, method
+
+
+class Params(MethodParams):
+    C: Grid  # the inverse regularisation strengths searched
 
 
 def probe_state(task: Task, c: float, max_iter: int) -> dict[str, torch.Tensor]:
@@ -29,7 +35,7 @@ def score(state, chosen, images):
     return images @ state["weight"].T + state["bias"]
 
 
-@register("linear_probe", score)
+@method("linear_probe", params=Params, score=score, label="Linear probe", kind="training-free", order=20)
 def fit(task: Task, params: dict) -> Fitted:
     max_iter = params.get("max_iter", 1000)
     states = {c: probe_state(task, float(c), max_iter) for c in params["C"]}

@@ -8,10 +8,17 @@ searches them on the validation split for CoOp's ten datasets, but on the test s
 
 from __future__ import annotations
 
-from . import Fitted, Task, register
+from ..schema import Grid, WeightGrid
+from .loop import Fitted, Task
 from .cache import fit_cache, score_cache
+from .registry import MethodParams, method
 
 
-@register("tip_adapter", score_cache)
+class Params(MethodParams):
+    theta: Grid  # sharpness
+    beta: WeightGrid  # residual weight
+
+
+@method("tip_adapter", params=Params, score=score_cache, label="Tip-Adapter", kind="training-free", order=30)
 def fit(task: Task, params: dict) -> Fitted:
     return fit_cache("tip_adapter", task, [0.0], params["theta"], params["beta"])

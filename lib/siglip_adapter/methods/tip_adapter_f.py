@@ -13,8 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import Fitted, Task, register, zero_shot_state
+from .loop import Fitted, Task, zero_shot_state
 from .cache import adapter_logits, score_cache
+from .registry import method
+from .training import Training
 
 
 class TipAdapterF(nn.Module):
@@ -31,7 +33,7 @@ class TipAdapterF(nn.Module):
         return adapter_logits(images, self.keys, self.keys, self.labels, self.class_text, 0.0, self.theta, self.beta, self.scale, self.bias)
 
 
-@register("tip_adapter_f", score_cache, start="tip_adapter", trained=True)
+@method("tip_adapter_f", params=Training, score=score_cache, label="Tip-Adapter-F", kind="trained", order=40, start="tip_adapter")
 def fit(task: Task, params: dict) -> Fitted:
     from .training import fit_on_shots
 

@@ -13,7 +13,7 @@ learning rate and epoch chosen by validation accuracy, never on test.
 
 It starts from the training-free adapter's validation choice of (alpha, theta, beta) on the same
 task (``start="adapter"``). The authors' scripts picked the epoch on the test set and then took the
-larger of that and a fixed re-scoring on test (``trainable.method: authors``, the ``author_trainable``
+larger of that and a fixed re-scoring on test (``methods.trainable.method: authors``, the ``author_trainable``
 switch: ``fit_authors`` below, run by ``experiment.authors_trainable_rows`` because it needs the test
 labels); the registered method never does.
 """
@@ -26,9 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Fitted, Task, register, zero_shot_logits, zero_shot_state
+from typing import Literal
+
+from ..schema import Count
+from .loop import Fitted, Task, zero_shot_logits, zero_shot_state
 from .cache import cache_affinity
-from .training import TrainResult, fit_on_shots
+from .registry import method
+from .training import Training, TrainResult, fit_on_shots
+
+
+class Params(Training):
+    method: Literal["ours", "authors"]  # ours: chosen on validation | authors: their model and loop (epoch picked on test)
+    eval_every: Count  # epochs between validation checks
 
 
 class TrainableAdapter(nn.Module):
@@ -76,10 +85,10 @@ def score(state, chosen, images):
                             chosen["alpha"], chosen["theta"], chosen["beta"], float(state["scale"]), float(state["bias"]))
 
 
-@register("trainable", score, start="adapter", trained=True)
+@method("trainable", params=Params, score=score, label="SigLIP-Adapter (trainable)", kind="trained", order=100, paper=True, start="adapter")
 def fit(task: Task, params: dict) -> Fitted:
     if params.get("method", "ours") != "ours":
-        raise ValueError(f"trainable.method '{params['method']}' chooses on the test set; experiment.authors_trainable_rows runs it")
+        raise ValueError(f"methods.trainable.method '{params['method']}' chooses on the test set; experiment.authors_trainable_rows runs it")
     c = task.fitted("adapter", params["start"]).chosen
     s = task.shots
     if s.captions is None:

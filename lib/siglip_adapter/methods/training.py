@@ -7,9 +7,23 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..schema import Count, Grid, NonNegative
+from .registry import MethodParams
+
+
+class Training(MethodParams):
+    """The parameters of every trained method: the learning rates tried, the epochs, early stopping, weight decay."""
+
+    lr: Grid
+    epochs: Count
+    patience: Optional[Count]
+    weight_decay: NonNegative
 
 
 @dataclass
