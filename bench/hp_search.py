@@ -47,7 +47,7 @@ def loop_search(task, alphas, thetas, betas):
 
 
 def main(argv: list[str] | None = None) -> float:
-    from siglip_adapter import experiment
+    from siglip_adapter.inputs import load_inputs
     from siglip_adapter.methods import loop
     from siglip_adapter.methods.cache import search_adapter
     from siglip_adapter.config import load_config
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> float:
 
     report = Report("hp_search")
     cfg = load_config(args.dataset, "", protocol=args.protocol)
-    inp = experiment.load_inputs(run_paths(args.dataset, "", args.protocol), cfg)
+    inp = load_inputs(run_paths(args.dataset, "", args.protocol), cfg)
     seeds = [cfg["seed_base"] + i for i in range(cfg["n_seeds"])]
     tasks = [loop.task_for(inp, cfg, args.shots, seed, None) for seed in seeds]
     n = len(ALPHAS) * len(THETAS) * len(BETAS)

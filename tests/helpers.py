@@ -94,7 +94,8 @@ def toy_run(n_classes=3, dim=12, seed=0):
     features sit near their class prompt, captions near theirs too."""
     import pandas as pd
 
-    from siglip_adapter import data, experiment
+    from siglip_adapter import data
+    from siglip_adapter.inputs import Inputs
     from siglip_adapter.store import Features
 
     g = torch.Generator().manual_seed(seed)
@@ -105,7 +106,7 @@ def toy_run(n_classes=3, dim=12, seed=0):
     labels = torch.tensor(manifest["label"].to_numpy())
     noisy = lambda w: F.normalize(class_text[labels] + w * torch.randn(len(labels), dim, generator=g), dim=-1)  # noqa: E731
     ids = manifest["image_id"].tolist()
-    inp = experiment.Inputs(manifest, Features(ids, noisy(2.0), {}, {}), Features(ids, noisy(0.8), {}, {}), class_text, 1.0, 0.0)
+    inp = Inputs(manifest, Features(ids, noisy(2.0), {}, {}), Features(ids, noisy(0.8), {}, {}), class_text, 1.0, 0.0)
     cfg = {"run": {"dataset": "toy"}, "protocol": "corrected", "backbone": "toy", "validation": {"per_class": 0}, "shots": [1, 2], "n_seeds": 3, "seed_base": 1,
            "methods": {"zero_shot": {"logit_form": "cosine"}, "adapter": {"alpha": [0.0, 0.5, 1.0], "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]}}}
     return inp, cfg, labels
@@ -141,7 +142,6 @@ def counted_method_run(store=None, fits=None, n_seeds=5, pause=0.1):
     import time
     from pathlib import Path
 
-    from siglip_adapter import experiment
     from siglip_adapter.methods import loop, registry
 
     def fit(task, params):
@@ -159,6 +159,6 @@ def counted_method_run(store=None, fits=None, n_seeds=5, pause=0.1):
     cfg["methods"] = {**cfg["methods"], "run": ["tip_adapter", "slow_count", "clip_adapter"], "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
                       "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 4, "patience": 2,
                                        "weight_decay": 0.01}}
-    curves = experiment.Curves(cfg, shots=1, seed=cfg["seed_base"])  # the first cell: the one a killed run has finished
-    rows = loop.method_rows(inp, cfg, keep=curves, store=Path(store) if store is not None else None)
-    return rows, curves.frame()
+    result = loop.run(inp, cfg, store=Path(store) if store is not None else None,
+                      curves_at=(1, cfg["seed_base"]))  # the first cell: the one a killed run has finished
+    return result.rows, result.table("curves")

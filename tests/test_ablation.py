@@ -6,10 +6,12 @@ import math
 import pandas as pd
 import pytest
 
-from siglip_adapter import ablation, captions, experiment, pipeline, report
+from siglip_adapter import ablation, captions, pipeline, report
+from siglip_adapter.inputs import load_inputs
 from siglip_adapter.config import ConfigError, load_config, read_yaml
 from siglip_adapter.data import build_source
 from siglip_adapter.encoders import build_encoder
+from siglip_adapter.methods import loop
 from siglip_adapter.paths import RunPaths
 
 
@@ -40,8 +42,8 @@ def test_a_variant_is_the_stage_pipeline_at_its_smallest_shots(smoke_ablation, r
     manifest = pipeline.build_manifest(cfg, paths, source)
     pipeline.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
     pipeline.embed_all(cfg, paths, source, manifest, encoder)
-    inp = experiment.load_inputs(paths, cfg)
-    want = pd.concat([experiment.zero_shot_rows(inp, cfg), experiment.stage_rows(inp, cfg, ["trainable"])], ignore_index=True)
+    inp = load_inputs(paths, cfg)
+    want = pd.concat([loop.method_rows(inp, cfg, names) for names in (["zero_shot", "zero_shot_captions"], ["trainable"])], ignore_index=True)
     want = want[want["method"].isin(ablation.COLUMNS) & want["shots"].isin([0, 1])]
     key = ["method", "shots", "seed"]
     merged = got.merge(want, on=key, suffixes=("", "_stages"))

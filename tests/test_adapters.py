@@ -111,9 +111,10 @@ def test_text_key_variants_change_only_the_text_keys():
     search at alpha = 0; the summary's gains are the paired per-seed differences."""
     import copy
 
-    from siglip_adapter import experiment, report
-    from siglip_adapter.methods.loop import method_rows
+    from siglip_adapter import report
+    from siglip_adapter.inputs import Inputs
     from siglip_adapter.methods.adapter import TEXT_KEYS
+    from siglip_adapter.methods.loop import method_rows, run
     from siglip_adapter.store import Features
 
     inp, cfg, labels = toy_run()
@@ -126,14 +127,16 @@ def test_text_key_variants_change_only_the_text_keys():
         return method_rows(inp, variant, ["adapter"])
 
     caption, named = rows(), rows("classname")
-    as_captions = experiment.Inputs(inp.manifest, inp.image, Features(inp.image.ids, inp.class_text[labels], {}, {}), inp.class_text, 1.0, 0.0)
+    as_captions = Inputs(inp.manifest, inp.image, Features(inp.image.ids, inp.class_text[labels], {}, {}), inp.class_text, 1.0, 0.0)
     pd.testing.assert_frame_equal(named, rows(inp=as_captions))
     none = rows("none")
     assert (none["alpha"] == 0).all()
     pd.testing.assert_frame_equal(none, rows(alphas=[0.0]))
     assert not named.equals(caption)  # the variants do differ here
-    every = experiment.text_key_rows(inp, cfg, caption)
-    assert every.groupby("keys").size().to_dict() == {k: len(caption) for k in TEXT_KEYS}
+    every = run(inp, cfg, ["adapter"]).table("text_keys")  # the adapter's variants, made beside its rows in the one loop
+    assert every["keys"].tolist() == [k for k in TEXT_KEYS for _ in range(len(caption))]  # one variant after the other
+    for keys, alone in (("caption", caption), ("classname", named), ("none", none)):  # each as if run with that parameter
+        pd.testing.assert_frame_equal(every[every["keys"] == keys].drop(columns="keys").reset_index(drop=True), alone, check_exact=True)
     summary = report.text_key_summary(every).set_index("shots")
     for k in cfg["shots"]:
         c, n, m = (every[(every["keys"] == v) & (every["shots"] == k)].set_index("seed")["accuracy"] for v in ("caption", "none", "classname"))
@@ -148,15 +151,13 @@ def test_text_key_variants_change_only_the_text_keys():
 def test_the_sensitivity_grid_and_the_learning_curves_agree_with_the_rows():
     """The sensitivity grid's chosen cell is the adapter's row (same validation and test accuracy);
     a trained method's curve passes through its chosen (lr, epoch) at the row's validation accuracy."""
-    from siglip_adapter import experiment
-    from siglip_adapter.methods.loop import method_rows
+    from siglip_adapter.methods.loop import run
 
     inp, cfg, _ = toy_run()
     cfg["methods"]["run"] = ["adapter", "trainable"]
     cfg["methods"]["trainable"] = {"method": "ours", "lr": [0.001, 0.01], "weight_decay": 0.01, "epochs": 6, "eval_every": 2, "patience": None}
-    curves = experiment.Curves(cfg)
-    rows = method_rows(inp, cfg, keep=curves)
-    sens = experiment.sensitivity_rows(inp, cfg, rows)
+    result = run(inp, cfg)
+    rows, sens = result.rows, result.table("sensitivity")
     k = max(cfg["shots"])
     assert len(sens) == cfg["n_seeds"] * len(cfg["methods"]["adapter"]["alpha"]) * len(cfg["methods"]["adapter"]["theta"])
     picked = sens[sens["chosen"]].set_index("seed")
@@ -165,7 +166,7 @@ def test_the_sensitivity_grid_and_the_learning_curves_agree_with_the_rows():
     pd.testing.assert_series_equal(picked["accuracy"], adapter["accuracy"], check_names=False, atol=1e-6)
     pd.testing.assert_series_equal(picked["val_accuracy"], adapter["val_accuracy"], check_names=False, atol=1e-6)
     assert (sens.groupby("seed")["val_accuracy"].max() <= adapter["val_accuracy"] + 1e-6).all()  # the search's best is the grid's best
-    c = curves.frame()
+    c = result.table("curves")
     assert set(c["method"]) == {"trainable"} and set(c["shots"]) == {k} and set(c["seed"]) == {cfg["seed_base"]}
     row = rows[(rows["method"] == "trainable") & (rows["shots"] == k) & (rows["seed"] == cfg["seed_base"])].iloc[0]
     at = c[(c["lr"] == row["lr"]) & (c["epoch"] == row["epoch"])]

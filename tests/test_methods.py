@@ -109,13 +109,14 @@ def test_gda_is_shared_covariance_discriminant_analysis_fused_with_zero_shot():
 def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
     inp, cfg = toy()
     rows = method_rows(inp, cfg)
-    assert rows.groupby("method").size().to_dict() == {m: len(cfg["shots"]) * cfg["n_seeds"] for m in METHOD_PARAMS["run"]}
+    per_cell = {m: len(cfg["shots"]) * cfg["n_seeds"] for m in METHOD_PARAMS["run"]}
+    assert rows.groupby("method").size().to_dict() == {**per_cell, "zero_shot": 1}  # zero-shot: one cell, K = 0 and no seed
     chosen = {"linear_probe": ["C"], "tip_adapter": ["theta", "beta"], "idea": ["alpha", "theta", "beta"], "gda": ["weight"],
               "adapter": ["alpha", "theta", "beta"], "tip_adapter_f": ["theta", "beta", "lr", "epoch"],
               "clip_adapter": ["ratio", "lr", "epoch"], "trainable": ["alpha", "theta", "beta", "lr", "epoch"]}
     for m, cols in chosen.items():
         assert rows.loc[rows["method"] == m, cols].notna().all().all(), m
-    assert (rows["selected_on"] == "val").all() and rows["accuracy"].between(0, 1).all()
+    assert (rows["selected_on"] == rows["method"].map({"zero_shot": "none"}).fillna("val")).all() and rows["accuracy"].between(0, 1).all()
     # Poisoned test labels change the test accuracies, never a chosen value.
     poisoned = copy.deepcopy(inp)
     test = poisoned.manifest["split"] == "test"
@@ -180,8 +181,9 @@ def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
         registry.METHODS["adapter"] = real
     assert len(calls) == 1
     assert {k: trained.chosen[k] for k in ("alpha", "theta", "beta")} == first.chosen
-    assert loop.names(cfg, trained=True) == ["tip_adapter_f", "clip_adapter", "trainable"]
-    assert loop.names(cfg, trained=False) == ["zero_shot", "linear_probe", "tip_adapter", "idea", "gda", "adapter"]
+    assert loop.names(cfg, kind="trained") == ["tip_adapter_f", "clip_adapter", "trainable"]
+    assert loop.names(cfg, kind="training-free") == ["linear_probe", "tip_adapter", "idea", "gda", "adapter"]
+    assert loop.names(cfg, kind="zero-shot") == ["zero_shot", "zero_shot_captions"]  # every one, whatever methods.run says
 
 
 def test_the_trainable_method_is_the_trainable_adapter_and_scores_from_its_saved_tensors():
@@ -197,7 +199,7 @@ def test_the_trainable_method_is_the_trainable_adapter_and_scores_from_its_saved
     with torch.no_grad():
         torch.testing.assert_close(registry.get("trainable").score(fitted.state, c, x), ref.model.eval()(x))
     assert (c["lr"], c["epoch"], fitted.val_accuracy) == (ref.lr, ref.epoch, ref.val_accuracy)
-    with pytest.raises(ValueError, match="test set"):
+    with pytest.raises(ValueError, match="chooses on the test split, which this task does not carry"):
         registry.get("trainable").fit(task, {**params_of(cfg, "trainable"), "method": "authors"})
 
 

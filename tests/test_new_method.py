@@ -10,6 +10,7 @@ import shutil
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -50,7 +51,7 @@ def fit(task: Task, params: dict) -> Fitted:
     return Fitted("class_means", state, {"weight": weight}, val)
 '''
 
-OVERLAY = {"methods": {"modules": ["plug_class_means"], "run": ["zero_shot", "tip_adapter", "adapter", "class_means"],
+OVERLAY = {"methods": {"modules": ["plug_class_means"], "run": ["tip_adapter", "adapter", "class_means"],
                        "class_means": {"weight": [0.0, 0.25, 0.5, 1.0]}}}
 
 
@@ -69,17 +70,17 @@ def plugged(tmp_path, root, monkeypatch):
 
 def test_a_method_from_a_module_outside_the_kit_reaches_table1_the_ranking_the_figure_and_a_card(plugged, root):
     cfg = load_config("fashion_mnist", "plug", root=plugged / "root")  # the module's own Params check its section
-    assert cfg["methods"]["class_means"] == {"weight": [0.0, 0.25, 0.5, 1.0]} and loop.names(cfg, trained=False)[-1] == "class_means"
+    assert cfg["methods"]["class_means"] == {"weight": [0.0, 0.25, 0.5, 1.0]} and loop.names(cfg, kind="training-free")[-1] == "class_means"
 
     inp, run, _ = toy_run()
-    run["methods"] = {**run["methods"], **{k: cfg["methods"][k] for k in ("run", "class_means", "tip_adapter")}}
-    rows = loop.method_rows(inp, run, loop.names(run, trained=False))
+    run["methods"] = {**run["methods"], **{k: cfg["methods"][k] for k in ("run", "class_means", "tip_adapter", "zero_shot_captions")}}
+    rows = pd.concat([loop.method_rows(inp, run, loop.names(run, kind=kind)) for kind in ("zero-shot", "training-free")], ignore_index=True)
     ours = rows[rows["method"] == "class_means"]
     assert len(ours) == len(run["shots"]) * run["n_seeds"] and set(ours["weight"]) <= {0.0, 0.25, 0.5, 1.0}
     assert (ours["selected_on"] == "val").all()
 
     summary = report.write_stage(rows, plugged / "04_adapter.csv", plugged / "04_adapter.json")
-    assert list(dict.fromkeys(summary["method"])) == ["zero_shot", "tip_adapter", "adapter", "class_means"]  # its declared place
+    assert list(dict.fromkeys(summary["method"])) == ["zero_shot", "zero_shot_captions", "tip_adapter", "adapter", "class_means"]  # its place
     table = report.table1(rows, report.published_rows(root / "params" / "paper_table1.yaml", []))
     text = report.table1_markdown(table, shots=1)
     sweep = text[text.index("## Every method against shots"):]

@@ -15,7 +15,8 @@ result, which is what the floors check, each about two standard errors below the
 import pandas as pd
 import pytest
 
-from siglip_adapter import captions, data, encoders, experiment, pipeline, report
+from siglip_adapter import captions, data, encoders, pipeline, report
+from siglip_adapter.inputs import load_inputs
 from siglip_adapter.methods import loop
 from siglip_adapter.config import load_config, run_backbones, run_datasets
 from siglip_adapter.paths import RunPaths
@@ -31,8 +32,9 @@ def run_offline(cfg, paths):
     encoder = encoders.build_encoder(cfg)
     pipeline.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
     pipeline.embed_all(cfg, paths, source, manifest, encoder)
-    inp = experiment.load_inputs(paths, cfg)
-    rows = pd.concat([experiment.zero_shot_rows(inp, cfg), experiment.stage_rows(inp, cfg, loop.names(cfg), encoder)], ignore_index=True)
+    inp = load_inputs(paths, cfg)
+    rows = pd.concat([loop.method_rows(inp, cfg, loop.names(cfg, kind="zero-shot")), loop.method_rows(inp, cfg, loop.names(cfg), encoder)],
+                     ignore_index=True)
     means = report.summarise(rows).set_index(["method", "shots"])["mean"]
     means.attrs["rows"] = rows
     return means

@@ -111,7 +111,7 @@ def test_the_import_scan_sees_a_module_a_stage_misses(dvc, root):
     """The guard above can fail: drop data.py from the adapter stage's deps and it is reported."""
     body = dvc["stages"]["adapter"]
     used = modules_run_by(root, notebook_code(root / "notebooks" / "04_adapter.ipynb"))
-    assert LIB / "data.py" in used and LIB / "sources" / "folder.py" in used  # through experiment -> data -> sources
+    assert LIB / "data.py" in used and LIB / "sources" / "folder.py" in used  # through inputs -> data -> sources
     deps = [d for d in body["deps"] if d != str(LIB / "data.py")]
     assert not _covered(LIB / "data.py", deps)
 

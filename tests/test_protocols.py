@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from siglip_adapter import captions, data, encoders, experiment, pipeline
+from siglip_adapter import captions, data, encoders, pipeline
+from siglip_adapter.inputs import LOGIT_SCALES, Inputs
 from siglip_adapter.config import ConfigError, load_config, read_yaml, seeds
 
 # What each switch may change (offline profile; hub-only settings such as the VLM's beams are
@@ -84,7 +85,7 @@ def behaviour(tmp_path_factory, root):
             "seeds": seeds(cfg),
             "shots": cfg["shots"],
             "validation": cfg["validation"]["per_class"],
-            "logit_scale": experiment.LOGIT_SCALES.get(cfg["methods"]["zero_shot"]["logit_form"]),
+            "logit_scale": LOGIT_SCALES.get(cfg["methods"]["zero_shot"]["logit_form"]),
             "column2": cfg["methods"]["zero_shot_captions"]["method"],
             "trainable": cfg["methods"]["trainable"]["method"],
             "_captions": caps,
@@ -167,7 +168,7 @@ def test_few_shot_validation_draws_min_k_4_per_class_from_val():
     rows += [(f"t{c}_{n}", c, f"c{c}", s, "stratified") for c in range(3) for n, s in enumerate(["train"] * 8 + ["test"] * 2)]
     manifest = pd.DataFrame(rows, columns=data.MANIFEST_COLUMNS)
     feats = Features(manifest["image_id"].tolist(), torch.eye(len(manifest)), {}, {})
-    inp = experiment.Inputs(manifest, feats, feats, torch.zeros(3, len(manifest)), 1.0, 0.0)
+    inp = Inputs(manifest, feats, feats, torch.zeros(3, len(manifest)), 1.0, 0.0)
     cfg = {"validation": {"per_class": 4}}
     for k, per_class in ((1, 1), (2, 2), (8, 4), (16, 4)):
         images, _, labels = inp.validation(cfg, k, seed=3)

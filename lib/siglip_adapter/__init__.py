@@ -5,7 +5,7 @@ dataset's images are) and ``data`` (split, K-shot sampling, image loading), ``ca
 ``encoders`` (01_captions, 02_embed, helped by ``pipeline``), ``store`` (content-keyed features),
 ``inputs`` (a run's split and features), ``methods`` (one module per method, each declaring its
 parameters, label and kind to ``methods.registry``; eq. 6 in ``methods.cache``; their one K x seed
-loop in ``methods.loop``) and ``experiment`` (what 03-05 report), ``report`` (Table I, figures),
+loop in ``methods.loop``: what 03-05 report), ``report`` (Table I, figures),
 ``ablation``, ``cards`` (saved methods for ``predict``) and ``cli``; ``kaggle`` and ``kernel`` run
 the stages as Kaggle kernels.
 """

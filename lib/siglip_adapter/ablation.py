@@ -26,12 +26,14 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import budget, experiment, pipeline
+from . import budget, pipeline
 from . import shard as sharding
 from .captions import build_summariser
 from .config import ConfigError, ablation_arguments, load_config, read_yaml, unknown_name
 from .data import build_source
+from .methods import loop
 from .encoders import build_encoder
+from .inputs import inputs_from
 from .paths import RunPaths, output_root, project_root
 from .shard import Shard
 from .store import FeatureStore, cache_key, write_atomic
@@ -109,8 +111,9 @@ class Ablation:
         feats = pipeline.features(cfg, self.store, source, manifest, encoder, caps, self.shard)
         if not self.shard.is_main:
             return pd.DataFrame()
-        inp = experiment.inputs_from(manifest, feats, cfg)
-        rows = pd.concat([experiment.zero_shot_rows(inp, cfg), experiment.stage_rows(inp, cfg, ["trainable"], store=self.paths.cells)], ignore_index=True)
+        inp = inputs_from(manifest, feats, cfg)
+        rows = pd.concat([loop.method_rows(inp, cfg, names, store=self.paths.cells) for names in (loop.names(cfg, kind="zero-shot"), ["trainable"])],
+                         ignore_index=True)  # method-major: zero-shot's rows, then the trainable adapter's
         return rows[rows["method"].isin(COLUMNS)]
 
     def run(self, switches: list[str] | None = None) -> pd.DataFrame:

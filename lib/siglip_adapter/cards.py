@@ -249,6 +249,7 @@ def predict(card_paths: Sequence[str | Path], inputs: Sequence[str | Path], devi
     kept an image from being read), and a line per unreadable image and per card saved without
     calibration. The first card's encoder parameters build the backbone, once; every card must match it."""
     from .encoders import build_encoder
+    from .inputs import load_inputs
 
     cards = [(str(p), *load_card(p)) for p in card_paths]
     for name, card, _ in cards:
@@ -301,10 +302,10 @@ def save_best(dataset: str, protocol: str = "corrected", shots: int | None = Non
     largest K by default; ``backbone`` None: the parameters' own) on its shots and seed, check that the refit scores the test accuracy its
     row records (the run is reproducible), and save it as the only card in ``out`` (default
     ``results/<dataset>/cards/``). Returns the card's path."""
-    from . import experiment
     from .methods import loop
     from .config import load_config
     from .encoders import build_encoder
+    from .inputs import load_inputs
     from .paths import paths_of
     from .prompts import class_prompts
 
@@ -313,7 +314,7 @@ def save_best(dataset: str, protocol: str = "corrected", shots: int | None = Non
     rows = pd.concat([pd.read_csv(paths.rows(stage)) for stage in ("04_adapter", "05_trainable")], ignore_index=True)
     k = int(shots or max(cfg["shots"]))
     r = best_row(rows, k, loop.names(cfg))
-    inp = experiment.load_inputs(paths, cfg)
+    inp = load_inputs(paths, cfg)
     encoder = build_encoder(cfg)
     name, seed = str(r["method"]), int(r["seed"])
     task = loop.task_for(inp, cfg, k, seed, encoder)

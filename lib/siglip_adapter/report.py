@@ -311,7 +311,7 @@ TEXT_KEY_FILE = "04_text_keys"  # 04_adapter's caption ablation rows, per run
 
 
 def read_text_keys(results_root: Path, datasets: list[str], protocols: list[str], backbones: list[str]) -> pd.DataFrame:
-    """The caption ablation rows (``experiment.text_key_rows``) of every run."""
+    """The caption ablation rows (the adapter's ``text_keys`` table, ``methods.adapter``) of every run."""
     return collect_rows(results_root, datasets, protocols, backbones, stages=(TEXT_KEY_FILE,))
 
 

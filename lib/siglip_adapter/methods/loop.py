@@ -12,7 +12,7 @@ killed run resumes. The test split never reaches ``fit``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -48,14 +48,15 @@ class Labelled:
 class Task:
     """What a method is fitted on for one K and seed."""
 
-    shots: Labelled  # the K-shot sample: N*K images with their captions
+    shots: Labelled | None  # the K-shot sample: N*K images with their captions (None at K = 0: zero-shot)
     val: Labelled  # what chooses the hyper-parameters
     class_text: torch.Tensor  # (N, D) class-prompt features
     scale: float = 1.0  # the zero-shot logit form: scale * cos + bias
     bias: float = 0.0
-    seed: int = 0
+    seed: int | None = 0  # None: a cell no seed draws (zero-shot on the whole validation split)
     classnames: list[str] | None = None  # the dataset's class names in label order
     encoder: object = None  # the frozen dual encoder, for methods that train through its text tower (CoOp)
+    test: Labelled | None = None  # the test split: only for a method that declares ``uses_test`` (the authors' trainable model)
     _fitted: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -65,38 +66,48 @@ class Task:
     def zero_shot(self, images: torch.Tensor) -> torch.Tensor:
         return zero_shot_of(zero_shot_state(self), images)
 
-    def fitted(self, name: str, params: dict) -> "Fitted":
-        """Method ``name`` fitted on this task, once (a later method that starts from it reuses it)."""
-        if name not in self._fitted:
-            self._fitted[name] = registry.get(name).fit(self, params)
-        return self._fitted[name]
+    def fitted(self, name: str, params: dict, key=None) -> "Fitted":
+        """Method ``name`` fitted on this task, once (a later method that starts from it reuses it);
+        ``key``: another fit of it kept apart (a variant's, with other parameters)."""
+        key = name if key is None else key
+        if key not in self._fitted:
+            self._fitted[key] = registry.get(name).fit(self, params)
+        return self._fitted[key]
 
 
 @dataclass
 class Fitted:
     """A fitted method: its tensors (``state``), the hyper-parameters validation chose, and the
-    validation accuracy that chose them; ``logits(images)`` -> (M, N) through the method's
-    ``score``."""
+    validation accuracy that chose them; ``logits(images[, captions])`` -> (M, N) through the
+    method's ``score`` (the images' own captions for a method that declares ``query_captions``)."""
 
     method: str
     state: dict[str, torch.Tensor]
     chosen: dict = field(default_factory=dict)
     val_accuracy: float = float("nan")
     history: list[dict] = field(default_factory=list)  # trained methods: the learning curve (``TrainResult.history``)
+    selected_on: str | None = None  # how the choice was made where not on the protocol's validation set: none, fixed, test
+    test_accuracy: float | None = None  # a method that scored the test split itself (selected on it: the authors' trainable)
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
+    def logits(self, images: torch.Tensor, captions: torch.Tensor | None = None) -> torch.Tensor:
+        m = registry.get(self.method)
         with torch.no_grad():
-            return registry.get(self.method).score(self.state, self.chosen, images)
+            return m.score(self.state, self.chosen, images, captions) if m.query_captions else m.score(self.state, self.chosen, images)
 
     def accuracy(self, data: Labelled) -> float:
-        return accuracy(self.logits(data.images), data.labels)
+        return accuracy(self.logits(data.images, data.captions), data.labels)
 
 
-def names(cfg: dict, trained: bool | None = None) -> list[str]:
-    """The methods ``methods.run`` names, in its order; ``trained``: only those that train (True)
-    or only those that do not (False)."""
+def names(cfg: dict, kind: str | None = None) -> list[str]:
+    """The methods a stage runs, in order. ``kind`` None: ``methods.run``'s; ``training-free`` or
+    ``trained``: those of them of that kind (04_adapter, 05_trainable); ``zero-shot``: every
+    zero-shot method, the kit's and those of ``methods.modules`` (03_zero_shot: Table I's first
+    columns, whatever ``methods.run`` says), in table order."""
+    if kind == "zero-shot":
+        declared = registry.for_params(tuple(cfg["methods"].get("modules") or ()))
+        return registry.ordered([n for n, m in declared.items() if m.kind == "zero-shot"])
     out = list(cfg["methods"]["run"])
-    return out if trained is None else [n for n in out if registry.get(n).trained == trained]
+    return out if kind is None else [n for n in out if registry.get(n).kind == kind]
 
 
 def zero_shot_state(task: "Task") -> dict[str, torch.Tensor]:
@@ -129,28 +140,65 @@ def params_of(cfg: dict, name: str) -> dict:
     return params
 
 
-def cells(cfg: dict) -> list[tuple[int, int]]:
+def grid(cfg: dict) -> list[tuple[int, int]]:
     """The (K, seed) pairs of a run: every ``shots`` value with every seed."""
     from ..config import seeds as seed_list
 
     return [(k, seed) for k in cfg["shots"] for seed in seed_list(cfg)]
 
 
-def task_for(inp, cfg: dict, k: int, seed: int, encoder=None) -> Task:
-    """The task of one K and seed of a run (``inputs.Inputs``)."""
-    return Task(Labelled(*inp.shots(k, seed)), Labelled(*inp.validation(cfg, k, seed)), inp.class_text, inp.scale, inp.bias, seed,
-                inp.classnames, encoder)
+def cells_of(name: str, cfg: dict, inp, params: dict) -> list[tuple[int, int | None]]:
+    """The (K, seed) cells a method is fitted at: its own (``cells=``; zero-shot: one cell, K = 0
+    and no seed), else the run's ``grid``."""
+    own = registry.get(name).cells
+    return grid(cfg) if own is None else list(own(cfg, inp, params))
 
 
-CELL_COLUMNS = ["method", "row", "history"]  # a finished cell's part: one row per method, its result row and curve as JSON
+def task_for(inp, cfg: dict, k: int, seed: int | None, encoder=None) -> Task:
+    """The task of one cell of a run (``inputs.Inputs``): K shots of one seed (none at K = 0) and
+    the protocol's validation images for them (seed None: the whole validation split; K = 0 with a
+    seed: ``validation.per_class`` per class for that seed)."""
+    shots = Labelled(*inp.shots(k, seed)) if k else None
+    val = inp.split("val") if seed is None else inp.validation(cfg, k or int(cfg["validation"]["per_class"]), seed)
+    return Task(shots, Labelled(*val), inp.class_text, inp.scale, inp.bias, seed, inp.classnames, encoder)
 
 
-def method_rows(inp, cfg: dict, names: list[str] | None = None, encoder=None, keep=None, store: Path | None = None) -> pd.DataFrame:
-    """Every named method (default ``methods.run``) at every K and seed: fitted on the shots with
-    its hyper-parameters chosen on the protocol's validation set, then scored once on test. One
-    row per method, K and seed, with the chosen hyper-parameters. ``encoder``: the frozen encoder
-    for methods that train through its text tower (CoOp). ``keep(row, history)`` sees every row
-    with the method's learning curve (``experiment.Curves`` keeps some).
+CELL_COLUMNS = ["method", "row", "history", "tables"]  # a finished cell's part, per method: its row, curve and table rows as JSON
+
+
+@dataclass
+class Result:
+    """What one run of the loop reports: a row per method and cell, and the tables the methods
+    make beside their rows (``table``): their own (``tables=``: the adapter's ``sensitivity``),
+    their variants' rows (``variants=``: the adapter's ``text_keys``) and the trained methods'
+    learning ``curves``."""
+
+    rows: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name not in self.tables:
+            raise KeyError(f"no method of this run makes the table '{name}' (it makes {sorted(self.tables)})")
+        return self.tables[name]
+
+
+CURVE_COLUMNS = ["lr", "epoch", "loss", "val_accuracy"]  # a learning curve's point (training.TrainResult.history)
+
+
+def method_rows(inp, cfg: dict, names: list[str] | None = None, encoder=None, store: Path | None = None) -> pd.DataFrame:
+    """The rows of ``run``."""
+    return run(inp, cfg, names, encoder, store).rows
+
+
+def run(inp, cfg: dict, names: list[str] | None = None, encoder=None, store: Path | None = None,
+        curves_at: tuple[int, int] | None = None) -> Result:
+    """Every named method (default ``methods.run``) at each of its cells (``cells_of``: every K and
+    seed, or the method's own): fitted on the shots with its hyper-parameters chosen on the
+    protocol's validation set, then scored once on test. One row per method and cell, with the
+    chosen hyper-parameters; the cells in the order the methods first name them, the methods of a
+    cell in ``names``' order. At each cell a method also makes its tables' rows (``Result``); the
+    learning curves are those of the cell ``curves_at`` (default: the largest K, the first seed).
+    ``encoder``: the frozen encoder for methods that train through its text tower (CoOp).
 
     ``store`` (a folder, ``RunPaths.cells``): each (K, seed) cell's rows are written there as the
     cell finishes (``store.write_part``), in a folder keyed by the inputs, the parameters, the
@@ -159,34 +207,64 @@ def method_rows(inp, cfg: dict, names: list[str] | None = None, encoder=None, ke
     lost or counted twice, and a cell edited on disk is refused and fitted again."""
     from tqdm.auto import tqdm
 
-    from ..inputs import result_row, selected_on
+    from ..config import seeds
+    from ..inputs import run_columns
 
     names = list(cfg["methods"]["run"] if names is None else names)
     params = {n: params_of(cfg, n) for n in names}
     test = Labelled(*inp.split("test"))
-    todo = cells(cfg)
+    at = {n: cells_of(n, cfg, inp, params[n]) for n in names}
+    todo = list(dict.fromkeys(c for n in names for c in at[n]))
+    here = {c: [n for n in names if c in at[n]] for c in todo}  # the methods fitted at each cell
     folder = Path(store) / cells_key(inp, cfg, names) if store is not None else None
-    done = _finished_cells(folder, names) if folder is not None else {}
+    done = _finished_cells(folder, here) if folder is not None else {}
     resumed = f" ({len(done)} done before, cells/{folder.name})" if done else ""  # in the bar: a notebook's outputs stay the same
-    rows, fitted_here = [], 0
+    curves_at = curves_at or (max(cfg["shots"]), seeds(cfg)[0])
+    rows, tables, fitted_here = [], {"curves": []}, 0
     for k, seed in tqdm(todo, desc=f"{', '.join(names)}: K x seeds{resumed}", unit="cell"):
         cell = done.get((k, seed))
         if cell is None:
             if fitted_here and folder is not None:  # stored cells let a stopped stage resume (siglip_adapter.budget)
                 budget.check(f"{', '.join(names)}: K x seed cells")
             fitted_here += 1
-            task, cell = task_for(inp, cfg, k, seed, encoder), []
-            for name in names:
-                fitted = task.fitted(name, params[name])
-                row = result_row(cfg, name, k, seed, fitted.accuracy(test), fitted.val_accuracy, selected_on(cfg), **fitted.chosen)
-                cell.append((_plain(row), _plain(fitted.history)))  # what a resumed run reads back, exactly
+            task = task_for(inp, cfg, k, seed, encoder)
+            cell = [_fit_cell(task, name, params[name], test, cfg, k, seed) for name in here[(k, seed)]]
             if folder is not None:
                 _write_cell(folder, k, seed, cell)
-        for row, history in cell:
+        for row, history, own in cell:
             rows.append(row)
-            if keep is not None:
-                keep(row, history)
-    return pd.DataFrame(rows)
+            for name, table_rows in own.items():
+                tables.setdefault(name, []).extend(table_rows)
+            if (k, seed) == tuple(curves_at):
+                tables["curves"] += [{**run_columns(cfg), "method": row["method"], "shots": k, "seed": seed, **h} for h in history]
+    out = {name: pd.DataFrame(t) for name, t in tables.items()}
+    out["curves"] = pd.DataFrame(tables["curves"], columns=[*run_columns(cfg), "method", "shots", "seed", *CURVE_COLUMNS])
+    for name in names:  # a variant's rows in the order of its values: every cell of one value, then of the next
+        for table, (key, values) in (registry.get(name).variants or {}).items():
+            if table in out:
+                out[table] = out[table].sort_values(key, key=lambda v: v.map(list(values).index), kind="stable").reset_index(drop=True)
+    return Result(pd.DataFrame(rows), out)
+
+
+def _fit_cell(task: Task, name: str, params: dict, test: Labelled, cfg: dict, k: int, seed: int | None) -> tuple[dict, list, dict]:
+    """One method at one cell: (its row, its learning curve, its tables' rows), as JSON gives them
+    back (what a resumed run reads, exactly)."""
+    from ..inputs import result_row, selected_on
+
+    m = registry.get(name)
+
+    def row_of(fitted: Fitted) -> dict:
+        acc = fitted.accuracy(test) if fitted.test_accuracy is None else fitted.test_accuracy
+        return result_row(cfg, name, k, seed, acc, fitted.val_accuracy, fitted.selected_on or selected_on(cfg), **fitted.chosen)
+
+    fitted = (replace(task, test=test) if m.uses_test and m.uses_test(params) else task).fitted(name, params)
+    row = row_of(fitted)
+    own = {table: list(make(cfg, k, task, fitted, test, params)) for table, make in (m.tables or {}).items()}
+    for table, (key, values) in (m.variants or {}).items():  # the same method with one parameter at each of its values
+        base = params.get(key, values[0])  # the first value: the method's own default
+        own[table] = [{**row, key: base}] + [{**row_of(task.fitted(name, {**params, key: v}, (name, key, v))), key: v}
+                                            for v in values if v != base]
+    return _plain(row), _plain(fitted.history), _plain(own)
 
 
 def cells_key(inp, cfg: dict, names: list[str]) -> str:
@@ -208,21 +286,27 @@ def _plain(value):
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-def _write_cell(folder: Path, k: int, seed: int, cell: list[tuple[dict, list]]) -> None:
+def _write_cell(folder: Path, k: int, seed: int | None, cell: list[tuple[dict, list, dict]]) -> None:
     from ..store import write_part
 
     folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame([(row["method"], json.dumps(row), json.dumps(history)) for row, history in cell], columns=CELL_COLUMNS)
+    frame = pd.DataFrame([(row["method"], json.dumps(row), json.dumps(history), json.dumps(own)) for row, history, own in cell],
+                         columns=CELL_COLUMNS)
     write_part(folder / f"cell-{k}-{seed}.parquet", frame)
 
 
-def _finished_cells(folder: Path, names: list[str]) -> dict[tuple[int, int], list[tuple[dict, list]]]:
-    """{(K, seed): [(row, history) per method]} of the cells already written to ``folder``."""
+def _finished_cells(folder: Path, here: dict) -> dict[tuple[int, int | None], list[tuple[dict, list, dict]]]:
+    """{(K, seed): [(row, history, tables) per method]} of the cells already written to ``folder`` that
+    hold a row of every method fitted there (``here``)."""
     from ..store import read_parts
 
     done = {}
     for frame in read_parts(folder, CELL_COLUMNS, "K x seed cells", "cell-*.parquet").values():
-        cell = [(json.loads(r), json.loads(h)) for r, h in zip(frame["row"], frame["history"])]
-        if cell and [row["method"] for row, _ in cell] == names:
-            done[(int(cell[0][0]["shots"]), int(cell[0][0]["seed"]))] = cell
+        cell = [(json.loads(r), json.loads(h), json.loads(t)) for r, h, t in zip(frame["row"], frame["history"], frame["tables"])]
+        if not cell:
+            continue
+        seed = cell[0][0]["seed"]
+        key = (int(cell[0][0]["shots"]), None if seed is None else int(seed))
+        if [row["method"] for row, _, _ in cell] == here.get(key):
+            done[key] = cell
     return done

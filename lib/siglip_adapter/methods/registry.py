@@ -13,12 +13,19 @@ A method is declared once, beside its maths, with the decorator ``method`` (afte
             kind="training-free", order=30)
     def fit(task, params): ...             # params: the merged ``methods.<name>`` as a dict
 
-``kind`` says where it runs: ``zero-shot`` and ``training-free`` methods in 04_adapter (zero-shot
-also in 03_zero_shot), ``trained`` ones in 05_trainable. ``order`` places it in tables and legends
-(smaller first). ``paper`` marks the paper's own methods (drawn thick, named in the stage metrics).
-``start`` names a method whose validation choice this one starts from. A method whose rows a stage
-builds by itself (``fit`` None: zero-shot with captions, until the stages share one loop) is
-declared for its parameters, label and place only, and is not a choice of ``methods.run``.
+``kind`` says where it runs: ``zero-shot`` methods in 03_zero_shot (all of them: Table I's first
+columns), the ``training-free`` and ``trained`` ones that ``methods.run`` names in 04_adapter and
+05_trainable. ``order`` places it in tables and legends (smaller first). ``paper`` marks the
+paper's own methods (drawn thick, named in the stage metrics). ``start`` names a method whose
+validation choice this one starts from. Three hooks for methods that are not fitted at every K and
+seed on the shots alone (``loop.method_rows``): ``cells(cfg, inputs, params)`` lists the (K, seed)
+cells it is fitted at (zero-shot: K = 0 and no seed); ``query_captions``: its ``score`` also takes
+the scored images' captions; ``uses_test(params)``: it is given the test split (the authors'
+trainable model, which chooses on it: its rows say ``selected_on: test``). And two for what a
+method reports beside its rows, in the same loop: ``tables={name: make(cfg, k, task, fitted,
+test, params) -> rows}`` (the adapter's sensitivity grid) and ``variants={table: (parameter,
+values)}``: the method refitted at each value of one parameter, every choice again on validation
+(the adapter's text keys: captions, class names, none).
 
 Discovery: every module of this package is imported (``discover``), and the modules a run names in
 ``methods.modules`` (dotted names on ``sys.path``: a method kept outside the kit). This module
@@ -47,8 +54,8 @@ class MethodParams(Section):
 @dataclass(frozen=True)
 class Method:
     name: str
-    fit: Callable | None  # fit(task, params: dict) -> Fitted; None: declared only (see the module's docstring)
-    score: Callable | None  # score(state, chosen, images) -> logits
+    fit: Callable  # fit(task, params: dict) -> Fitted
+    score: Callable  # score(state, chosen, images[, captions]) -> logits
     params: type[MethodParams]
     label: str  # in tables, legends and cards
     kind: Kind
@@ -56,6 +63,11 @@ class Method:
     paper: bool = False  # one of the paper's own methods
     start: str | None = None  # the method whose validation choice this one starts from
     module: str = ""  # the module that declared it
+    cells: Callable | None = None  # cells(cfg, inputs, params) -> [(K, seed or None)]; None: every K and seed
+    query_captions: bool = False  # score(state, chosen, images, captions)
+    uses_test: Callable | None = None  # uses_test(params) -> bool: given the test split
+    tables: dict | None = None  # {table: make(cfg, k, task, fitted, test, params) -> [row]}
+    variants: dict | None = None  # {table: (parameter, values)}; the first value is the method's default
 
     @property
     def trained(self) -> bool:
@@ -69,21 +81,17 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def method(name: str, *, params: type[MethodParams] = MethodParams, score: Callable | None = None, label: str | None = None,
-           kind: Kind = "training-free", order: float = 1000.0, paper: bool = False, start: str | None = None):
+def method(name: str, *, score: Callable, params: type[MethodParams] = MethodParams, label: str | None = None,
+           kind: Kind = "training-free", order: float = 1000.0, paper: bool = False, start: str | None = None,
+           cells: Callable | None = None, query_captions: bool = False, uses_test: Callable | None = None, tables: dict | None = None,
+           variants: dict | None = None):
     """Declare the method ``name`` with its ``fit`` (the decorated function; see the module's docstring)."""
     def deco(fit):
-        _add(Method(name, fit, score, params, label or name, kind, order, paper, start, getattr(fit, "__module__", "") or ""))
+        _add(Method(name, fit, score, params, label or name, kind, order, paper, start, getattr(fit, "__module__", "") or "", cells,
+                    query_captions, uses_test, tables, variants))
         return fit
 
     return deco
-
-
-def declare(name: str, module: str, *, params: type[MethodParams] = MethodParams, label: str | None = None,
-            kind: Kind = "training-free", order: float = 1000.0, paper: bool = False) -> None:
-    """Declare a method whose rows a stage builds by itself (``module``: the declaring module's
-    ``__name__``): its parameters, label, kind, order and paper flag only (``fit`` None)."""
-    _add(Method(name, None, None, params, label or name, kind, order, paper, None, module))
 
 
 def _add(m: Method) -> None:
@@ -158,9 +166,9 @@ def few_shot(name: str) -> bool:
 
 
 def runnable(extra_modules=()) -> dict[str, Method]:
-    """The methods ``methods.run`` may name: those of the kit and of ``extra_modules`` that have a ``fit``."""
-    discover(extra_modules)
-    return {n: m for n, m in METHODS.items() if m.fit is not None and (m.in_kit or m.module in extra_modules)}
+    """The methods ``methods.run`` may name: the kit's and those of ``extra_modules`` that 04_adapter
+    or 05_trainable run (every zero-shot method runs in 03_zero_shot)."""
+    return {n: m for n, m in for_params(extra_modules).items() if m.kind != "zero-shot"}
 
 
 def for_params(extra_modules=()) -> dict[str, Method]:

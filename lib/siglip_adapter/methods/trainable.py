@@ -14,8 +14,8 @@ learning rate and epoch chosen by validation accuracy, never on test.
 It starts from the training-free adapter's validation choice of (alpha, theta, beta) on the same
 task (``start="adapter"``). The authors' scripts picked the epoch on the test set and then took the
 larger of that and a fixed re-scoring on test (``methods.trainable.method: authors``, the ``author_trainable``
-switch: ``fit_authors`` below, run by ``experiment.authors_trainable_rows`` because it needs the test
-labels); the registered method never does.
+switch: ``fit_authors`` below, the one method given the test split, ``uses_test``); the kit's own never
+does.
 """
 
 from __future__ import annotations
@@ -85,10 +85,15 @@ def score(state, chosen, images):
                             chosen["alpha"], chosen["theta"], chosen["beta"], float(state["scale"]), float(state["bias"]))
 
 
-@method("trainable", params=Params, score=score, label="SigLIP-Adapter (trainable)", kind="trained", order=100, paper=True, start="adapter")
+def _authors(params: dict) -> bool:
+    return params.get("method", "ours") == "authors"
+
+
+@method("trainable", params=Params, score=score, label="SigLIP-Adapter (trainable)", kind="trained", order=100, paper=True, start="adapter",
+        uses_test=_authors)
 def fit(task: Task, params: dict) -> Fitted:
-    if params.get("method", "ours") != "ours":
-        raise ValueError(f"methods.trainable.method '{params['method']}' chooses on the test set; experiment.authors_trainable_rows runs it")
+    if _authors(params):
+        return authors_fitted(task)
     c = task.fitted("adapter", params["start"]).chosen
     s = task.shots
     if s.captions is None:
@@ -180,3 +185,15 @@ def fit_authors(shot_images, shot_labels, caption_keys, class_text, test_images,
     with torch.no_grad():
         rescored = float((model.rescore(test_images).argmax(-1) == test_labels).float().mean())
     return AuthorsResult(model, max(best, rescored), best_epoch, rescored)
+
+
+def authors_fitted(task: Task) -> Fitted:
+    """The authors' model on one task (``fit_authors``): chosen on the test split, which the row
+    says (``selected_on: test``); its accuracy is theirs, the max of the best epoch on test and the
+    fixed re-scoring. It keeps no tensors: never a card (``cards.best_row`` skips rows chosen on test)."""
+    if task.test is None:
+        raise ValueError("methods.trainable.method 'authors' chooses on the test split, which this task does not carry")
+    s = task.shots
+    run = fit_authors(s.images, s.labels, s.captions, task.class_text, task.test.images, task.test.labels, task.scale, task.bias,
+                      seed=task.seed)
+    return Fitted("trainable", {}, {"epoch": run.epoch, "rescored": run.rescored}, selected_on="test", test_accuracy=run.test_accuracy)

@@ -1,10 +1,11 @@
 """Zero-shot with captions (the paper's Table I, second column): each class prompt matched against
 the image and its own generated caption, ``(1 - alpha) zs(i) + alpha zs(c)``, the caption weight
-alpha chosen on validation (``methods.zero_shot_captions.method: caption_mix``). The authors'
-scripts put a fixed training-free cache on the smallest K's shots in that column instead
-(``fixed_cache``, the ``fixed_idea_cache`` switch). Its rows are built by the 03_zero_shot stage
-(``experiment.zero_shot_rows``), so it is declared here for its parameters, label and place, and is
-not a choice of ``methods.run``."""
+alpha chosen on validation (``methods.zero_shot_captions.method: caption_mix``): one row per run
+(K = 0) on the whole validation split, or one per seed where the protocol draws validation images
+per seed (``validation.per_class``); none where the test images have no captions
+(``captions.only_shots``). The authors' scripts put a fixed training-free cache on the smallest K's
+shots in that column instead (``fixed_cache``, the ``fixed_idea_cache`` switch): eq. 6 at the fixed
+values, one row per seed, nothing chosen."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Literal
 import torch
 
 from ..schema import NonNegative, Positive, Unit, UnitGrid
-from .loop import accuracy, zero_shot_logits
-from .registry import MethodParams, declare
+from .cache import adapter_logits
+from .loop import Fitted, Task, accuracy, zero_shot_logits, zero_shot_state
+from .registry import MethodParams, method
 
 
 class Fixed(MethodParams):
@@ -27,9 +29,6 @@ class Params(MethodParams):
     method: Literal["caption_mix", "fixed_cache"]
     alpha: UnitGrid  # caption_mix: the caption weights searched
     fixed: Fixed  # fixed_cache: the values
-
-
-declare("zero_shot_captions", __name__, params=Params, label="Zero-shot + captions", kind="zero-shot", order=10, paper=True)
 
 
 def caption_zero_shot_logits(images: torch.Tensor, captions: torch.Tensor, class_text: torch.Tensor, alpha: float,
@@ -50,3 +49,34 @@ def search_caption_alpha(val_images, val_captions, val_labels, class_text, alpha
         if best is None or acc > best[1]:
             best = (float(a), acc)
     return best
+
+
+def cells(cfg: dict, inp, params: dict) -> list[tuple[int, int | None]]:
+    from ..config import seeds
+
+    if params["method"] == "fixed_cache":
+        return [(min(cfg["shots"]), seed) for seed in seeds(cfg)]
+    if inp.split("test")[1] is None:  # captions.only_shots: the test images have no captions to mix in
+        return []
+    return [(0, seed) for seed in seeds(cfg)] if int(cfg["validation"]["per_class"]) else [(0, None)]
+
+
+def score(state, chosen, images, captions):
+    scale, bias = float(state["scale"]), float(state["bias"])
+    if "theta" in chosen:  # fixed_cache
+        return adapter_logits(images, state["image_keys"], state["caption_keys"], state["key_labels"], state["class_text"], chosen["alpha"],
+                              chosen["theta"], chosen["beta"], scale, bias)
+    return caption_zero_shot_logits(images, captions, state["class_text"], chosen["alpha"], scale, bias)
+
+
+@method("zero_shot_captions", params=Params, score=score, label="Zero-shot + captions", kind="zero-shot", order=10, paper=True,
+        cells=cells, query_captions=True)
+def fit(task: Task, params: dict) -> Fitted:
+    state = zero_shot_state(task)
+    if params["method"] == "fixed_cache":
+        s, f = task.shots, params["fixed"]
+        state.update(image_keys=s.images, caption_keys=s.captions, key_labels=s.labels)
+        return Fitted("zero_shot_captions", state, {"alpha": f["alpha"], "theta": f["theta"], "beta": f["beta"]}, selected_on="fixed")
+    v = task.val
+    alpha, val = search_caption_alpha(v.images, v.captions, v.labels, task.class_text, params["alpha"], task.scale, task.bias)
+    return Fitted("zero_shot_captions", state, {"alpha": alpha}, val)
