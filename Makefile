@@ -34,7 +34,7 @@ test: env data
 # smoke overlay so the outputs nbval compares against are current.
 notebook-outputs: env data clean-smoke
 	for nb in notebooks/0*.ipynb; do \
-	  $(QUIET) $(BIN)/jupyter nbconvert --to notebook --execute --inplace $$nb && $(BIN)/python -m siglip_adapter.tidy $$nb || exit 1; done
+	  $(QUIET) $(BIN)/jupyter nbconvert --to notebook --execute --inplace $$nb && $(BIN)/python -m kit_tools.tidy $$nb || exit 1; done
 
 clean-smoke:
 	rm -rf build/smoke

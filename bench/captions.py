@@ -2,7 +2,7 @@
 
     python bench/captions.py [--images 64] [--batch 16] [--max-new-tokens 24] [--model DIR]
 
-Builds the tiny local SmolVLM (``siglip_adapter.tiny_models``: SmolVLM's Idefics3 architecture,
+Builds the tiny local SmolVLM (``kit_tools.tiny_models``: SmolVLM's Idefics3 architecture,
 processor and chat template with random weights; a real SmolVLM folder can be given with
 ``--model``), captions the same Fashion-MNIST images (or generated ones when Debian's copy is
 missing) once one image per ``generate`` call and once in batches with left padding, greedy in
@@ -30,7 +30,7 @@ from _common import ROOT, machine, write  # noqa: E402
 def images(n: int) -> list[Image.Image]:
     try:
         from siglip_adapter.config import load_config
-        from siglip_adapter.data import build_source
+        from siglip_adapter.sources import build_source
 
         source = build_source(load_config("fashion_mnist", root=ROOT))
         return source.load(source.ids[:n])
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> float:
     args = ap.parse_args(argv)
 
     from siglip_adapter.captions import VLMCaptioner
-    from siglip_adapter.tiny_models import build_smolvlm
+    from kit_tools.tiny_models import build_smolvlm
 
     lines = machine()
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> float:
     import torch
 
     from siglip_adapter import data, pipeline
+    from siglip_adapter.sources import build_source
     from siglip_adapter.config import load_config
     from siglip_adapter.encoders import build_encoder
     from siglip_adapter.store import FeatureStore
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> float:
     report = Report("embed")
     cfg = load_config(args.dataset)
     encoder = build_encoder(cfg)
-    source = data.build_source(cfg)
+    source = build_source(cfg)
     manifest = data.make_manifest(source, cfg["dataset"].get("per_class"), cfg["split"]["fractions"], cfg["split"]["seed"])
     ids = sorted(manifest["image_id"])[: args.images]
     bs, workers = cfg["encoder"]["batch_size"], cfg["data"]["num_workers"]

@@ -96,7 +96,7 @@ def captioner(precision: str, device: str, sizes: dict, max_new_tokens: int):
     from transformers import AutoProcessor, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
 
     from siglip_adapter.captions import VLMCaptioner
-    from siglip_adapter.tiny_models import build_smolvlm
+    from kit_tools.tiny_models import build_smolvlm
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny = AutoProcessor.from_pretrained(build_smolvlm(Path(tmp) / "smolvlm"))

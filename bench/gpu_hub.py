@@ -1,6 +1,6 @@
 """The hub profile on a CUDA GPU: what CI (CPU only) cannot show.
 
-1. The six notebooks' code on the tiny local models (``siglip_adapter.tiny_models``), once per
+1. The six notebooks' code on the tiny local models (``kit_tools.tiny_models``), once per
    precision a user's GPU can resolve to (``auto``: bf16 from compute capability 8.0, else fp16;
    then fp16 and fp32 explicitly), from captions to Table I. Printed per run: the precision the
    encoder resolved, the captioner's and summariser's dtypes, the precision written into the
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
         f"transformers {transformers.__version__}")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    from siglip_adapter.tiny_models import hub_project
+    from kit_tools.tiny_models import hub_project
 
     with tempfile.TemporaryDirectory() as tmp:
         proj = hub_project(Path(tmp) / "project", ROOT)

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> float:
     import json
 
     from siglip_adapter.config import load_config
-    from siglip_adapter.sources import effective_dataset, resolve_root
+    from siglip_adapter.sources import effective_dataset
+    from siglip_adapter.sources.base import resolve_root
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--card", type=Path, default=None, help="default: the first card of results/digits/cards/")

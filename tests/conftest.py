@@ -42,6 +42,6 @@ def monkeypatch_module():
 @pytest.fixture(scope="session")
 def hub_project(tmp_path_factory, root):
     """A throwaway project with the tiny hub-profile models (``tiny_models.hub_project``)."""
-    from siglip_adapter.tiny_models import hub_project
+    from kit_tools.tiny_models import hub_project
 
     return hub_project(tmp_path_factory.mktemp("hubproject"), root)

@@ -9,7 +9,7 @@ import pytest
 from siglip_adapter import ablation, captions, pipeline, report
 from siglip_adapter.inputs import load_inputs
 from siglip_adapter.config import ConfigError, load_config, read_yaml
-from siglip_adapter.data import build_source
+from siglip_adapter.sources import build_source
 from siglip_adapter.encoders import build_encoder
 from siglip_adapter.methods import loop
 from siglip_adapter.paths import RunPaths
@@ -143,7 +143,7 @@ def test_the_sentence_and_the_table_name_the_biggest_switch_first():
 
 def test_committed_ablation_covers_every_dataset_and_switch(root):
     """make repro's ablation ran every switch both ways on every dataset of the run."""
-    from siglip_adapter.config import run_datasets
+    from siglip_adapter.runs import run_datasets
 
     paper = read_yaml(root / "params" / "defaults.yaml")["protocols"]["paper"]
     rows = report.read_ablation(root / "results", run_datasets(root))

@@ -12,7 +12,9 @@ from siglip_adapter.methods.loop import accuracy, zero_shot_logits
 from siglip_adapter.methods.cache import adapter_logits, grid_accuracies, search_adapter
 from siglip_adapter.methods.zero_shot_captions import caption_zero_shot_logits
 from helpers import toy_run, unit
+from siglip_adapter.methods.loop import Labelled
 from siglip_adapter.methods.trainable import TrainableAdapter, fit_trainable
+from siglip_adapter.methods.training import Schedule
 
 
 def eq6_loop(i, image_keys, caption_keys, key_labels, class_text, alpha, theta, beta, scale=1.0, bias=0.0):
@@ -98,8 +100,8 @@ def test_trainable_starts_as_training_free_and_learns_the_shots_whatever_alpha_a
         assert changed or (part == "latent" and beta == 0), part
     # Validation = the shots themselves: the learned parts must fit them (0.33 -> 0.58 at alpha 0.4,
     # beta 0.1 when measured), and the model returned is the one whose validation accuracy was recorded.
-    fit = fit_trainable(c["image_keys"], c["key_labels"], c["caption_keys"], c["class_text"], c["image_keys"], c["key_labels"],
-                        alpha, 2.0, beta, lrs=[0.01], epochs=30, patience=5)
+    shots = Labelled(c["image_keys"], c["caption_keys"], c["key_labels"])
+    fit = fit_trainable(shots, shots, c["class_text"], {"alpha": alpha, "theta": 2.0, "beta": beta}, Schedule([0.01], 30, patience=5))
     start = accuracy(adapter_logits(c["image_keys"], *args), c["key_labels"])
     assert fit.epoch > 0 and fit.val_accuracy > start + 0.15
     with torch.no_grad():

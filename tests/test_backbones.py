@@ -1,5 +1,5 @@
 """Every hub backbone behind the one encoder interface, each on a tiny random model with its real
-architecture, tokenizer and image-processor classes (``siglip_adapter.tiny_models``), loaded the
+architecture, tokenizer and image-processor classes (``kit_tools.tiny_models``), loaded the
 way a run loads it (``encoders.build_encoder``): SigLIP, SigLIP 2 at a fixed resolution, SigLIP 2
 NaFlex and CLIP. Features are unit-norm and do not depend on the batch; the pixel values (and, for
 NaFlex, the patch mask and spatial shapes) that reach the model are exactly what the checkpoint's
@@ -18,7 +18,7 @@ BACKBONES = {"siglip": "siglip", "siglip2": "siglip", "siglip2-naflex": "siglip"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from siglip_adapter.tiny_models import build_all
+    from kit_tools.tiny_models import build_all
 
     return build_all(tmp_path_factory.mktemp("tiny"), only=list(BACKBONES))
 

@@ -67,7 +67,7 @@ def digits_cards(tmp_path_factory, root):
     from siglip_adapter.config import load_config
     from siglip_adapter.encoders import build_encoder
     from siglip_adapter.prompts import class_prompts
-    from siglip_adapter.sources.digits import write_digits
+    from kit_tools.digits import write_digits
 
     tmp = tmp_path_factory.mktemp("cards")
     write_digits(tmp / "digits")

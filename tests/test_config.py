@@ -8,7 +8,8 @@ import sys
 import pytest
 import yaml
 
-from siglip_adapter.config import ConfigError, load_config, run_datasets, run_protocols
+from siglip_adapter.config import ConfigError, load_config
+from siglip_adapter.runs import run_datasets, run_protocols
 
 
 @pytest.fixture
@@ -106,7 +107,7 @@ MISTAKES = {
     "a method's theta <= 0": ({"methods": {"tip_adapter": {"theta": [-1.0]}}}, None, "methods.tip_adapter.theta.0", "greater than 0"),
     "non-positive shots": ({"shots": [0, 1]}, None, "shots.0", "greater than or equal to 1"),
     "fractions not summing to 1": ({"split": {"fractions": {"train": 0.5}}}, None, "split.fractions", "must be 1"),
-    "unknown source": ({"dataset": {"source": "ftp"}}, None, "dataset.source", "'folder', 'hf', 'coop' or 'fashion-mnist'"),
+    "unknown source": ({"dataset": {"source": "ftp"}}, None, "dataset.source", "'coop', 'fashion-mnist', 'folder' or 'hf'"),
     "unknown split method": ({"split": {"method": "random"}}, None, "split.method", "'stratified'"),
     "unknown method": ({"methods": {"run": ["adapter", "prompt_soup"]}}, None, "methods.run.1", "'coop', 'adapter' or 'trainable' (got 'prompt_soup')"),
     "unknown choice": ({"methods": {"zero_shot": {"logit_form": "cos"}}}, None, "methods.zero_shot.logit_form", "'cosine'"),
@@ -264,7 +265,7 @@ def test_every_dataset_asks_its_captioner_for_visible_attributes_without_its_cla
         low = prompt.lower()
         assert "can see" in low and "do not repeat" in low, name
         classes = list(d.get("classnames") or []) + list((d.get("class_map") or {}).values()) + list(d.get("class_map") or {})
-        if name == "digits":  # the class folders sources/digits.py writes
+        if name == "digits":  # the class folders kit_tools/digits.py writes
             classes += [str(n) for n in range(10)]
         assert not [n for n in classes if names_class(prompt, n)], name
 

@@ -26,7 +26,7 @@ def conse():
 @pytest.fixture(scope="module")
 def siglip(tmp_path_factory):
     from siglip_adapter.encoders import SiglipEncoder
-    from siglip_adapter.tiny_models import build_siglip
+    from kit_tools.tiny_models import build_siglip
 
     return SiglipEncoder.from_pretrained(str(build_siglip(tmp_path_factory.mktemp("siglip"))), device="cpu")
 

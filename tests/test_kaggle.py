@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from siglip_adapter.cli import main
-from siglip_adapter.config import run_backbones, run_datasets, run_protocols
+from siglip_adapter.runs import run_backbones, run_datasets, run_protocols
 from siglip_adapter.kaggle import KERNEL_METADATA_SCHEMA, kernel_metadata, validate, write_kernel, write_kernels
 
 

@@ -25,7 +25,7 @@ PAGE = 20  # `kaggle kernels output` lists a kernel's files 20 to a page
 
 @pytest.fixture(scope="module")
 def digits_pngs(tmp_path_factory):
-    from siglip_adapter.sources.digits import write_digits
+    from kit_tools.digits import write_digits
 
     out = tmp_path_factory.mktemp("digits") / "digits"
     write_digits(out)

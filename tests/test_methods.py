@@ -188,13 +188,13 @@ def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
 
 def test_the_trainable_method_is_the_trainable_adapter_and_scores_from_its_saved_tensors():
     from siglip_adapter.methods.trainable import fit_trainable
+    from siglip_adapter.methods.training import Schedule
 
     inp, cfg = toy()
     task = task_of(inp, cfg, k=2, seed=2)
     fitted = registry.get("trainable").fit(task, params_of(cfg, "trainable"))
     c, t, s = fitted.chosen, cfg["methods"]["trainable"], task.shots
-    ref = fit_trainable(s.images, s.labels, s.captions, task.class_text, task.val.images, task.val.labels, c["alpha"], c["theta"], c["beta"],
-                        t["lr"], t["epochs"], t["weight_decay"], t["eval_every"], seed=2, patience=t["patience"])
+    ref = fit_trainable(s, task.val, task.class_text, c, Schedule(t["lr"], t["epochs"], t["weight_decay"], t["eval_every"], t["patience"]), seed=2)
     x = inp.split("test")[0]
     with torch.no_grad():
         torch.testing.assert_close(registry.get("trainable").score(fitted.state, c, x), ref.model.eval()(x))

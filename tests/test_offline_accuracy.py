@@ -15,10 +15,12 @@ result, which is what the floors check, each about two standard errors below the
 import pandas as pd
 import pytest
 
-from siglip_adapter import captions, data, encoders, pipeline, report
+from siglip_adapter import captions, encoders, pipeline, report
+from siglip_adapter.sources import build_source
 from siglip_adapter.inputs import load_inputs
 from siglip_adapter.methods import loop
-from siglip_adapter.config import load_config, run_backbones, run_datasets
+from siglip_adapter.config import load_config
+from siglip_adapter.runs import run_backbones, run_datasets
 from siglip_adapter.paths import RunPaths
 
 CHANCE = 0.1
@@ -27,7 +29,7 @@ CHANCE = 0.1
 def run_offline(cfg, paths):
     """(method, shots) -> mean test accuracy over the seeds, from the stages the notebooks run
     (every method of ``methods.run``); the per-seed rows in ``.attrs["rows"]``."""
-    source = data.build_source(cfg)
+    source = build_source(cfg)
     manifest = pipeline.build_manifest(cfg, paths, source)
     encoder = encoders.build_encoder(cfg)
     pipeline.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
@@ -60,7 +62,7 @@ def offline_rows(tmp_path_factory, root):
     cfg = small_run(root, "fashion_mnist")
     cfg["dataset"]["per_class"] = 200
     try:
-        data.build_source(cfg)
+        build_source(cfg)
     except RuntimeError as e:  # neither the Debian package nor the hub: nothing real to test on
         pytest.skip(f"Fashion-MNIST unavailable: {e}")
     return run_offline(cfg, RunPaths(tmp_path_factory.mktemp("offline"), "fashion_mnist").ensure())
@@ -68,7 +70,7 @@ def offline_rows(tmp_path_factory, root):
 
 @pytest.fixture(scope="module")
 def digits_rows(tmp_path_factory, root, monkeypatch_module):
-    from siglip_adapter.sources.digits import write_digits
+    from kit_tools.digits import write_digits
 
     data_root = tmp_path_factory.mktemp("data")
     write_digits(data_root / "generated" / "digits")

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image, ImageDraw
 from test_pipeline import _dvc_stale
 
-from siglip_adapter.config import run_backbones, run_protocols
+from siglip_adapter.runs import run_backbones, run_protocols
 
 SHAPES = ("circle", "square", "triangle")
 

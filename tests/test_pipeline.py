@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from siglip_adapter.config import read_yaml, run_backbones, run_datasets, run_protocols
+from siglip_adapter.config import read_yaml
+from siglip_adapter.runs import run_backbones, run_datasets, run_protocols
 
 NOTEBOOKS = ["01_captions", "02_embed", "03_zero_shot", "04_adapter", "05_trainable", "06_analysis"]
 NOTEBOOK_STAGES = ["captions", "embed", "zero_shot", "adapter", "trainable", "analysis"]
 LIB = Path("lib/siglip_adapter")
+PACKAGES = ("siglip_adapter", "kit_tools")  # the kit and its tools (lib/kit_tools)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def dvc(root):
 
 def _module_file(root: Path, dotted: str) -> Path | None:
     parts = dotted.split(".")
-    if parts[0] != "siglip_adapter":
+    if parts[0] not in PACKAGES:
         return None
     base = root / "lib" / Path(*parts)
     for cand in (base.with_suffix(".py"), base / "__init__.py"):
@@ -34,11 +36,11 @@ def _module_file(root: Path, dotted: str) -> Path | None:
 
 
 def _imports(source: str, module: str | None, is_package: bool) -> set[str]:
-    """Dotted names of the siglip_adapter modules a piece of code imports (function-level too)."""
+    """Dotted names of the kit's modules (``PACKAGES``) a piece of code imports (function-level too)."""
     out = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.startswith("siglip_adapter"))
+            out.update(a.name for a in node.names if a.name.split(".")[0] in PACKAGES)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 pkg = module.split(".") if is_package else module.split(".")[:-1]
@@ -46,7 +48,7 @@ def _imports(source: str, module: str | None, is_package: bool) -> set[str]:
                 base = ".".join(pkg + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
-            if not base.startswith("siglip_adapter"):
+            if base.split(".")[0] not in PACKAGES:
                 continue
             out.add(base)
             out.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
@@ -83,24 +85,28 @@ def test_every_stage_depends_on_all_the_code_it_runs(dvc, root):
         body = dvc["stages"][name].get("do", dvc["stages"][name])
         nb_path = root / "notebooks" / f"{nb}.ipynb"
         assert f"notebooks/{nb}.ipynb" in body["cmd"] and f"notebooks/{nb}.ipynb" in body["deps"]
-        used = modules_run_by(root, notebook_code(nb_path))
+        used = modules_run_by(root, notebook_code(nb_path) + "\n" + _commands(body["cmd"]))  # the notebook, and the tidying after it
         missing = sorted(str(p) for p in used if not _covered(p, body["deps"]))
         assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
 
 
-def test_the_module_stages_depend_on_all_the_code_they_run(dvc, root):
-    """The stages that run a module (`python -m siglip_adapter...`: the digits, the images'
-    fingerprint, the ablation, the cards) list every lib file it imports."""
+def _commands(cmd: str) -> str:
+    """The modules a stage's command runs (``python -m``), as imports."""
     import re
 
+    return "\n".join(f"import {m}" for m in re.findall(rf"python -m ((?:{'|'.join(PACKAGES)})[\w.]*)", cmd))
+
+
+def test_the_module_stages_depend_on_all_the_code_they_run(dvc, root):
+    """The stages that run a module (`python -m siglip_adapter...` or `kit_tools...`: the digits, the
+    images' fingerprint, the ablation, the cards) list every lib file it imports."""
     seen = set()
     for name, stage in dvc["stages"].items():
         body = stage.get("do", stage)
-        module = re.search(r"python -m (siglip_adapter[\w.]*)", body["cmd"])
-        if not module:
+        if name in NOTEBOOK_STAGES or not _commands(body["cmd"]):
             continue
         seen.add(name)
-        used = modules_run_by(root, f"import {module.group(1)}")
+        used = modules_run_by(root, _commands(body["cmd"]))
         missing = sorted(str(p) for p in used if not _covered(p, body["deps"]))
         assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
     assert {"digits_data", "images", "ablation", "cards"} <= seen
@@ -111,9 +117,26 @@ def test_the_import_scan_sees_a_module_a_stage_misses(dvc, root):
     """The guard above can fail: drop data.py from the adapter stage's deps and it is reported."""
     body = dvc["stages"]["adapter"]
     used = modules_run_by(root, notebook_code(root / "notebooks" / "04_adapter.ipynb"))
-    assert LIB / "data.py" in used and LIB / "sources" / "folder.py" in used  # through inputs -> data -> sources
+    assert LIB / "data.py" in used and LIB / "sources" / "base.py" in used  # through inputs -> data -> sources.base
     deps = [d for d in body["deps"] if d != str(LIB / "data.py")]
     assert not _covered(LIB / "data.py", deps)
+
+
+def test_a_stage_that_finds_modules_at_run_time_depends_on_their_whole_package(dvc, root):
+    """The import scan cannot see what is found at run time: a source's kind module
+    (``sources.build_source``) and the method modules (``methods.loop`` runs them through the
+    registry). A stage that builds a source, or runs methods, lists the whole package."""
+    found_at_run_time = {LIB / "sources" / "__init__.py": "lib/siglip_adapter/sources", LIB / "methods" / "loop.py": "lib/siglip_adapter/methods"}
+    checked = set()
+    for name, stage in dvc["stages"].items():
+        body = stage.get("do", stage)
+        code = notebook_code(root / "notebooks" / f"{NOTEBOOKS[NOTEBOOK_STAGES.index(name)]}.ipynb") if name in NOTEBOOK_STAGES else ""
+        used = modules_run_by(root, code + "\n" + _commands(body["cmd"]))
+        for module, package in found_at_run_time.items():
+            if module in used:
+                checked.add((name, package))
+                assert package in body["deps"], f"stage {name} runs {module}, which imports modules of {package} at run time; list {package}"
+    assert ("adapter", "lib/siglip_adapter/methods") in checked and ("captions", "lib/siglip_adapter/sources") in checked
 
 
 def test_stage_params_exist_in_defaults(dvc, root):
@@ -275,7 +298,7 @@ def test_an_edited_image_makes_its_datasets_image_stages_stale(dvc_copy):
 
     env = {**os.environ, "SIGLIP_ADAPTER_ROOT": str(dvc_copy), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run = lambda *cmd: subprocess.run([sys.executable, "-m", *cmd], cwd=dvc_copy, env=env, check=True, capture_output=True)  # noqa: E731
-    generate = lambda: run("siglip_adapter.sources.digits", "data/generated/digits")  # noqa: E731
+    generate = lambda: run("kit_tools.digits", "data/generated/digits")  # noqa: E731
     rehash = lambda: run("dvc", "repro", "--single-item", "images@digits")  # noqa: E731
     generate()
     rehash()
@@ -322,7 +345,7 @@ def test_a_noop_make_repro_runs_no_dvc_repro_and_an_edited_image_ends_the_shortc
     repro = lambda: subprocess.run(["bash", "scripts/repro.sh"], cwd=repo, env=env, capture_output=True, text=True)  # noqa: E731
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
     # digits read from a folder of the user's (data/generated is digits_data's output, which DVC restores)
-    subprocess.run([sys.executable, "-m", "siglip_adapter.sources.digits", "data/mine"], cwd=repo, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "kit_tools.digits", "data/mine"], cwd=repo, env=env, check=True, capture_output=True)
     params = repo / "params" / "digits.yaml"
     params.write_text(params.read_text().replace("root: generated/digits ", "root: mine ", 1))
     first = repro()
@@ -366,7 +389,7 @@ def test_a_failed_stage_keeps_the_last_runs_outputs(dvc, dvc_copy):
     import os
 
     env = {**os.environ, "SIGLIP_ADAPTER_ROOT": str(dvc_copy), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    subprocess.run([sys.executable, "-m", "siglip_adapter.sources.digits", "data/generated/digits"], cwd=dvc_copy, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "kit_tools.digits", "data/generated/digits"], cwd=dvc_copy, env=env, check=True,
                    capture_output=True)
     params, out = dvc_copy / "params" / "digits.yaml", dvc_copy / "results" / "runs" / "digits" / "images.json"
     original, recorded = params.read_text(), out.read_bytes()

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from siglip_adapter import captions, data, encoders, pipeline
+from siglip_adapter.sources import build_source
 from siglip_adapter.inputs import LOGIT_SCALES, Inputs
 from siglip_adapter.config import ConfigError, load_config, read_yaml, seeds
 
@@ -55,7 +56,7 @@ def behaviour(tmp_path_factory, root):
     def observe(protocol: str) -> dict:
         nonlocal image
         cfg = load_config("fashion_mnist", "smoke", root=root, protocol=protocol)
-        source = data.build_source(cfg)
+        source = build_source(cfg)
         key = json.dumps(cfg["encoder"], sort_keys=True)
         if key not in encoders_by_setting:
             encoders_by_setting[key] = encoders.build_encoder(cfg)
@@ -153,7 +154,7 @@ def test_shuffled_split_is_one_seeded_permutation(root):
     ids = np.sort(np.asarray(source.ids, dtype=object))
     perm = ids[np.random.default_rng(42).permutation(len(ids))]
     assert set(m.loc[m["split"] == "test", "image_id"]) == set(perm[:6])  # the first cut of the seed-42 permutation
-    from siglip_adapter.sources import Source
+    from siglip_adapter.sources.base import Source
 
     folder_like = Source("folder", "r", source.classnames, source.ids, source.labels, splits=None)  # no splits of its own
     assert data.make_manifest(folder_like, None, fr, 42, "shuffled").equals(m)
@@ -207,7 +208,7 @@ def test_a_protocol_that_changes_no_features_recomputes_nothing(tmp_path, root):
     for protocol in ("corrected", "realistic"):
         cfg = load_config("fashion_mnist", "smoke", root=root, protocol=protocol)
         paths = RunPaths(tmp_path, "fashion_mnist", "smoke", protocol).ensure()
-        source = data.build_source(cfg)
+        source = build_source(cfg)
         manifest = pipeline.build_manifest(cfg, paths, source)
         enc = encoders.build_encoder(cfg)
         cap = captions.build_captioner(cfg, enc)

@@ -213,7 +213,8 @@ def test_sensitivity_figure_is_a_grid_of_datasets_by_protocols():
 def test_committed_table1_says_what_captions_add_to_the_adapter_on_every_run(root):
     """04_adapter's caption ablation reaches Table I's markdown: a sentence and a row per K for
     every dataset x protocol of the run."""
-    from siglip_adapter.config import load_config, run_backbones, run_datasets, run_protocols
+    from siglip_adapter.config import load_config
+    from siglip_adapter.runs import run_backbones, run_datasets, run_protocols
 
     text = (root / "results" / "table1.md").read_text()
     keys = pd.read_csv(root / "results" / "text_keys.csv")

@@ -17,7 +17,8 @@ from siglip_adapter.cli import scan_source
 from siglip_adapter.config import load_config
 from siglip_adapter.data import make_manifest
 from siglip_adapter.prompts import class_prompts
-from siglip_adapter.sources import build_source, clean_classnames
+from siglip_adapter.sources import build_source
+from siglip_adapter.sources.base import clean_classnames
 from siglip_adapter.sources.images import open_rgb
 
 TINY = png_bytes(Image.new("RGB", (6, 6), (90, 120, 200)))
@@ -291,3 +292,42 @@ def test_the_images_fingerprint_sees_content_not_timestamps(tmp_path, monkeypatc
     assert fp.fingerprint(d, state)["sha256"] != added["sha256"]
     hub = fp.fingerprint({"source": "hf", "hub_id": "someone/some-set", "revision": "abc"})
     assert hub["files"] == 0 and hub["hub"] == ["someone/some-set@abc"]
+
+
+LISTED = '''
+"""``listed``: a CSV of ``path,class`` lines over an image root (a test's new kind of source)."""
+
+from siglip_adapter.sources.base import FileSource, finish, resolve_root
+
+
+def listed_source(d):
+    root = resolve_root(d)
+    rows = [line.split(",") for line in (root / "list.csv").read_text().split()]
+    return FileSource(**finish("listed", str(root), [(path, cls, None) for path, cls in rows], d))
+'''
+
+
+def test_a_new_kind_of_source_is_one_module(tmp_path, monkeypatch):
+    """README, "Add a source": a module ``<kind>.py`` in ``siglip_adapter/sources`` with
+    ``<kind>_source(d)`` is a kind of source; nothing else names it (here the module lies in a
+    temporary folder added to the package's path)."""
+    from siglip_adapter import sources
+    from siglip_adapter.data import make_manifest
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "listed.py").write_text(LISTED)
+    monkeypatch.setattr(sources, "__path__", [*sources.__path__, str(tmp_path / "pkg")])
+    root = tmp_path / "images"
+    lines = []
+    for cls in ("cat", "dog"):
+        for n in range(6):
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (40 * n, 0, 0)).save(root / cls / f"{n}.png")
+            lines.append(f"{cls}/{n}.png,{cls}")
+    (root / "list.csv").write_text("\n".join(lines))
+    assert "listed" in sources._kinds()
+    source = sources.build_source({"dataset": {"name": "pets", "source": "listed", "root": str(root)}})
+    assert source.kind == "listed" and source.classnames == ["cat", "dog"] and len(source.ids) == 12
+    assert source.open(source.ids[0]).size == (8, 8)
+    manifest = make_manifest(source, None, {"train": 0.5, "val": 0.25, "test": 0.25}, 0)
+    assert set(manifest["split"]) == {"train", "val", "test"} and manifest.groupby("classname").size().tolist() == [6, 6]

@@ -1,4 +1,4 @@
-"""Executed notebooks differ only in their timings (siglip_adapter.tidy)."""
+"""Executed notebooks differ only in their timings (kit_tools.tidy)."""
 
 import copy
 import json
@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from siglip_adapter.tidy import INJECTED_ID, VIEW, WIDGET_STATE, tidy
+from kit_tools.tidy import INJECTED_ID, VIEW, WIDGET_STATE, tidy
 
 
 def _run_like(seed: int) -> dict:
@@ -55,7 +55,7 @@ def test_papermill_twice_gives_the_same_notebook_but_its_timings(tmp_path, monke
     after ``tidy_file`` the two files differ only in timestamps, durations and the bar's times."""
     nbformat = pytest.importorskip("nbformat")
     papermill = pytest.importorskip("papermill")
-    from siglip_adapter.tidy import tidy_file
+    from kit_tools.tidy import tidy_file
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})

@@ -29,13 +29,14 @@ from tqdm.auto import tqdm
 from . import budget, pipeline
 from . import shard as sharding
 from .captions import build_summariser
-from .config import ConfigError, ablation_arguments, load_config, read_yaml, unknown_name
-from .data import build_source
+from .config import ConfigError, load_config, read_yaml, unknown_name
 from .methods import loop
 from .encoders import build_encoder
 from .inputs import inputs_from
 from .paths import RunPaths, output_root, project_root
+from .runs import ablation_arguments
 from .shard import Shard
+from .sources import build_source
 from .store import FeatureStore, cache_key, write_atomic
 
 COLUMNS = ("zero_shot", "zero_shot_captions", "trainable")
@@ -143,7 +144,7 @@ def rows_path(dataset: str, overlay: str = "", out_root: Path | None = None) -> 
 
 
 def run_from_args(args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
-    """Run the ablation that ``args`` (``config.ablation_arguments``) describe and write its rows. With
+    """Run the ablation that ``args`` (``runs.ablation_arguments``) describe and write its rows. With
     ``shards.processes`` above one it launches itself in that many processes (``accelerate
     launch``, as ``01_captions`` and ``02_embed`` do) and reads back the rows they wrote."""
     base = load_config(args.dataset, args.overlay, backbone=args.backbone)

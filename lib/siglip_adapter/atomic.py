@@ -1,7 +1,7 @@
 """Atomic file writes: what a reader or a crash sees is the old file or the new one, whole.
 
 Kept apart from ``store`` (which loads torch) so that light commands, such as tidying an executed
-notebook after each stage (``siglip_adapter.tidy``), write the same way without its imports.
+notebook after each stage (``kit_tools.tidy``), write the same way without its imports.
 """
 
 from __future__ import annotations

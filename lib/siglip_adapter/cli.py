@@ -53,7 +53,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .config import FLAGS, ConfigError, ablation_arguments, dataset_names, did_you_mean, load_config, run_arguments
+from .config import FLAGS, ConfigError, dataset_names, did_you_mean, load_config
+from .runs import ablation_arguments, run_arguments
 
 
 class Parser(argparse.ArgumentParser):

@@ -6,7 +6,8 @@ A dataset file names its data and any defaults it changes; ``profile`` picks one
 ``backbones`` (each a model's own encoder settings; ``params/run.yaml`` and the notebooks pass it
 per run, and a dataset file or overlay may define more). An overlay
 (``params/overlays/<name>.yaml``, e.g. ``smoke``) shrinks a run for tests. The merged parameters
-are validated against ``schema.Params`` (pydantic): an unknown key at any depth, a wrong type or a
+are validated against ``schema.params_model`` (pydantic, with each method module's own ``Params``
+for ``methods.<name>``): an unknown key at any depth, a wrong type or a
 value out of range is an error naming the file and key that set it (each key's origin is traced
 through the merge), so a typo never silently does nothing; the profiles, backbones and switches
 a run does not use are checked as well. Paths from parameters stay inside the data root (``check_paths``).
@@ -17,6 +18,10 @@ own ``switches:`` where the authors did something else for that dataset. Merge o
 profile <- backbone <- dataset <- overlay <- the protocol's switches in order (so ``paper`` keeps its one seed
 and its shots in a shrunken ``smoke`` run too). A protocol name may add or
 remove switches: ``corrected+imagenet_preprocess``, ``paper-author_trainable`` (the ablation's runs).
+
+Longer than the kit's other modules (about 460 lines) because the merge, the origin of every key
+and the checks that name it are one piece: a check kept elsewhere would have to re-trace origins.
+A run's lists and command-line arguments are in ``runs``.
 """
 
 from __future__ import annotations
@@ -463,52 +468,3 @@ def check_shots(cfg: dict, manifest, root: Path | None = None) -> None:
 def seeds(cfg: dict) -> list[int]:
     """The K-shot sampling seeds: ``seed_base``, ``seed_base + 1``, ..."""
     return [cfg["seed_base"] + i for i in range(cfg["n_seeds"])]
-
-
-def run_datasets(root: Path | None = None) -> list[str]:
-    """The datasets ``dvc repro`` runs: ``datasets`` of ``params/run.yaml``."""
-    return _run_list("datasets", root)
-
-
-def run_protocols(root: Path | None = None) -> list[str]:
-    """The protocols ``dvc repro`` runs each dataset under: ``protocols`` of ``params/run.yaml``."""
-    return _run_list("protocols", root)
-
-
-def run_backbones(root: Path | None = None) -> list[str]:
-    """The backbones ``dvc repro`` runs each dataset on: ``backbones`` of ``params/run.yaml`` (the
-    first is the one the ablation and the cards use)."""
-    return _run_list("backbones", root)
-
-
-def _run_list(key: str, root: Path | None) -> list[str]:
-    root = root or project_root()
-    path = root / "params" / "run.yaml"
-    names = read_yaml(path).get(key) or []
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"{path}: '{key}' must be a non-empty list of names")
-    return list(names)
-
-
-# ---------------------------------------------------------------------------------------------
-# A run named on the command line (``siglip-adapter`` and ``python -m siglip_adapter.ablation``):
-# defined here, beside ``load_config`` and ``FLAGS``, so building a parser imports nothing heavy.
-
-
-def run_arguments(ap, protocol: bool = True, default_protocol: str | None = None) -> None:
-    """The arguments that name a run: its dataset, ``--overlay``, ``--backbone`` and (``protocol``) ``--protocol``."""
-    ap.add_argument("dataset", help="a params/<dataset>.yaml name")
-    ap.add_argument("--overlay", default="", help="a params/overlays/<name>.yaml (default none; its outputs go under build/<name>/)")
-    ap.add_argument("--backbone", default=None, help="a name of backbones in params/defaults.yaml (default: the parameters' own)")
-    if protocol:
-        default = default_protocol or "the dataset's"
-        ap.add_argument("--protocol", default=default_protocol, help=f"a protocol of params/defaults.yaml (default: {default})")
-
-
-def ablation_arguments(ap) -> None:
-    """The arguments of ``siglip-adapter ablation`` and ``python -m siglip_adapter.ablation``."""
-    from pathlib import Path
-
-    run_arguments(ap, protocol=False)
-    ap.add_argument("--switches", nargs="+", default=None, help="only these switches of the paper protocol (default: all)")
-    ap.add_argument("--out", type=Path, default=None, help="the rows CSV (default results/ablation/<dataset>.csv)")

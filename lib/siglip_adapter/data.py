@@ -31,7 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .schema import SPLIT_METHODS
-from .sources import SPLITS, ImageError, Source, build_source  # noqa: F401  (build_source: the notebooks' entry)
+from .sources.base import SPLITS, Source
+from .sources.images import ImageError
 
 MANIFEST_COLUMNS = ["image_id", "label", "classname", "split", "split_method"]
 

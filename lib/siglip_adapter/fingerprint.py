@@ -28,7 +28,8 @@ import sys
 from pathlib import Path
 
 from .atomic import write_atomic
-from .sources import effective_dataset, resolve_root
+from .sources import effective_dataset
+from .sources.base import resolve_root
 
 def local_inputs(d: dict) -> tuple[list[Path], list[str]]:
     """(local files or folders the source reads, hub references it reads instead), by source kind."""

@@ -19,7 +19,8 @@ import os
 import re
 from pathlib import Path
 
-from .config import ConfigError, load_config, run_backbones, run_datasets, run_protocols
+from .config import ConfigError, load_config
+from .runs import run_backbones, run_datasets, run_protocols
 
 # kernel-metadata.json as the Kaggle CLI documents it (Kaggle/kaggle-api, "Kernel Metadata"):
 # id or id_no; title (its slug is the title lower-cased with dashes); code_file; language;
@@ -176,7 +177,8 @@ def planned_images(cfg: dict) -> tuple[int, int, str]:
     source holds (``dataset.size``); else (-1, -1)."""
     from unittest.mock import patch
 
-    from .data import build_source, make_manifest
+    from .data import make_manifest
+    from .sources import build_source
     from .pipeline import ids_to_caption, ids_to_read
 
     try:

@@ -19,12 +19,13 @@ from .captions import (CAPTION_COLUMNS, build_captioner, build_summariser, capti
                        read_captions, write_captions)
 from .config import check_shots
 from .config import seeds as seed_list
-from .data import build_source, find_bad_images, images_read, make_manifest, manifest_hash, read_manifest, shot_image_ids
+from .data import find_bad_images, images_read, make_manifest, manifest_hash, read_manifest, shot_image_ids
 from .encoders import build_encoder, encode_image_ids, encode_text_list
 from .paths import RunPaths
 from .prompts import class_prompts
 from .shard import Shard
-from .sources import Source
+from .sources import build_source
+from .sources.base import Source
 from .store import Features, FeatureStore, cache_key, code_version, write_atomic
 
 

@@ -65,16 +65,16 @@ def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_
     once (bench/hp_search.py measures it against one combination at a time)."""
     n = class_text.shape[0]
     zs = zero_shot_logits(images, class_text, scale, bias)
-    a_img, a_txt = images @ image_keys.T, images @ caption_keys.T
+    image_sim, caption_sim = images @ image_keys.T, images @ caption_keys.T
     onehot = F.one_hot(key_labels, n).to(zs.dtype)
-    b = torch.tensor(list(betas), dtype=zs.dtype)[None, :, None, None]
-    th = torch.tensor(list(thetas), dtype=zs.dtype)[:, None, None]
+    beta_grid = torch.tensor(list(betas), dtype=zs.dtype)[None, :, None, None]
+    theta_grid = torch.tensor(list(thetas), dtype=zs.dtype)[:, None, None]
     step = max(1, GRID_ELEMENTS // (len(betas) * zs.numel()))  # thetas per product: (T, B, M, N) logits stay bounded
     out = torch.empty(len(alphas), len(thetas), len(betas))
     for i, alpha in enumerate(alphas):
         for j in range(0, len(thetas), step):
-            fewshot = cache_affinity(a_img, a_txt, alpha, th[j : j + step]) @ onehot  # (T, M, N)
-            logits = zs + b * fewshot[:, None]  # (T, B, M, N)
+            fewshot = cache_affinity(image_sim, caption_sim, alpha, theta_grid[j : j + step]) @ onehot  # (T, M, N)
+            logits = zs + beta_grid * fewshot[:, None]  # (T, B, M, N)
             out[i, j : j + step] = (logits.argmax(-1) == labels).float().mean(-1)
     return out
 

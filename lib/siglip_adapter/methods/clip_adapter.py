@@ -18,7 +18,7 @@ from torch import nn
 from ..schema import Count, Positive, UnitGrid
 from .loop import Fitted, Task, best
 from .registry import method
-from .training import Training
+from .training import Schedule, Training, fit_on_shots
 
 
 class Params(Training):
@@ -51,12 +51,9 @@ def score(state, chosen, images):
 
 @method("clip_adapter", params=Params, score=score, label="CLIP-Adapter", kind="trained", order=50)
 def fit(task: Task, params: dict) -> Fitted:
-    from .training import fit_on_shots
-
     s = task.shots
-    runs = {ratio: fit_on_shots(lambda: ClipAdapter(task.class_text, ratio, params["reduction"], params["logit_scale"]), s.images, s.labels,
-                                task.val.images, task.val.labels, params["lr"], params["epochs"], params["weight_decay"], 1, task.seed,
-                                params["patience"])
+    runs = {ratio: fit_on_shots(lambda: ClipAdapter(task.class_text, ratio, params["reduction"], params["logit_scale"]), s, task.val,
+                                Schedule.of(params), task.seed)
             for ratio in params["ratio"]}
     ratio, _ = best(params["ratio"], lambda r: runs[r].val_accuracy)
     run = runs[ratio]

@@ -28,7 +28,7 @@ from ..context import ContextPrompts
 from ..schema import Count, Positive
 from .loop import Fitted, Task
 from .registry import method
-from .training import Training
+from .training import Schedule, Training, fit_on_shots
 
 
 class Params(Training):
@@ -58,14 +58,12 @@ def score(state, chosen, images):
 
 @method("coop", params=Params, score=score, label="CoOp", kind="trained", order=80)
 def fit(task: Task, params: dict) -> Fitted:
-    from .training import fit_on_shots
-
     if task.encoder is None or task.classnames is None:
         raise ValueError("coop trains its prompts through the text tower: the task needs the encoder and the class names")
     prompts = ContextPrompts(task.encoder, task.classnames, params["init"])
     s = task.shots
-    run = fit_on_shots(lambda: CoOp(prompts, params["logit_scale"], params.get("class_specific", False)), s.images, s.labels, task.val.images, task.val.labels,
-                       params["lr"], params["epochs"], params["weight_decay"], params.get("eval_every", 1), task.seed, params["patience"])
+    run = fit_on_shots(lambda: CoOp(prompts, params["logit_scale"], params.get("class_specific", False)), s, task.val, Schedule.of(params),
+                       task.seed)
     with torch.no_grad():
         class_text = run.model.class_text()
     state = {"class_text": class_text, "context": run.model.ctx.detach().clone(), "logit_scale": torch.tensor(float(params["logit_scale"]))}

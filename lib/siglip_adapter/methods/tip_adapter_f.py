@@ -16,7 +16,7 @@ from torch import nn
 from .loop import Fitted, Task, zero_shot_state
 from .cache import adapter_logits, score_cache
 from .registry import method
-from .training import Training
+from .training import Schedule, Training, fit_on_shots
 
 
 class TipAdapterF(nn.Module):
@@ -35,13 +35,10 @@ class TipAdapterF(nn.Module):
 
 @method("tip_adapter_f", params=Training, score=score_cache, label="Tip-Adapter-F", kind="trained", order=40, start="tip_adapter")
 def fit(task: Task, params: dict) -> Fitted:
-    from .training import fit_on_shots
-
     start = task.fitted("tip_adapter", params["start"]).chosen
     s = task.shots
     run = fit_on_shots(lambda: TipAdapterF(s.images, s.labels, task.class_text, start["theta"], start["beta"], task.scale, task.bias),
-                       s.images, s.labels, task.val.images, task.val.labels, params["lr"], params["epochs"], params["weight_decay"],
-                       1, task.seed, params["patience"])
+                       s, task.val, Schedule.of(params), task.seed)
     keys = run.model.keys.detach().clone()
     state = {**zero_shot_state(task), "image_keys": keys, "text_keys": keys, "key_labels": s.labels}
     return Fitted("tip_adapter_f", state, {**start, "lr": run.lr, "epoch": run.epoch}, run.val_accuracy, run.history)

@@ -29,10 +29,10 @@ from torch import nn
 from typing import Literal
 
 from ..schema import Count
-from .loop import Fitted, Task, zero_shot_logits, zero_shot_state
+from .loop import Fitted, Labelled, Task, zero_shot_logits, zero_shot_state
 from .cache import cache_affinity
 from .registry import method
-from .training import Training, TrainResult, fit_on_shots
+from .training import Schedule, Training, TrainResult, fit_on_shots
 
 
 class Params(Training):
@@ -70,13 +70,12 @@ def trainable_logits(images, weight, bias_vec, image_keys, caption_keys, latent,
     return beta * fewshot + zero_shot_logits(query, class_text, scale, bias)
 
 
-def fit_trainable(shot_images, shot_labels, caption_keys, class_text, val_images, val_labels, alpha, theta, beta,
-                  lrs, epochs: int, weight_decay: float = 0.01, eval_every: int = 1, scale=1.0, bias=0.0, seed: int = 0,
-                  patience: int | None = None) -> TrainResult:
-    """The trainable SigLIP-Adapter started at the training-free (alpha, theta, beta), trained by
-    ``fit_on_shots``."""
-    return fit_on_shots(lambda: TrainableAdapter(shot_images, caption_keys, shot_labels, class_text, alpha, theta, beta, scale, bias),
-                        shot_images, shot_labels, val_images, val_labels, lrs, epochs, weight_decay, eval_every, seed, patience)
+def fit_trainable(shots: Labelled, val: Labelled, class_text: torch.Tensor, start: dict, schedule: Schedule, scale: float = 1.0,
+                  bias: float = 0.0, seed: int = 0) -> TrainResult:
+    """The trainable SigLIP-Adapter on the shots (their captions as its caption keys), started at
+    the training-free choice ``start`` (alpha, theta, beta), trained by ``fit_on_shots``."""
+    return fit_on_shots(lambda: TrainableAdapter(shots.images, shots.captions, shots.labels, class_text, start["alpha"], start["theta"],
+                                                 start["beta"], scale, bias), shots, val, schedule, seed)
 
 
 def score(state, chosen, images):
@@ -98,9 +97,7 @@ def fit(task: Task, params: dict) -> Fitted:
     s = task.shots
     if s.captions is None:
         raise ValueError("trainable: the shots have no captions")
-    run = fit_trainable(s.images, s.labels, s.captions, task.class_text, task.val.images, task.val.labels, c["alpha"], c["theta"],
-                        c["beta"], params["lr"], params["epochs"], params["weight_decay"], params["eval_every"], task.scale, task.bias,
-                        seed=task.seed, patience=params["patience"])
+    run = fit_trainable(s, task.val, task.class_text, c, Schedule.of(params), task.scale, task.bias, task.seed)
     m = run.model
     state = {**zero_shot_state(task), "image_keys": s.images, "caption_keys": s.captions, "key_labels": s.labels,
              "projector_weight": m.projector.weight.detach().clone(), "projector_bias": m.projector.bias.detach().clone(),

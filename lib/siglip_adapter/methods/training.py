@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..schema import Count, Grid, NonNegative
+from .loop import Labelled
 from .registry import MethodParams
 
 
@@ -41,8 +42,25 @@ def _val_acc(model, val_images, val_labels) -> float:
         return float((model(val_images).argmax(-1) == val_labels).float().mean())
 
 
-def fit_on_shots(make_model, shot_images, shot_labels, val_images, val_labels, lrs, epochs: int, weight_decay: float = 0.01,
-                 eval_every: int = 1, seed: int = 0, patience: int | None = None) -> TrainResult:
+@dataclass(frozen=True)
+class Schedule:
+    """How a trained method trains: the learning rates tried, the epochs (one full-batch step
+    each), AdamW's weight decay, the epochs between validation checks, and early stopping after
+    ``patience`` checks without a gain (None: never)."""
+
+    lrs: list[float]
+    epochs: int
+    weight_decay: float = 0.01
+    eval_every: int = 1
+    patience: int | None = None
+
+    @classmethod
+    def of(cls, params: dict) -> "Schedule":
+        """A method's schedule from its parameters (``Training``; ``eval_every`` 1 where it has none)."""
+        return cls(list(params["lr"]), params["epochs"], params["weight_decay"], params.get("eval_every", 1), params.get("patience"))
+
+
+def fit_on_shots(make_model, shots: Labelled, val: Labelled, schedule: Schedule, seed: int = 0) -> TrainResult:
     """The one training loop of the kit's trained methods: for each learning rate, a fresh
     ``make_model()`` trained on the shots with cross-entropy (full batch, AdamW, learning rate
     annealed to zero over ``epochs`` on a cosine, seeded); keep the (lr, epoch) with the best
@@ -51,25 +69,26 @@ def fit_on_shots(make_model, shot_images, shot_labels, val_images, val_labels, l
     ``history`` is the learning curve: the training loss and validation accuracy at every check."""
     best: TrainResult | None = None
     history: list[dict] = []
-    for lr in lrs:
+    epochs, patience = schedule.epochs, schedule.patience
+    for lr in schedule.lrs:
         torch.manual_seed(seed)
         model = make_model()
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=schedule.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-        acc = own_best = _val_acc(model, val_images, val_labels)
+        acc = own_best = _val_acc(model, val.images, val.labels)
         stale = 0
         history.append({"lr": float(lr), "epoch": 0, "loss": float("nan"), "val_accuracy": acc})
         if best is None or acc > best.val_accuracy:
             best = TrainResult(copy.deepcopy(model), float(lr), 0, acc)
         for epoch in range(1, epochs + 1):
             model.train()
-            loss = F.cross_entropy(model(shot_images), shot_labels)
+            loss = F.cross_entropy(model(shots.images), shots.labels)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            if epoch % eval_every == 0 or epoch == epochs:
-                acc = _val_acc(model, val_images, val_labels)
+            if epoch % schedule.eval_every == 0 or epoch == epochs:
+                acc = _val_acc(model, val.images, val.labels)
                 history.append({"lr": float(lr), "epoch": epoch, "loss": loss.item(), "val_accuracy": acc})
                 if acc > best.val_accuracy:
                     best = TrainResult(copy.deepcopy(model), float(lr), epoch, acc)

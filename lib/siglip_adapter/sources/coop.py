@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import FileSource, finish, resolve_root
+from .base import FileSource, finish, resolve_root
 from .images import stat_problem
 
 

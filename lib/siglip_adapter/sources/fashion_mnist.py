@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from . import Source
+from .base import Source
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -87,6 +87,6 @@ def _from_hub(d: dict, reason: str) -> ArraySource:
 
 def _names(d: dict) -> list[str]:
     """The names params give, cleaned like every source's (``classname_style`` and friends)."""
-    from . import clean_classnames
+    from .base import clean_classnames
 
     return clean_classnames(d["classnames"], d)[1]

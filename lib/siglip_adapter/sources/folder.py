@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-from . import FileSource, finish, resolve_root
+from .base import FileSource, finish, resolve_root
 from .images import has_image_extension, stat_problem
 
 

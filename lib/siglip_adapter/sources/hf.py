@@ -13,7 +13,7 @@ asks for them, so memory does not grow with the dataset.
 
 from __future__ import annotations
 
-from . import Source, finish, resolve_root
+from .base import Source, finish, resolve_root
 from .images import ImageError, open_rgb
 
 DEFAULT_SPLIT_NAMES = {"train": ["train"], "val": ["validation", "val", "valid"], "test": ["test"]}

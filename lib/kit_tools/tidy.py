@@ -11,7 +11,7 @@ bar's plain-text form (what a reader without the widget state sees, e.g. on GitH
 when the bar starts ("0%| 0/64"); ``tidy`` replaces it by the bar's final state from the widget
 state ("100%|##########| 64/64 [00:03<00:00]"), so a finished stage does not read as one that did nothing.
 
-    python -m siglip_adapter.tidy NOTEBOOK.ipynb [...]   # in place, atomically
+    python -m kit_tools.tidy NOTEBOOK.ipynb [...]   # in place, atomically
 
 ``dvc.yaml`` runs it after each papermill stage, ``make notebook-outputs`` after each notebook.
 """
@@ -89,7 +89,7 @@ def final_text(state: dict, model: str | None) -> str | None:
 def tidy_file(path: Path) -> Path:
     import nbformat
 
-    from .atomic import write_atomic
+    from siglip_adapter.atomic import write_atomic
 
     path = Path(path)
     nb = tidy(json.loads(path.read_text()))

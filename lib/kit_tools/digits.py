@@ -1,7 +1,7 @@
 """The ``digits`` offline dataset: scikit-learn's bundled handwritten digits as a PNG class-folder
 tree, read back through the ``folder`` source like any user's images.
 
-``python -m siglip_adapter.sources.digits OUT`` writes ``OUT/<digit>/<index>.png`` (1,797 8x8
+``python -m kit_tools.digits OUT`` writes ``OUT/<digit>/<index>.png`` (1,797 8x8
 greyscale images, 10 classes) from ``sklearn.datasets.load_digits``, which ships inside
 scikit-learn, so no download is needed. Pixel values 0..16 are scaled to 0..255 as stored (ink
 bright on dark); ``dataset.invert`` in ``params/digits.yaml`` decides what the encoder sees.

@@ -1,7 +1,7 @@
 """Tiny random-weight models with the hub profile's real architectures and tokenizer / processor
 classes, saved as local model folders, so the hub path runs end to end on any machine.
 
-    python -m siglip_adapter.tiny_models build/tiny-models
+    python -m kit_tools.tiny_models build/tiny-models
 
 writes ``siglip/`` (SiglipModel, SiglipTokenizer over a SentencePiece vocabulary trained here,
 SiglipImageProcessor), ``smolvlm/`` (Idefics3ForConditionalGeneration, SmolVLM's architecture, with
