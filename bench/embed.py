@@ -4,7 +4,7 @@
 
 Bare: the images decoded and preprocessed beforehand (not timed), then only the encoder's image
 tower (``tower_pixels``) over them in the configured batches, channels_last as the encoder runs it.
-Stage: what the embed stage runs for images it has not seen, ``pipeline.tower_rows`` into an empty
+Stage: what the embed stage runs for images it has not seen, ``stages.pools.tower_rows`` into an empty
 temporary store: images decoded and preprocessed as ``data.num_workers`` says (``auto`` on 2 CPU
 cores with 2 torch threads: in the main process, between batches), the tower runs, and every chunk is
 written atomically (fsync) with its SHA-256. The rounds alternate bare and stage so a noisy
@@ -27,7 +27,7 @@ from _common import Report  # noqa: E402
 def main(argv: list[str] | None = None) -> float:
     import torch
 
-    from siglip_adapter import data, pipeline
+    from siglip_adapter import data, stages
     from siglip_adapter.sources import build_source
     from siglip_adapter.config import load_config
     from siglip_adapter.encoders import build_encoder
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> float:
 
     def stage() -> float:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = pipeline.tower_rows(cfg, FeatureStore(Path(tmp)), source, encoder)
+            rows = stages.pools.tower_rows(cfg, FeatureStore(Path(tmp)), source, encoder)
             t = time.perf_counter()
             out = rows(ids)
             speed = len(ids) / (time.perf_counter() - t)

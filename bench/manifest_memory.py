@@ -45,7 +45,7 @@ def peak_rss_mb() -> dict:
 
 def one_size(n: int, embed: int) -> dict:
     """Runs in its own process, so ru_maxrss is this size's peak alone."""
-    from siglip_adapter import pipeline
+    from siglip_adapter import stages
     from siglip_adapter.config import load_config
     from siglip_adapter.data import make_manifest
     from siglip_adapter.encoders import build_encoder, encode_image_ids
@@ -66,8 +66,8 @@ def one_size(n: int, embed: int) -> dict:
         out["split_s"] = round(time.perf_counter() - t, 2)
         out["after_listing"] = peak_rss_mb()
         t = time.perf_counter()
-        manifest, skipped = pipeline.checked_manifest(cfg, source)
-        read = pipeline.ids_to_read(manifest, cfg)
+        manifest, skipped = stages.split.checked_manifest(cfg, source)
+        read = stages.split.ids_to_read(manifest, cfg)
         out["checked_images"], out["check_s"] = len(read), round(time.perf_counter() - t, 2)
         encoder = build_encoder(cfg)
         t = time.perf_counter()

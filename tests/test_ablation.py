@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from siglip_adapter import ablation, captions, pipeline, report
+from siglip_adapter import ablation, captions, report, stages
 from siglip_adapter.inputs import load_inputs
 from siglip_adapter.config import ConfigError, load_config, read_yaml
 from siglip_adapter.sources import build_source
@@ -39,9 +39,9 @@ def test_a_variant_is_the_stage_pipeline_at_its_smallest_shots(smoke_ablation, r
     cfg = load_config("fashion_mnist", "smoke", root, "corrected")
     paths = RunPaths(tmp_path, "fashion_mnist", "smoke", "corrected").ensure()
     source, encoder = build_source(cfg), build_encoder(cfg)
-    manifest = pipeline.build_manifest(cfg, paths, source)
-    pipeline.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
-    pipeline.embed_all(cfg, paths, source, manifest, encoder)
+    manifest = stages.split.build_manifest(cfg, paths, source)
+    stages.captions.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
+    stages.embed.embed_all(cfg, paths, source, manifest, encoder)
     inp = load_inputs(paths, cfg)
     want = pd.concat([loop.method_rows(inp, cfg, names) for names in (["zero_shot", "zero_shot_captions"], ["trainable"])], ignore_index=True)
     want = want[want["method"].isin(ablation.COLUMNS) & want["shots"].isin([0, 1])]
@@ -97,7 +97,7 @@ def test_the_offline_captioner_reads_the_labels_the_tower_stored(smoke_ablation)
     source = build_source(cfg)
     encoder = build_encoder(cfg)
     ids = source.ids[:6]
-    stored = pipeline.captioner_for(cfg, smoke_ablation.store, source, encoder)
+    stored = stages.captions.captioner_for(cfg, smoke_ablation.store, source, encoder)
     fresh = captions.build_captioner(cfg, encoder)
     assert stored.reads_ids and not fresh.reads_ids
     assert stored.describe_ids(ids) == fresh.describe(source.load(ids))
@@ -119,7 +119,7 @@ def test_effects_are_with_minus_without_in_both_directions():
                   ("paper", "zero_shot"): [0.3], ("paper", "trainable"): [0.4],
                   ("corrected+s", "zero_shot"): [0.2], ("corrected+s", "trainable"): [0.7, 0.7],
                   ("paper-s", "zero_shot"): [0.35], ("paper-s", "trainable"): [0.1]})
-    e = report.ablation_effects(rows).set_index(["switch", "direction", "column"])
+    e = report.ablation.ablation_effects(rows).set_index(["switch", "direction", "column"])
     assert e.loc[("s", "on", "zero_shot"), "effect"] == pytest.approx(0.2 - 0.5)
     assert e.loc[("s", "on", "trainable"), "effect"] == pytest.approx(0.7 - 0.7)
     assert e.loc[("s", "off", "zero_shot"), "effect"] == pytest.approx(0.3 - 0.35)
@@ -132,12 +132,12 @@ def test_the_sentence_and_the_table_name_the_biggest_switch_first():
     rows = _rows({("corrected", "zero_shot"): [0.5], ("paper", "zero_shot"): [0.3],
                   ("corrected+small", "zero_shot"): [0.52], ("paper-small", "zero_shot"): [0.31],
                   ("corrected+big", "zero_shot"): [0.5], ("paper-big", "zero_shot"): [0.7]})
-    effects = report.ablation_effects(rows)
-    sentence = report.ablation_sentence("d", effects)
+    effects = report.ablation.ablation_effects(rows)
+    sentence = report.ablation.ablation_sentence("d", effects)
     assert sentence.startswith("On d, `big` moves Table I the most: turned off alone from paper it changes Zero-shot by -40.0 points")
-    md = report.ablation_markdown(effects, rows)
+    md = report.ablation.ablation_markdown(effects, rows)
     assert md.index("| `big` |") < md.index("| `small` |")
-    fig = report.plot_ablation(effects)
+    fig = report.ablation.plot_ablation(effects)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["big", "small"]
 
 
@@ -146,7 +146,7 @@ def test_committed_ablation_covers_every_dataset_and_switch(root):
     from siglip_adapter.runs import run_datasets
 
     paper = read_yaml(root / "params" / "defaults.yaml")["protocols"]["paper"]
-    rows = report.read_ablation(root / "results", run_datasets(root))
+    rows = report.ablation.read_ablation(root / "results", run_datasets(root))
     assert set(rows["dataset"]) == set(run_datasets(root))
     for ds, g in rows.groupby("dataset"):
         assert set(g["variant"]) == {"corrected", "paper"} | {f"corrected+{s}" for s in paper} | {f"paper-{s}" for s in paper}, ds

@@ -139,14 +139,14 @@ def test_text_key_variants_change_only_the_text_keys():
     assert every["keys"].tolist() == [k for k in TEXT_KEYS for _ in range(len(caption))]  # one variant after the other
     for keys, alone in (("caption", caption), ("classname", named), ("none", none)):  # each as if run with that parameter
         pd.testing.assert_frame_equal(every[every["keys"] == keys].drop(columns="keys").reset_index(drop=True), alone, check_exact=True)
-    summary = report.text_key_summary(every).set_index("shots")
+    summary = report.tables.text_key_summary(every).set_index("shots")
     for k in cfg["shots"]:
         c, n, m = (every[(every["keys"] == v) & (every["shots"] == k)].set_index("seed")["accuracy"] for v in ("caption", "none", "classname"))
         assert summary.loc[k, "vs_none"] == pytest.approx((c - n).mean()) and summary.loc[k, "vs_classname"] == pytest.approx((c - m).mean())
         assert summary.loc[k, "vs_none_std"] == pytest.approx((c - n).std(ddof=1)) and summary.loc[k, "n_seeds"] == 3
     with pytest.raises(ValueError, match="keys"):
         rows("labels")
-    text = report.text_key_markdown(report.text_key_summary(every))
+    text = report.tables.text_key_markdown(report.tables.text_key_summary(every))
     assert "**toy** (corrected): caption keys against no text keys" in text and text.count("| toy | corrected |") == 2
 
 

@@ -1,4 +1,4 @@
-"""CoOp's text-from-embeddings path (siglip_adapter.context) on both text towers, the real
+"""CoOp's text-from-embeddings path (methods.coop.ContextPrompts) on both text towers, the real
 all-MiniLM-L6-v2 of the offline encoder and a tiny random SigLIP with the real architecture and
 tokenizer classes: at the init words it is the encoder's own text path, gradients reach the
 context only, and CoOp learns from it and scores from its saved tensors."""
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from siglip_adapter.context import ContextPrompts
+from siglip_adapter.methods.coop import ContextPrompts
 from siglip_adapter.methods import registry
 from siglip_adapter.methods.loop import Labelled, Task
 

@@ -252,7 +252,7 @@ def test_every_encoder_setting_changes_the_cache_key(tiny_siglip):
 def test_class_prompt_key_holds_the_exact_prompt_strings():
     import pandas as pd
 
-    from siglip_adapter.pipeline import feature_fields
+    from siglip_adapter.stages.embed import feature_fields
     from siglip_adapter.store import cache_key
 
     class Enc:

@@ -79,14 +79,14 @@ def test_a_method_from_a_module_outside_the_kit_reaches_table1_the_ranking_the_f
     assert len(ours) == len(run["shots"]) * run["n_seeds"] and set(ours["weight"]) <= {0.0, 0.25, 0.5, 1.0}
     assert (ours["selected_on"] == "val").all()
 
-    summary = report.write_stage(rows, plugged / "04_adapter.csv", plugged / "04_adapter.json")
+    summary = report.stage.write_stage(rows, plugged / "04_adapter.csv", plugged / "04_adapter.json")
     assert list(dict.fromkeys(summary["method"])) == ["zero_shot", "zero_shot_captions", "tip_adapter", "adapter", "class_means"]  # its place
-    table = report.table1(rows, report.published_rows(root / "params" / "paper_table1.yaml", []))
-    text = report.table1_markdown(table, shots=1)
+    table = report.tables.table1(rows, report.tables.published_rows(root / "params" / "paper_table1.yaml", []))
+    text = report.tables.table1_markdown(table, shots=1)
     sweep = text[text.index("## Every method against shots"):]
     assert "| toy | toy | corrected | Class means (plug-in) |" in sweep
-    assert "Class means (plug-in)" in report.ranking_markdown(report.ranking(table))
-    fig = report.plot_shots(rows)
+    assert "Class means (plug-in)" in report.tables.ranking_markdown(report.tables.ranking(table))
+    fig = report.figures.plot_shots(rows)
     assert "Class means (plug-in)" in [t.get_text() for t in fig.legends[0].get_texts()]
 
     k = max(run["shots"])

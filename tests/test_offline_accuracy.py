@@ -15,7 +15,7 @@ result, which is what the floors check, each about two standard errors below the
 import pandas as pd
 import pytest
 
-from siglip_adapter import captions, encoders, pipeline, report
+from siglip_adapter import captions, encoders, report, stages
 from siglip_adapter.sources import build_source
 from siglip_adapter.inputs import load_inputs
 from siglip_adapter.methods import loop
@@ -30,14 +30,14 @@ def run_offline(cfg, paths):
     """(method, shots) -> mean test accuracy over the seeds, from the stages the notebooks run
     (every method of ``methods.run``); the per-seed rows in ``.attrs["rows"]``."""
     source = build_source(cfg)
-    manifest = pipeline.build_manifest(cfg, paths, source)
+    manifest = stages.split.build_manifest(cfg, paths, source)
     encoder = encoders.build_encoder(cfg)
-    pipeline.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
-    pipeline.embed_all(cfg, paths, source, manifest, encoder)
+    stages.captions.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
+    stages.embed.embed_all(cfg, paths, source, manifest, encoder)
     inp = load_inputs(paths, cfg)
     rows = pd.concat([loop.method_rows(inp, cfg, loop.names(cfg, kind="zero-shot")), loop.method_rows(inp, cfg, loop.names(cfg), encoder)],
                      ignore_index=True)
-    means = report.summarise(rows).set_index(["method", "shots"])["mean"]
+    means = report.stage.summarise(rows).set_index(["method", "shots"])["mean"]
     means.attrs["rows"] = rows
     return means
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from siglip_adapter import captions, data, encoders, pipeline
+from siglip_adapter import captions, data, encoders, stages
 from siglip_adapter.sources import build_source
 from siglip_adapter.inputs import LOGIT_SCALES, Inputs
 from siglip_adapter.config import ConfigError, load_config, read_yaml, seeds
@@ -81,8 +81,8 @@ def behaviour(tmp_path_factory, root):
             "captions": caps["caption"].tolist(),
             "captioner_model": cfg["captions"]["vlm_model_id"],
             "split": data.manifest_hash(manifest),
-            "read_ids": _digest(pipeline.ids_to_read(manifest, cfg)),
-            "captioned_ids": _digest(pipeline.ids_to_caption(manifest, cfg)),
+            "read_ids": _digest(stages.split.ids_to_read(manifest, cfg)),
+            "captioned_ids": _digest(stages.split.ids_to_caption(manifest, cfg)),
             "seeds": seeds(cfg),
             "shots": cfg["shots"],
             "validation": cfg["validation"]["per_class"],
@@ -209,14 +209,14 @@ def test_a_protocol_that_changes_no_features_recomputes_nothing(tmp_path, root):
         cfg = load_config("fashion_mnist", "smoke", root=root, protocol=protocol)
         paths = RunPaths(tmp_path, "fashion_mnist", "smoke", protocol).ensure()
         source = build_source(cfg)
-        manifest = pipeline.build_manifest(cfg, paths, source)
+        manifest = stages.split.build_manifest(cfg, paths, source)
         enc = encoders.build_encoder(cfg)
         cap = captions.build_captioner(cfg, enc)
         calls = []
         describe = cap.describe
         cap.describe = lambda images, names=None: calls.append(len(images)) or describe(images, names)
-        pipeline.run_captions(cfg, paths, source, manifest, enc, cap, captions.build_summariser(cfg))
-        report = pipeline.embed_all(cfg, paths, source, manifest, enc)
+        stages.captions.run_captions(cfg, paths, source, manifest, enc, cap, captions.build_summariser(cfg))
+        report = stages.embed.embed_all(cfg, paths, source, manifest, enc)
         done[protocol] = (calls, report, json.loads(paths.features_index.read_text()))
     calls, report, index = done["realistic"]
     assert done["corrected"][0] and calls == []  # no image captioned again
@@ -248,7 +248,7 @@ def test_the_offline_captioner_names_the_class_only_when_the_prompt_gives_it(mod
 def test_nothing_is_chosen_on_test_outside_the_authors_trainable(root):
     """Every committed result row says what chose its hyper-parameters: test only where the
     protocol turns the authors' trainable model on (their epoch was picked on test)."""
-    from siglip_adapter.report import STAGE_FILES, TEXT_KEY_FILE
+    from siglip_adapter.report.stage import STAGE_FILES, TEXT_KEY_FILE
 
     files = sorted(f for stage in (*STAGE_FILES, TEXT_KEY_FILE) for f in (root / "results" / "runs").glob(f"*/*/*/{stage}.csv"))
     assert len(files) == len(list((root / "results" / "runs").glob("*/*/*/03_zero_shot.csv"))) * 4

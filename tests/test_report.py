@@ -19,8 +19,8 @@ def rows():
 
 
 def test_summary_is_mean_and_sample_std(tmp_path):
-    s = report.write_stage(rows(), tmp_path / "x.csv", tmp_path / "x.json")
-    assert list(s.columns) == report.TABLE_COLUMNS
+    s = report.stage.write_stage(rows(), tmp_path / "x.csv", tmp_path / "x.json")
+    assert list(s.columns) == report.stage.TABLE_COLUMNS
     s = s.set_index(["method", "shots"])
     assert s.loc[("adapter", 1), "mean"] == np.mean([0.40, 0.44, 0.42])
     assert np.isclose(s.loc[("adapter", 16), "std"], np.std([0.55, 0.57, 0.59], ddof=1))
@@ -49,7 +49,7 @@ def test_stage_metrics_stay_a_few_columns_however_many_methods_run(tmp_path):
            for m in methods if not m.startswith("zero_shot") for k in (1, 2, 4, 8, 16) for s in range(3)]
     out += [{"dataset": "d", "backbone": "b", "protocol": "corrected", "method": m, "shots": 0, "seed": None, "accuracy": 0.1}
             for m in ("zero_shot", "zero_shot_captions")]
-    summary = report.write_stage(pd.DataFrame(out), tmp_path / "x.csv", tmp_path / "x.json")
+    summary = report.stage.write_stage(pd.DataFrame(out), tmp_path / "x.csv", tmp_path / "x.json")
     leaves = _leaves(json.loads((tmp_path / "x.json").read_text()))
     assert len(leaves) <= 10, sorted(leaves)
     assert {"adapter", "adapter_1_shot", "trainable", "trainable_1_shot", "best", "best_method"} <= set(leaves)
@@ -62,12 +62,12 @@ def test_stage_metrics_stay_a_few_columns_however_many_methods_run(tmp_path):
 def test_table_includes_published_numbers_when_recorded(tmp_path):
     pub = tmp_path / "paper.yaml"
     pub.write_text("d: {adapter: {1: 0.5}, zero_shot: {0: null}}\nother: {adapter: {1: 0.9}}\n")
-    table = report.table1(rows(), report.published_rows(pub, ["d"]))
+    table = report.tables.table1(rows(), report.tables.published_rows(pub, ["d"]))
     published = table[table["protocol"] == "published"]
     assert len(published) == 1 and published.iloc[0]["mean"] == 0.5
-    md = report.table1_markdown(table)
+    md = report.tables.table1_markdown(table)
     assert "| d | siglip-b16 | published | – | – | – | 50.0 |" in md and "| d | b | corrected | 30.0 | – | – | 42.0 ± 2.0 |" in md
-    assert all(f"**{col}**" in md for col in report.COLUMN_MEANINGS)  # what each column measures
+    assert all(f"**{col}**" in md for col in report.tables.COLUMN_MEANINGS)  # what each column measures
 
 
 def _section(md: str, heading: str) -> str:
@@ -83,17 +83,17 @@ def test_table1_has_a_title_and_keeps_the_published_rows_apart_from_this_run(tmp
     pub = tmp_path / "paper.yaml"
     pub.write_text("d: {zero_shot: {0: 0.6}, trainable: {1: 0.7}}\nother: {zero_shot: {0: 0.2}}\n")
     base = rows()
-    table = report.table1(pd.concat([base, base.assign(protocol="paper")], ignore_index=True), report.published_rows(pub))
-    md = report.table1_markdown(table)
-    assert md.startswith(report.TABLE1_TITLE + "\n")
-    ours, published = _section(md, report.OURS_HEADING), _section(md, report.PUBLISHED_HEADING)
+    table = report.tables.table1(pd.concat([base, base.assign(protocol="paper")], ignore_index=True), report.tables.published_rows(pub))
+    md = report.tables.table1_markdown(table)
+    assert md.startswith(report.tables.TABLE1_TITLE + "\n")
+    ours, published = _section(md, report.tables.OURS_HEADING), _section(md, report.tables.PUBLISHED_HEADING)
     table_rows = lambda text: [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| dataset")]  # noqa: E731
     assert {r.split(" | ")[2] for r in table_rows(ours)} == {"paper", "corrected"}
     assert {r.split(" | ")[2] for r in table_rows(published)} == {"published"} and len(table_rows(published)) == 2
     assert len(table_rows(md[:md.index("## What each column measures")])) == len(table_rows(ours)) + len(table_rows(published))
-    assert md.index(report.OURS_HEADING) < md.index(report.PUBLISHED_HEADING)  # this run first, the paper's for comparison
-    none = report.table1_markdown(report.table1(base, report.published_rows(pub, [])))
-    assert report.PUBLISHED_HEADING not in none and report.OURS_HEADING in none
+    assert md.index(report.tables.OURS_HEADING) < md.index(report.tables.PUBLISHED_HEADING)  # this run first, the paper's for comparison
+    none = report.tables.table1_markdown(report.tables.table1(base, report.tables.published_rows(pub, [])))
+    assert report.tables.PUBLISHED_HEADING not in none and report.tables.OURS_HEADING in none
 
 
 def test_caption_length_bins_are_in_numeric_order():
@@ -101,10 +101,10 @@ def test_caption_length_bins_are_in_numeric_order():
     length in the figure."""
     numeric = ["<= 8", "<= 16", "<= 24", "<= 32", "<= 48", "<= 64", "<= 96", "<= 128", "> 128"]
     as_stored = sorted(numeric)  # what captions_quality.json holds: "<= 128" before "<= 16"
-    assert report.length_bins(as_stored) == numeric
+    assert report.captions.length_bins(as_stored) == numeric
     hist = pd.DataFrame([{"dataset": ds, "backbone": "b", "protocol": p, "tokens": t, "captions": i}
                          for ds in ("d", "e") for p in ("corrected", "paper") for i, t in enumerate(as_stored)])
-    fig = report.plot_caption_lengths(hist)
+    fig = report.captions.plot_caption_lengths(hist)
     for ax in fig.axes:
         assert [t.get_text() for t in ax.get_xticklabels()] == numeric
 
@@ -145,12 +145,12 @@ def test_accuracy_vs_shots_stays_readable_with_twice_the_methods():
     """With twice the kit's methods: one legend, outside every panel, naming each method once; the
     paper's methods drawn thicker than any other and the only ones with a ±1 std band."""
     many = _many_methods()
-    fig = report.plot_shots(many)
+    fig = report.figures.plot_shots(many)
     assert _legends_outside(fig) == 1
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(labels) == many["method"].nunique() == len(set(labels))
     assert labels[:3] == [registry.label(m) for m in registry.paper_methods()]  # the paper's first
-    paper = {colour for m, colour in zip(registry.paper_methods(), report.PAPER_COLOURS) if m in ("adapter", "trainable")}
+    paper = {colour for m, colour in zip(registry.paper_methods(), report.figures.PAPER_COLOURS) if m in ("adapter", "trainable")}
     for ax in fig.axes:
         curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
         thick = [line.get_linewidth() for line in curves if line.get_color() in paper]
@@ -161,14 +161,14 @@ def test_accuracy_vs_shots_stays_readable_with_twice_the_methods():
 
 def _gains(backbones) -> pd.DataFrame:
     base = rows()
-    table = report.summarise(pd.concat([base.assign(backbone=b, accuracy=base["accuracy"] + 0.1 * i) for i, b in enumerate(backbones)]))
-    return report.backbone_gains(table)
+    table = report.stage.summarise(pd.concat([base.assign(backbone=b, accuracy=base["accuracy"] + 0.1 * i) for i, b in enumerate(backbones)]))
+    return report.tables.backbone_gains(table)
 
 
 def test_backbone_gains_legend_is_outside_and_one_backbone_says_so():
-    fig = report.plot_backbone_gains(_gains(["b", "big"]))
+    fig = report.figures.plot_backbone_gains(_gains(["b", "big"]))
     assert _legends_outside(fig) == 1 and [t.get_text() for t in fig.legends[0].get_texts()] == ["b", "big"]
-    one = report.plot_backbone_gains(_gains(["b"]))
+    one = report.figures.plot_backbone_gains(_gains(["b"]))
     assert _legends_outside(one) == 0  # nothing to tell apart
     assert one.get_suptitle().startswith("One backbone (b)")
 
@@ -176,23 +176,23 @@ def test_backbone_gains_legend_is_outside_and_one_backbone_says_so():
 def test_every_figure_legend_lies_outside_the_axes():
     """The ablation, the caption lengths and the learning curves put their legends under the panels."""
     effects = pd.DataFrame([{"dataset": ds, "switch": s, "direction": d, "column": c, "effect": 0.1 * i}
-                            for ds in ("d", "e") for i, s in enumerate(("a", "b", "c")) for d in report.DIRECTIONS
-                            for c in report.ABLATION_COLUMNS])
-    assert _legends_outside(report.plot_ablation(effects)) == 1
+                            for ds in ("d", "e") for i, s in enumerate(("a", "b", "c")) for d in report.ablation.DIRECTIONS
+                            for c in report.ablation.ABLATION_COLUMNS])
+    assert _legends_outside(report.ablation.plot_ablation(effects)) == 1
     hist = pd.DataFrame([{"dataset": "d", "backbone": "b", "protocol": p, "tokens": t, "captions": 5}
                          for p in ("corrected", "paper") for t in ("<= 8", "<= 16")])
-    assert _legends_outside(report.plot_caption_lengths(hist)) == 1
+    assert _legends_outside(report.captions.plot_caption_lengths(hist)) == 1
     curves = pd.DataFrame([{"dataset": "d", "backbone": "b", "protocol": p, "method": m, "shots": 16, "seed": 1, "lr": lr, "epoch": e,
                             "val_accuracy": 0.5 + 0.01 * e} for p in ("corrected", "realistic") for m in ("trainable", "coop")
                            for lr in (1e-3, 1e-4) for e in range(5)])
-    assert _legends_outside(report.plot_curves(curves)) == 1
+    assert _legends_outside(report.figures.plot_curves(curves)) == 1
 
 
 def test_sensitivity_figure_says_what_the_numbers_in_its_cells_count():
     sens = pd.DataFrame([{"dataset": "d", "backbone": "b", "protocol": "corrected", "shots": 16, "seed": s, "alpha": a, "theta": t,
                           "beta": 1.0, "accuracy": 0.5, "chosen": (a, t) == (0.5, 2.0)} for s in range(3) for a in (0.0, 0.5)
                          for t in (1.0, 2.0)])
-    fig = report.plot_sensitivity(sens)
+    fig = report.figures.plot_sensitivity(sens)
     assert "seeds whose validation search chose" in fig.get_suptitle()
     assert sorted(t.get_text() for t in fig.axes[0].texts) == ["", "", "", "3"]  # the three seeds' choice, in its cell
 
@@ -203,7 +203,7 @@ def test_sensitivity_figure_is_a_grid_of_datasets_by_protocols():
     sens = pd.DataFrame([{"dataset": ds, "backbone": "b", "protocol": p, "shots": 16, "seed": 0, "alpha": a, "theta": 1.0, "beta": 1.0,
                           "accuracy": 0.5, "chosen": a == 0.0} for ds in ("d1", "d2", "d3") for p in ("corrected", "realistic")
                          for a in (0.0, 0.5) if (ds, p) != ("d3", "realistic")])
-    fig = report.plot_sensitivity(sens)
+    fig = report.figures.plot_sensitivity(sens)
     maps = [ax for ax in fig.axes if ax.get_title()]
     grid = {(round(ax.get_position().y0, 2), round(ax.get_position().x0, 2)) for ax in fig.axes if ax.get_label() != "<colorbar>"}
     assert len(maps) == 5 and len({y for y, _ in grid}) == 2 and len({x for _, x in grid}) == 3, [ax.get_title() for ax in maps]
@@ -241,7 +241,7 @@ def test_the_ranking_is_the_mean_rank_over_shots():
     rows.append({"dataset": "d", "backbone": "b", "protocol": "corrected", "method": "zero_shot", "shots": 0, "mean": 0.99, "std": 0.0,
                  "n_seeds": 1})
     table = pd.DataFrame(rows)
-    ranks = report.ranking(table)
+    ranks = report.tables.ranking(table)
     assert set(ranks["protocol"]) == {"corrected"} and set(ranks["method"]) == {"linear_probe", "adapter", "coop"}  # no paper, no zero-shot
     few = table[(table["protocol"] == "corrected") & (table["shots"] > 0)]
     for m, r in ranks.set_index("method").iterrows():
@@ -251,7 +251,7 @@ def test_the_ranking_is_the_mean_rank_over_shots():
         assert r["mean_accuracy"] == pytest.approx(few[few["method"] == m]["mean"].mean())
         assert r["at_max_shots"] == pytest.approx(few[(few["method"] == m) & (few["shots"] == 16)]["mean"].iloc[0])
     assert list(ranks["mean_rank"]) == sorted(ranks["mean_rank"])
-    text = report.ranking_markdown(ranks)
+    text = report.tables.ranking_markdown(ranks)
     assert "**d**" in text and "| Linear probe |" in text
 
 
@@ -262,17 +262,17 @@ def test_two_backbones_are_two_runs_and_each_gain_is_over_its_own_zero_shot(tmp_
     base = rows()
     stronger = base.assign(backbone="big", accuracy=base["accuracy"] + 0.2)
     (tmp_path / "none.yaml").write_text("{}\n")
-    table = report.table1(pd.concat([base, stronger], ignore_index=True), report.published_rows(tmp_path / "none.yaml"))
-    assert list(table.columns) == report.TABLE_COLUMNS and set(table["backbone"]) == {"b", "big"}
+    table = report.tables.table1(pd.concat([base, stronger], ignore_index=True), report.tables.published_rows(tmp_path / "none.yaml"))
+    assert list(table.columns) == report.stage.TABLE_COLUMNS and set(table["backbone"]) == {"b", "big"}
     at = table.set_index(["backbone", "method", "shots"])["mean"]
     assert at[("big", "adapter", 16)] == pytest.approx(at[("b", "adapter", 16)] + 0.2)
-    gains = report.backbone_gains(table).set_index(["backbone", "method"])
+    gains = report.tables.backbone_gains(table).set_index(["backbone", "method"])
     for bb in ("b", "big"):  # 16-shot mean minus the same backbone's zero-shot, in points
         assert gains.loc[(bb, "adapter"), "gain"] == pytest.approx(100 * (at[(bb, "adapter", 16)] - at[(bb, "zero_shot", 0)]))
         assert gains.loc[(bb, "adapter"), "shots"] == 16
-    md = report.table1_markdown(table)
+    md = report.tables.table1_markdown(table)
     assert "| d | b | corrected | 30.0 |" in md and "| d | big | corrected | 50.0 |" in md
-    assert "big corrected: mean rank" in report.ranking_markdown(report.ranking(table))
-    report.plot_backbone_gains(report.backbone_gains(table), tmp_path / "gains.png")
-    report.plot_shots(pd.concat([base, stronger], ignore_index=True), tmp_path / "shots.png")
+    assert "big corrected: mean rank" in report.tables.ranking_markdown(report.tables.ranking(table))
+    report.figures.plot_backbone_gains(report.tables.backbone_gains(table), tmp_path / "gains.png")
+    report.figures.plot_shots(pd.concat([base, stronger], ignore_index=True), tmp_path / "shots.png")
     assert (tmp_path / "gains.png").stat().st_size > 0 and (tmp_path / "shots.png").stat().st_size > 0

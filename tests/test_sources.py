@@ -12,7 +12,7 @@ import pytest
 from helpers import BAD_REASONS, good_images, png_bytes, write_corpus
 from PIL import Image
 
-from siglip_adapter import pipeline
+from siglip_adapter import stages
 from siglip_adapter.cli import scan_source
 from siglip_adapter.config import load_config
 from siglip_adapter.data import make_manifest
@@ -238,16 +238,16 @@ def test_manifest_leaves_bad_images_out_and_counts_reconcile(corpus_tree, tmp_pa
     cfg.update(shots=[1, 2], n_seeds=3)
     cfg["data"].update(num_workers=0, max_skipped_fraction=0.5)
     paths = RunPaths(tmp_path / "out", "corpus").ensure()
-    manifest = pipeline.build_manifest(cfg, paths, build_source(cfg))
+    manifest = stages.split.build_manifest(cfg, paths, build_source(cfg))
     report = json.loads(paths.data_report.read_text())
     skipped = pd.read_csv(paths.skipped)
     assert report["found"] == report["used"] + report["skipped"] == 6 + len(good) + len(bad)
     assert report["skipped"] == len(skipped) and {"mixed/empty.jpg", "mixed/broken-link.jpg"} <= set(skipped["path"])
-    read = pipeline.ids_to_read(manifest, cfg)
+    read = stages.split.ids_to_read(manifest, cfg)
     assert not set(read) & {f"mixed/{b}" for b in bad}  # nothing a stage reads is bad
     cfg["data"]["max_skipped_fraction"] = 0.1
-    with pytest.raises(pipeline.TooManySkipped, match=rf"{src_root}: \d+ of {report['found']} images are unusable"):
-        pipeline.build_manifest(cfg, paths, build_source(cfg))
+    with pytest.raises(stages.split.TooManySkipped, match=rf"{src_root}: \d+ of {report['found']} images are unusable"):
+        stages.split.build_manifest(cfg, paths, build_source(cfg))
 
 
 def test_scan_cli_json(corpus_tree):

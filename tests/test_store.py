@@ -103,7 +103,7 @@ def test_pool_computes_only_missing_ids_and_resumes_after_a_crash(tmp_path):
 def test_caption_features_key_on_caption_text_and_images_on_the_ids_read():
     import pandas as pd
 
-    from siglip_adapter.pipeline import feature_fields
+    from siglip_adapter.stages.embed import feature_fields
 
     class Encoder:
         def cache_fields(self):
@@ -214,7 +214,7 @@ def test_writes_are_flushed_before_the_rename_and_leave_nothing_on_failure(tmp_p
 
 
 # The embed stage's image path under a real `kill -9`: encode_image_ids (DataLoader decoding, the
-# encoder's tower) into a pool through FeatureStore.rows, as pipeline.tower_rows runs it.
+# encoder's tower) into a pool through FeatureStore.rows, as stages.pools.tower_rows runs it.
 _KILLED_EMBED = """
 import sys, time
 import numpy as np, torch

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import budget, pipeline
+from . import budget, stages
 from . import shard as sharding
 from .captions import build_summariser
 from .config import ConfigError, load_config, read_yaml, unknown_name
@@ -103,13 +103,13 @@ class Ablation:
         """One row per column, shots and seed for one variant (the stage functions' rows)."""
         cfg = self.config(protocol)
         source = self.source(cfg)
-        manifest, _ = pipeline.checked_manifest(cfg, source, self._seen.setdefault(cache_key(cfg["dataset"]), {}))
+        manifest, _ = stages.split.checked_manifest(cfg, source, self._seen.setdefault(cache_key(cfg["dataset"]), {}))
         encoder = self.encoder(cfg)
-        captioner = self._once("captioner", {**cfg["captions"], **cfg["encoder"], **pipeline.image_identity(cfg)},
-                               lambda: pipeline.captioner_for(cfg, self.store, source, encoder))
+        captioner = self._once("captioner", {**cfg["captions"], **cfg["encoder"], **stages.pools.image_identity(cfg)},
+                               lambda: stages.captions.captioner_for(cfg, self.store, source, encoder))
         summariser = self._once("summariser", {**cfg["captions"], **cfg["encoder"]}, lambda: build_summariser(cfg))
-        caps = pipeline.make_captions(cfg, self.paths.dataset_cache, source, manifest, encoder, captioner, summariser, self.shard)
-        feats = pipeline.features(cfg, self.store, source, manifest, encoder, caps, self.shard)
+        caps = stages.captions.make_captions(cfg, self.paths.dataset_cache, source, manifest, encoder, captioner, summariser, self.shard)
+        feats = stages.embed.features(cfg, self.store, source, manifest, encoder, caps, self.shard)
         if not self.shard.is_main:
             return pd.DataFrame()
         inp = inputs_from(manifest, feats, cfg)

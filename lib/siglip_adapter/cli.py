@@ -177,7 +177,7 @@ def _print_plan(rows: list[dict], budget_hours: float, rates: dict | None, where
 def cmd_ablation(args) -> int:
     run_config(args)
     from .ablation import run_from_args
-    from .report import ablation_effects, ablation_sentence
+    from .report.ablation import ablation_effects, ablation_sentence
 
     rows, path = run_from_args(args)
     effects = ablation_effects(rows)
@@ -191,7 +191,8 @@ def cmd_stage(args) -> int:
     cfg = run_config(args)
     from . import shard as sharding
     from .paths import paths_of
-    from .pipeline import caption_stage, embed_stage
+    from .stages.captions import caption_stage
+    from .stages.embed import embed_stage
 
     paths = paths_of(cfg)
     me = sharding.current(cfg["shards"]["timeout_hours"])

@@ -179,7 +179,7 @@ def planned_images(cfg: dict) -> tuple[int, int, str]:
 
     from .data import make_manifest
     from .sources import build_source
-    from .pipeline import ids_to_caption, ids_to_read
+    from .stages.split import ids_to_caption, ids_to_read
 
     try:
         with patch.dict(os.environ, {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}):  # a hub dataset counts only when downloaded
