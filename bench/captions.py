@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--model", type=Path, default=None, help="a SmolVLM folder (default: the tiny one, built here)")
     args = ap.parse_args(argv)
 
-    from siglip_adapter.captions import VLMCaptioner
+    from siglip_adapter.captions.captioners import VLMCaptioner
     from kit_tools.tiny_models import build_smolvlm
 
     lines = machine()

@@ -66,7 +66,7 @@ def siglip_encoder(precision: str, device: str, tiny: bool):
     import torch
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
-    from siglip_adapter.encoders import SiglipEncoder
+    from siglip_adapter.encoders.siglip import SiglipEncoder
 
     torch.manual_seed(0)
     cfg = SiglipConfig() if not tiny else SiglipConfig(
@@ -95,7 +95,7 @@ def captioner(precision: str, device: str, sizes: dict, max_new_tokens: int):
     import torch
     from transformers import AutoProcessor, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
 
-    from siglip_adapter.captions import VLMCaptioner
+    from siglip_adapter.captions.captioners import VLMCaptioner
     from kit_tools.tiny_models import build_smolvlm
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> float | None:
     from PIL import Image
 
     from siglip_adapter.config import read_yaml
-    from siglip_adapter.encoders import resolve_device, resolve_precision, torch_dtype
+    from siglip_adapter.encoders.device import resolve_device, resolve_precision, torch_dtype
 
     if not torch.cuda.is_available() and not args.smoke:
         print("gpu: skipped: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine", flush=True)

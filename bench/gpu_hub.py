@@ -97,7 +97,8 @@ def throughput(log, batch_sizes=(32, 128, 512), repeats: int = 10) -> float:
     import torch
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
-    from siglip_adapter.encoders import SiglipEncoder, native_bf16, resolve_device
+    from siglip_adapter.encoders.device import native_bf16, resolve_device
+    from siglip_adapter.encoders.siglip import SiglipEncoder
 
     torch.manual_seed(0)
     model = SiglipModel(SiglipConfig())  # the defaults are siglip-base-patch16-224's sizes

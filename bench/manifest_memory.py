@@ -48,7 +48,8 @@ def one_size(n: int, embed: int) -> dict:
     from siglip_adapter import stages
     from siglip_adapter.config import load_config
     from siglip_adapter.data import make_manifest
-    from siglip_adapter.encoders import build_encoder, encode_image_ids
+    from siglip_adapter.encoders import build_encoder
+    from siglip_adapter.encoders.base import encode_image_ids
     from siglip_adapter.sources import build_source
 
     out = {"images": n}

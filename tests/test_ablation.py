@@ -40,7 +40,7 @@ def test_a_variant_is_the_stage_pipeline_at_its_smallest_shots(smoke_ablation, r
     paths = RunPaths(tmp_path, "fashion_mnist", "smoke", "corrected").ensure()
     source, encoder = build_source(cfg), build_encoder(cfg)
     manifest = stages.split.build_manifest(cfg, paths, source)
-    stages.captions.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
+    stages.captions.run_captions(cfg, paths, source, manifest, encoder, captions.captioners.build_captioner(cfg, encoder), captions.summarise.build_summariser(cfg))
     stages.embed.embed_all(cfg, paths, source, manifest, encoder)
     inp = load_inputs(paths, cfg)
     want = pd.concat([loop.method_rows(inp, cfg, names) for names in (["zero_shot", "zero_shot_captions"], ["trainable"])], ignore_index=True)
@@ -98,7 +98,7 @@ def test_the_offline_captioner_reads_the_labels_the_tower_stored(smoke_ablation)
     encoder = build_encoder(cfg)
     ids = source.ids[:6]
     stored = stages.captions.captioner_for(cfg, smoke_ablation.store, source, encoder)
-    fresh = captions.build_captioner(cfg, encoder)
+    fresh = captions.captioners.build_captioner(cfg, encoder)
     assert stored.reads_ids and not fresh.reads_ids
     assert stored.describe_ids(ids) == fresh.describe(source.load(ids))
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from siglip_adapter.encoders import ClipEncoder, build_encoder
+from siglip_adapter.encoders import build_encoder
+from siglip_adapter.encoders.clip import ClipEncoder
 from siglip_adapter.store import cache_key
 
 BACKBONES = {"siglip": "siglip", "siglip2": "siglip", "siglip2-naflex": "siglip", "clip": "clip"}
@@ -145,3 +146,92 @@ def test_decoding_workers_feed_every_backbone_as_one_process_does(backbone, tmp_
         im.save(files[-1])
     got = embed_files(enc, files, invert=False, batch_size=2, num_workers=1)
     torch.testing.assert_close(got, enc.encode_images([Image.open(f).convert("RGB") for f in files]), atol=1e-5, rtol=1e-5)
+
+
+TOY_FAMILY = '''
+"""A toy family: an image is its 4 x 4 pixels, a text the mean of its characters' embeddings."""
+import torch
+import torch.nn.functional as F
+
+from siglip_adapter.encoders.base import Encoder
+from siglip_adapter.encoders.device import numerics, resolve_device
+from siglip_adapter.encoders.transforms import SquashNormalise
+
+
+class Characters:
+    is_fast = True
+
+    def __call__(self, text, add_special_tokens=True, return_offsets_mapping=False):
+        out = {"input_ids": [ord(c) % 64 for c in text]}
+        return {**out, "offset_mapping": [(i, i + 1) for i in range(len(text))]} if return_offsets_mapping else out
+
+
+class PixelMean(Encoder):
+    name = "pixel-mean"
+
+    def __init__(self, model_id, device):
+        self.model_id, self.device, self.precision, self.max_text_tokens = model_id, resolve_device(device), "fp32", 16
+        self.tokenizer, self.preprocess = Characters(), SquashNormalise(4, [0.5] * 3, [0.5] * 3)
+        self.table = torch.nn.Embedding(64, 48)
+
+    @classmethod
+    def from_config(cls, e):
+        return cls(e["model_id"], e["device"])
+
+    def text_fields(self):
+        return {"encoder": self.name, "model_id": self.model_id, "numerics": numerics(self.device)}
+
+    def cache_fields(self):
+        return {**self.text_fields(), "image_size": 4}
+
+    def encode_pixels(self, pixels):
+        return F.normalize(pixels.flatten(1).float(), dim=-1)
+
+    def text_inputs(self, texts):
+        return {"ids": [torch.tensor(self.tokenizer(t)["input_ids"] or [0]) for t in texts]}
+
+    def text_features(self, inputs):
+        return F.normalize(torch.stack([self.table(i).mean(0) for i in inputs["ids"]]), dim=-1)
+
+    def input_embeddings(self):
+        return self.table
+
+    def text_tower_parameters(self):
+        return list(self.table.parameters())
+
+
+ENCODER = PixelMean
+'''
+
+
+def test_a_new_family_is_one_module(tmp_path, monkeypatch, root):
+    """README, "Add a backbone": a module ``<name>.py`` in ``siglip_adapter/encoders`` with an
+    ``Encoder`` subclass as ``ENCODER`` is a family; a backbone entry naming it passes the params
+    checks and the run's encoder is built from it, with nothing else edited (the module lies in a
+    temporary folder added to the package's path)."""
+    import shutil
+
+    from siglip_adapter import encoders
+    from siglip_adapter.config import ConfigError, load_config
+    from siglip_adapter.encoders.base import encode_image_ids, encode_text_list
+    from siglip_adapter.sources.fashion_mnist import ArraySource
+
+    shutil.copytree(root / "params", tmp_path / "params")
+    (tmp_path / "params" / "overlays" / "toy.yaml").write_text("profile: hub\nbackbone: toy\nbackbones:\n  toy: {name: pixel-mean, model_id: toy/pixel-mean}\n")
+    with pytest.raises(ConfigError, match=r"backbones.toy.*'pixel-mean' is not one of \['clip', 'offline-conse', 'siglip'\]"):
+        load_config("fashion_mnist", "toy", root=tmp_path)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "pixel_mean.py").write_text(TOY_FAMILY)
+    monkeypatch.setattr(encoders, "__path__", [*encoders.__path__, str(tmp_path / "pkg")])
+    cfg = load_config("fashion_mnist", "toy", root=tmp_path)
+    enc = encoders.build_encoder(cfg)
+    assert type(enc).__name__ == "PixelMean" and enc.model_id == "toy/pixel-mean"
+    x = np.stack([np.full((4, 4), 40 * v, dtype=np.uint8) for v in range(5)])
+    source = ArraySource({"p": (x, np.arange(5) % 2)}, ["a", "b"])
+    images = encode_image_ids(enc, source, source.ids, batch_size=2, num_workers=0)
+    texts = encode_text_list(enc, ["a photo of a cat.", "a dog"], batch_size=1)
+    assert images.shape == (5, 48) and texts.shape == (2, 48)
+    torch.testing.assert_close(images.norm(dim=-1), torch.ones(5))
+    # The interface's defaults: no learned logit pair, no label tower, the token limit from its tokenizer.
+    assert (enc.logit_scale, enc.logit_bias, enc.has_label_tower, enc.revision) == (1.0, 0.0, False, "")
+    assert enc.count_tokens("abc") == 3 and enc.truncate("x" * 40) == "x" * 16

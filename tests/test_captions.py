@@ -8,12 +8,15 @@ import torch
 from helpers import kill_midway
 from PIL import Image
 
-from siglip_adapter.captions import T5Summariser, VLMCaptioner, caption_images, clean_caption
+from siglip_adapter.captions.captioners import Captioner, VLMCaptioner
+from siglip_adapter.captions.clean import clean_caption
+from siglip_adapter.captions.make import Batches, caption_images
+from siglip_adapter.captions.summarise import Finishing, Summariser, T5Summariser
+from siglip_adapter.encoders.base import TokenLimit
 from siglip_adapter.sources.fashion_mnist import ArraySource
-from siglip_adapter.encoders import TokenizerText
 
 
-class Limit(TokenizerText):
+class Limit(TokenLimit):
     def __init__(self, tokenizer, max_text_tokens):
         self.tokenizer, self.max_text_tokens = tokenizer, max_text_tokens
         self.model_id = "test-tokenizer"
@@ -50,7 +53,7 @@ def test_a_class_name_the_prompt_gave_is_not_an_echo():
     assert clean_caption("This is a photo of a T-shirt or top. The shirt is white.", prompt) == "The shirt is white."
 
 
-class Summariser:
+class Summarising(Summariser):
     def __init__(self):
         self.seen = []
 
@@ -60,11 +63,11 @@ class Summariser:
 
 
 def test_finish_summarises_only_over_the_limit_and_counts_empties(minilm_tokenizer):
-    from siglip_adapter.captions import PLACEHOLDER, finish_captions
+    from siglip_adapter.captions.clean import PLACEHOLDER
 
-    lim, summ = Limit(minilm_tokenizer, 12), Summariser()
+    lim, summ = Limit(minilm_tokenizer, 12), Summarising()
     long = "a remarkably unusual handbag with " + "many small pockets and " * 10
-    rows = finish_captions(["A cat on a mat.", long, "<end_of_utterance>"], [PROMPT] * 3, summ, lim)
+    rows = Finishing(lim, summ)(["A cat on a mat.", long, "<end_of_utterance>"], [PROMPT] * 3)
     assert summ.seen == [clean_caption(long, PROMPT)]  # the only caption over the encoder's limit
     (r0, c0, s0, f0, n0, e0, sm0, t0, x0), (r1, c1, s1, f1, n1, e1, sm1, t1, x1), (_, c2, _, f2, _, e2, sm2, _, _) = rows
     assert (x0, x1) == (False, False)  # no summary made again in fp32
@@ -73,14 +76,14 @@ def test_finish_summarises_only_over_the_limit_and_counts_empties(minilm_tokeniz
     assert (c2, f2, e2, sm2) == (PLACEHOLDER, PLACEHOLDER, True, False)
     assert all(r[4] == lim.count_tokens(r[3]) <= 12 for r in rows)
     # The authors' settings: every caption summarised; without a summariser a long one is cut, and says so.
-    assert [r[6] for r in finish_captions(["A cat.", long], [PROMPT] * 2, Summariser(), lim, summarise="always")] == [True, True]
-    cut = finish_captions([long], [PROMPT], None, lim)[0]
+    assert [r[6] for r in Finishing(lim, Summarising(), summarise="always")(["A cat.", long], [PROMPT] * 2)] == [True, True]
+    cut = Finishing(lim)([long], [PROMPT])[0]
     assert cut[7] and cut[4] <= 12 and clean_caption(long, PROMPT).startswith(cut[3].rstrip("."))
     # cleaning none keeps the decoded transcript as it was (whitespace aside)
-    kept = finish_captions(["User: Describe it.\nAssistant:  a cat"], ["Describe it."], None, Limit(minilm_tokenizer, 64), cleaning="none")[0]
+    kept = Finishing(Limit(minilm_tokenizer, 64), cleaning="none")(["User: Describe it.\nAssistant:  a cat"], ["Describe it."])[0]
     assert kept[1] == "User: Describe it. Assistant: a cat"
     with pytest.raises(ValueError, match="captions.cleaning"):
-        finish_captions(["x"], ["p"], None, lim, cleaning="some")
+        Finishing(lim, cleaning="some")
 
 
 def test_truncate_enforces_the_token_limit(minilm_tokenizer):
@@ -91,7 +94,7 @@ def test_truncate_enforces_the_token_limit(minilm_tokenizer):
     assert lim.truncate("short text") == "short text"
 
 
-class CountingCaptioner:
+class CountingCaptioner(Captioner):
     model_id, prompt = "counting", "none"
 
     def __init__(self):
@@ -113,7 +116,7 @@ def _counted_captions(tmp_path, tokenizer, n: int):
     ids = [f"p/{i}" for i in range(n)]
     lim, cap = Limit(tokenizer, 12), CountingCaptioner()
     settings = {"captioner": "counting", "token_limit": 12}
-    run = lambda which: caption_images(source, which, cap, None, lim, settings, tmp_path, batch_size=2, chunk_size=3)  # noqa: E731
+    run = lambda which: caption_images(source, which, cap, Finishing(lim), settings, tmp_path, Batches(2, 3))  # noqa: E731
     return run(ids), run, ids, cap
 
 
@@ -213,15 +216,17 @@ def test_t5_summariser_uses_the_task_prefix(minilm_tokenizer):
 _KILLED_RUN = """
 import sys, time
 import numpy as np
-from siglip_adapter.captions import caption_images
+from siglip_adapter.captions.captioners import Captioner
+from siglip_adapter.captions.make import Batches, caption_images
+from siglip_adapter.captions.summarise import Finishing
 from siglip_adapter.sources.fashion_mnist import ArraySource
 
 class Words:  # a whitespace tokenizer standing in for the encoder's
-    model_id, max_text_tokens = "words", 64
+    model_id, max_text_tokens, revision = "words", 64, ""
     def count_tokens(self, text): return len(text.split())
     def truncate(self, text): return " ".join(text.split()[:64])
 
-class Slow:
+class Slow(Captioner):
     model_id, prompt = "slow", "none"
     def prompt_for(self, classname=None): return self.prompt
     def describe(self, images, classnames=None):
@@ -230,8 +235,7 @@ class Slow:
 
 x = np.stack([np.full((4, 4), v, dtype=np.uint8) for v in range(40)])
 source = ArraySource({"p": (x, np.zeros(40, dtype=int))}, ["only"])
-caption_images(source, [f"p/{i}" for i in range(40)], Slow(), None, Words(), {"captioner": "slow"}, sys.argv[1],
-               batch_size=2, chunk_size=4, num_workers=0)
+caption_images(source, [f"p/{i}" for i in range(40)], Slow(), Finishing(Words()), {"captioner": "slow"}, sys.argv[1], Batches(2, 4, 0))
 """
 
 
@@ -251,7 +255,7 @@ def test_a_killed_captioning_run_resumes_with_nothing_lost_or_redone(tmp_path):
             return [f"a square of grey level {int(np.asarray(im)[0, 0, 0])}" for im in images]
 
     class Words:
-        model_id, max_text_tokens = "words", 64
+        model_id, max_text_tokens, revision = "words", 64, ""
 
         def count_tokens(self, text):
             return len(text.split())
@@ -263,7 +267,7 @@ def test_a_killed_captioning_run_resumes_with_nothing_lost_or_redone(tmp_path):
     source = ArraySource({"p": (x, np.zeros(40, dtype=int))}, ["only"])
     ids = [f"p/{i}" for i in range(40)]
     cap = Counting()
-    out = caption_images(source, ids, cap, None, Words(), {"captioner": "slow"}, store, batch_size=2, chunk_size=4, num_workers=0)
+    out = caption_images(source, ids, cap, Finishing(Words()), {"captioner": "slow"}, store, Batches(2, 4, 0))
     assert not finished & set(cap.seen) and len(cap.seen) == 40 - len(finished)  # nothing finished is made again
     assert sorted(out["image_id"]) == sorted(ids) and out["image_id"].is_unique  # nothing lost, nothing twice
     assert out.set_index("image_id").loc["p/7", "caption"] == "a square of grey level 7."
@@ -272,7 +276,7 @@ def test_a_killed_captioning_run_resumes_with_nothing_lost_or_redone(tmp_path):
 
 
 def test_caption_quality_counts_what_it_names():
-    from siglip_adapter.captions import caption_flags, caption_quality
+    from siglip_adapter.captions.quality import caption_flags, caption_quality
 
     given = "This is a photo of a sandal. Please describe the object's shape and colour."
     rows = [  # image_id, prompt, raw, caption, n_tokens, empty, summarised, truncated
@@ -294,7 +298,7 @@ def test_caption_quality_counts_what_it_names():
     assert q["captions"] == 6 and q["leakage"] == pytest.approx(2 / 6, abs=1e-6) and q["empty"] == pytest.approx(1 / 6, abs=1e-6)
     assert q["summarised"] == q["truncated"] == pytest.approx(1 / 6, abs=1e-6) and q["repetition"] == pytest.approx(2 / 6, abs=1e-6)
     assert q["fp32_captions"] == 1 and q["fp32_summaries"] == 1  # counts, not rates
-    from siglip_adapter.captions import has_repetition
+    from siglip_adapter.captions.quality import has_repetition
 
     assert not has_repetition("A red  shoe\non grass.")  # raw spacing is not repetition
     assert sum(q["length_histogram"].values()) == 6 and q["length_histogram"]["<= 64"] == 1 and q["length_histogram"]["<= 8"] == 4
@@ -306,7 +310,7 @@ def test_a_half_precision_batch_that_went_bad_is_captioned_again_in_fp32_and_cou
     This CPU test fakes the overflow: the half-precision model's output head returns NaN."""
     import copy
 
-    from siglip_adapter.captions import caption_flags, caption_quality
+    from siglip_adapter.captions.quality import caption_flags, caption_quality
 
     model, proc = tiny_vlm
     cap = VLMCaptioner(copy.deepcopy(model), proc, "tiny-idefics3", "Describe this image.", max_new_tokens=6, device="cpu")
@@ -321,8 +325,8 @@ def test_a_half_precision_batch_that_went_bad_is_captioned_again_in_fp32_and_cou
     assert cap.describe(images) == reference and cap.last_fp32 is True
 
     source = ArraySource({"p": (np.stack([np.asarray(im) for im in images]), np.zeros(3, dtype=int))}, ["only"])
-    rows = caption_images(source, ["p/0", "p/1", "p/2"], cap, None, Limit(minilm_tokenizer, 64), {"captioner": "tiny"}, tmp_path,
-                          batch_size=2, chunk_size=3, num_workers=0)
+    rows = caption_images(source, ["p/0", "p/1", "p/2"], cap, Finishing(Limit(minilm_tokenizer, 64)), {"captioner": "tiny"}, tmp_path,
+                          Batches(2, 3, 0))
     assert rows["fp32_caption"].all() and not rows["fp32_summary"].any()
     quality = caption_quality(caption_flags(rows, {i: "only" for i in rows["image_id"]}), 64)
     assert quality["fp32_captions"] == 3 and quality["fp32_summaries"] == 0

@@ -252,7 +252,8 @@ def test_every_dataset_asks_its_captioner_for_visible_attributes_without_its_cla
     """Each dataset's own caption prompt (the hub captioner's, under every protocol but the
     authors' class-template switch): not the generic default, asks for what is visible, forbids
     repeating itself, and names none of the dataset's classes that its params or data know."""
-    from siglip_adapter.captions import caption_prompt, names_class
+    from siglip_adapter.captions.captioners import caption_prompt
+    from siglip_adapter.captions.quality import names_class
     from siglip_adapter.config import read_yaml
     default = read_yaml(root / "params" / "defaults.yaml")["captions"]["vlm_prompt"]
     names = [p.stem for p in (root / "params").glob("*.yaml") if p.stem not in ("defaults", "run", "paper_table1")]

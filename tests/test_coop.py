@@ -18,14 +18,14 @@ NOISE = {"offline-conse": 0.12, "siglip": 0.02}  # images near another template'
 
 @pytest.fixture(scope="module")
 def conse():
-    from siglip_adapter.encoders import ConseEncoder
+    from siglip_adapter.encoders.offline_conse import ConseEncoder
 
     return ConseEncoder.from_packages(device="cpu")
 
 
 @pytest.fixture(scope="module")
 def siglip(tmp_path_factory):
-    from siglip_adapter.encoders import SiglipEncoder
+    from siglip_adapter.encoders.siglip import SiglipEncoder
     from kit_tools.tiny_models import build_siglip
 
     return SiglipEncoder.from_pretrained(str(build_siglip(tmp_path_factory.mktemp("siglip"))), device="cpu")
@@ -53,7 +53,7 @@ def test_the_init_context_is_the_encoders_own_text_path(encoder):
 
 def test_gradients_reach_the_context_only(encoder):
     prompts = ContextPrompts(encoder, NAMES)
-    tower = prompts._tower_parameters()
+    tower = prompts.encoder.text_tower_parameters()
     before = [p.requires_grad for p in tower]
     ctx = prompts.init_context().requires_grad_(True)
     prompts.features(ctx).sum().backward()

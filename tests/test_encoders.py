@@ -6,7 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from siglip_adapter.encoders import ConseEncoder, SiglipEncoder, to_pixels
+from siglip_adapter.encoders.offline_conse import ConseEncoder
+from siglip_adapter.encoders.siglip import SiglipEncoder
+from siglip_adapter.encoders.transforms import to_pixels
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def test_siglip_images_and_cache_fields(tiny_siglip):
 def test_workers_squash_and_batches_normalise_exactly_as_one_image_at_a_time():
     """ConSE's decoding workers send uint8 (``Squash``); the batch is normalised in the main process
     (``Normalise``): bit for bit ``SquashNormalise`` of each image, and a float batch passes as is."""
-    from siglip_adapter.encoders import Normalise, Squash, SquashNormalise
+    from siglip_adapter.encoders.transforms import Normalise, Squash, SquashNormalise
 
     images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (28, 28, 3), dtype=np.uint8)) for i in range(4)]
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -123,8 +125,8 @@ def test_conse_tower_is_the_packaged_network_rewritten_for_inference(conse):
 
 @pytest.mark.parametrize("capability,auto,bf16_ok", [((7, 5), "fp16", False), ((6, 0), "fp16", False), ((8, 0), "bf16", True), ((9, 0), "bf16", True)])
 def test_precision_follows_the_gpu(monkeypatch, capability, auto, bf16_ok):
-    from siglip_adapter.captions import t5_precision
-    from siglip_adapter.encoders import resolve_precision
+    from siglip_adapter.captions.summarise import t5_precision
+    from siglip_adapter.encoders.device import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     cuda = torch.device("cuda")
@@ -157,7 +159,7 @@ class _Proc:
 
 
 def _vlm(**kw):
-    from siglip_adapter.captions import VLMCaptioner
+    from siglip_adapter.captions.captioners import VLMCaptioner
 
     args = dict(model_id="HuggingFaceTB/SmolVLM-256M-Instruct", prompt="Describe it.", max_new_tokens=48, device="cpu",
                 precision="fp32", revision="abc")
@@ -165,39 +167,40 @@ def _vlm(**kw):
 
 
 def _t5(**kw):
-    from siglip_adapter.captions import T5Summariser
+    from siglip_adapter.captions.summarise import T5Summariser
 
     args = dict(model_id="google-t5/t5-small", max_new_tokens=48, device="cpu", precision="fp32", revision="def")
     return T5Summariser(torch.nn.Linear(1, 1), None, **{**args, **kw})
 
 
 def test_every_caption_setting_changes_the_cache_key(tiny_siglip):
-    from siglip_adapter.captions import caption_settings
+    from siglip_adapter.captions.make import caption_settings
+    from siglip_adapter.captions.summarise import Finishing
     from siglip_adapter.store import cache_key
 
     enc, _ = tiny_siglip
-    base = cache_key(caption_settings(_vlm(), _t5(), enc))
-    variants = [caption_settings(_vlm(model_id="HuggingFaceTB/SmolVLM-500M-Instruct"), _t5(), enc),
-                caption_settings(_vlm(revision="zzz"), _t5(), enc),
-                caption_settings(_vlm(prompt="Describe it!"), _t5(), enc),
-                caption_settings(_vlm(max_new_tokens=64), _t5(), enc),
-                caption_settings(_vlm(precision="bf16"), _t5(), enc),
-                caption_settings(_vlm(num_beams=4), _t5(), enc),
-                caption_settings(_vlm(image_splitting=True), _t5(), enc),
-                caption_settings(_vlm(prompting={"keep_chat_prompt": True}), _t5(), enc),
-                caption_settings(_vlm(prompting={"vlm_prompt_class": "template", "class_template": "a photo of a {}."}), _t5(), enc),
-                caption_settings(_vlm(prompting={"vlm_prompt_class": "template", "class_template": "a photo of the {}."}), _t5(), enc),
-                caption_settings(_vlm(), _t5(model_id="google-t5/t5-base"), enc),
-                caption_settings(_vlm(), _t5(revision="yyy"), enc),
-                caption_settings(_vlm(), _t5(max_new_tokens=30), enc),
-                caption_settings(_vlm(), _t5(min_new_tokens=64), enc),
-                caption_settings(_vlm(), _t5(num_beams=4), enc),
-                caption_settings(_vlm(), _t5(length_penalty=2.0), enc),
-                caption_settings(_vlm(), None, enc),
-                caption_settings(_vlm(), None, enc, min_summary_tokens=64),
+    base = cache_key(caption_settings(_vlm(), Finishing(enc, _t5())))
+    variants = [caption_settings(_vlm(model_id="HuggingFaceTB/SmolVLM-500M-Instruct"), Finishing(enc, _t5())),
+                caption_settings(_vlm(revision="zzz"), Finishing(enc, _t5())),
+                caption_settings(_vlm(prompt="Describe it!"), Finishing(enc, _t5())),
+                caption_settings(_vlm(max_new_tokens=64), Finishing(enc, _t5())),
+                caption_settings(_vlm(precision="bf16"), Finishing(enc, _t5())),
+                caption_settings(_vlm(num_beams=4), Finishing(enc, _t5())),
+                caption_settings(_vlm(image_splitting=True), Finishing(enc, _t5())),
+                caption_settings(_vlm(prompting={"keep_chat_prompt": True}), Finishing(enc, _t5())),
+                caption_settings(_vlm(prompting={"vlm_prompt_class": "template", "class_template": "a photo of a {}."}), Finishing(enc, _t5())),
+                caption_settings(_vlm(prompting={"vlm_prompt_class": "template", "class_template": "a photo of the {}."}), Finishing(enc, _t5())),
+                caption_settings(_vlm(), Finishing(enc, _t5(model_id="google-t5/t5-base"))),
+                caption_settings(_vlm(), Finishing(enc, _t5(revision="yyy"))),
+                caption_settings(_vlm(), Finishing(enc, _t5(max_new_tokens=30))),
+                caption_settings(_vlm(), Finishing(enc, _t5(min_new_tokens=64))),
+                caption_settings(_vlm(), Finishing(enc, _t5(num_beams=4))),
+                caption_settings(_vlm(), Finishing(enc, _t5(length_penalty=2.0))),
+                caption_settings(_vlm(), Finishing(enc, None)),
+                caption_settings(_vlm(), Finishing(enc, min_summary_tokens=64)),
                 # the images themselves: another source, or the same files read inverted
-                caption_settings(_vlm(), _t5(), enc, images={"dataset": "d", "source": "folder", "invert": False}),
-                caption_settings(_vlm(), _t5(), enc, images={"dataset": "d", "source": "folder", "invert": True})]
+                caption_settings(_vlm(), Finishing(enc, _t5()), images={"dataset": "d", "source": "folder", "invert": False}),
+                caption_settings(_vlm(), Finishing(enc, _t5()), images={"dataset": "d", "source": "folder", "invert": True})]
     keys = [cache_key(v) for v in variants]
     assert base not in keys and len(set(keys)) == len(keys)
 

@@ -155,7 +155,7 @@ def test_hub_paper_protocol_captions_as_the_authors_did(hub_project):
 def test_image_splitting_is_a_parameter_that_reaches_the_processor(hub_project, monkeypatch, splitting):
     """``captions.vlm_image_splitting`` (off by default) is what SmolVLM's processor is built with,
     and it is part of the captions' settings (so of their cache key)."""
-    from siglip_adapter.captions import build_captioner
+    from siglip_adapter.captions.captioners import build_captioner
     from siglip_adapter.config import load_config
     from siglip_adapter.encoders import build_encoder
 

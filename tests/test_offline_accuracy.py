@@ -32,7 +32,7 @@ def run_offline(cfg, paths):
     source = build_source(cfg)
     manifest = stages.split.build_manifest(cfg, paths, source)
     encoder = encoders.build_encoder(cfg)
-    stages.captions.run_captions(cfg, paths, source, manifest, encoder, captions.build_captioner(cfg, encoder), captions.build_summariser(cfg))
+    stages.captions.run_captions(cfg, paths, source, manifest, encoder, captions.captioners.build_captioner(cfg, encoder), captions.summarise.build_summariser(cfg))
     stages.embed.embed_all(cfg, paths, source, manifest, encoder)
     inp = load_inputs(paths, cfg)
     rows = pd.concat([loop.method_rows(inp, cfg, loop.names(cfg, kind="zero-shot")), loop.method_rows(inp, cfg, loop.names(cfg), encoder)],

@@ -67,12 +67,11 @@ def behaviour(tmp_path_factory, root):
         image = image or source.open(source.ids[0])
         sample = [source.ids[int(np.flatnonzero(source.labels == c)[0])] for c in range(3)]
         names = dict(zip(source.ids, [source.classnames[i] for i in source.labels]))
-        cap = captions.build_captioner(cfg, enc)
-        c = cfg["captions"]
-        text = {"cleaning": c["cleaning"], "summarise": c["summarise"]}
-        settings = captions.caption_settings(cap, None, enc, c["min_summary_tokens"], **text)
-        caps = captions.caption_images(source, sample, cap, None, enc, settings, captions.caption_store(tmp_path_factory.mktemp("c"), settings),
-                                       num_workers=0, classnames=names, min_summary_tokens=c["min_summary_tokens"], **text)
+        cap = captions.captioners.build_captioner(cfg, enc)
+        finishing = captions.summarise.Finishing.from_config(cfg, enc, None)
+        settings = captions.make.caption_settings(cap, finishing)
+        caps = captions.make.caption_images(source, sample, cap, finishing, settings, captions.make.caption_store(tmp_path_factory.mktemp("c"), settings),
+                                            captions.make.Batches(num_workers=0), classnames=names)
         return {
             "pixels": _digest(enc.preprocess(image)),
             "classnames": source.classnames,
@@ -137,7 +136,7 @@ def test_a_dataset_specialises_a_switch(root):
     eurosat = load_config("eurosat", root=root, protocol="paper")
     assert eurosat["shots"] == [4] and eurosat["split"]["method"] == "official"
     assert eurosat["captions"]["vlm_prompt_class"] == "template_first_char"
-    assert captions.caption_prompt(eurosat["captions"], "Forest") == "a"  # the VLM is asked "a", as in their script
+    assert captions.captioners.caption_prompt(eurosat["captions"], "Forest") == "a"  # the VLM is asked "a", as in their script
     food = load_config("food101", root=root, protocol="paper")
     assert food["captions"]["vlm_model_id"].endswith("SmolVLM-256M-Instruct") and food["dataset"]["template"] == "a photo of a {}, a type of food."
     assert load_config("dtd", root=root, protocol="corrected")["dataset"]["template"] == "{} texture."  # corrected: the field's
@@ -211,11 +210,11 @@ def test_a_protocol_that_changes_no_features_recomputes_nothing(tmp_path, root):
         source = build_source(cfg)
         manifest = stages.split.build_manifest(cfg, paths, source)
         enc = encoders.build_encoder(cfg)
-        cap = captions.build_captioner(cfg, enc)
+        cap = captions.captioners.build_captioner(cfg, enc)
         calls = []
         describe = cap.describe
         cap.describe = lambda images, names=None: calls.append(len(images)) or describe(images, names)
-        stages.captions.run_captions(cfg, paths, source, manifest, enc, cap, captions.build_summariser(cfg))
+        stages.captions.run_captions(cfg, paths, source, manifest, enc, cap, captions.summarise.build_summariser(cfg))
         report = stages.embed.embed_all(cfg, paths, source, manifest, enc)
         done[protocol] = (calls, report, json.loads(paths.features_index.read_text()))
     calls, report, index = done["realistic"]
@@ -228,6 +227,7 @@ class _Labels:
     """An encoder stand-in whose ImageNet tower always names the same three labels."""
 
     model_id = "fake"
+    has_label_tower = True
 
     def cache_fields(self):
         return {"encoder": "fake"}
@@ -239,7 +239,7 @@ class _Labels:
 @pytest.mark.parametrize("mode,named", [("none", False), ("template_first_char", False), ("template", True)])
 def test_the_offline_captioner_names_the_class_only_when_the_prompt_gives_it(mode, named):
     prompting = {"vlm_prompt": "", "vlm_prompt_class": mode, "class_template": "a photo of the number {}.", "keep_chat_prompt": False}
-    cap = captions.LabelCaptioner(_Labels(), 3, prompting)
+    cap = captions.captioners.LabelCaptioner(_Labels(), 3, prompting)
     # Class "3" occurs in the default prompt "top-3 ImageNet labels": that alone must not name it.
     text = cap.describe([None], ["3"])[0]
     assert text == ("a photo of a 3, or possibly a tabby or a tiger cat" if named else "a photo of a tabby, or possibly a tiger cat or a lynx")

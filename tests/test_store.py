@@ -1,6 +1,7 @@
 """The content-keyed feature cache: reuse when nothing changed, refuse anything stale."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,6 +138,11 @@ def test_code_version_follows_code_not_comments(tmp_path):
     f.write_text("def f(x):\n    return x + 2\n")
     assert code_hash([f]) != base
     assert code_version("captions") != code_version("encoders") and code_version("captions") == code_version("captions")
+    # A package stands for every module in its folder: a family or captioner module added there keys the caches too.
+    import siglip_adapter.encoders as encoders
+
+    folder = Path(encoders.__file__).parent
+    assert code_version("encoders") == code_hash(sorted(folder.rglob("*.py"))) != code_version("encoders.base")
 
 
 def _edit(path, how):
@@ -218,7 +224,8 @@ def test_writes_are_flushed_before_the_rename_and_leave_nothing_on_failure(tmp_p
 _KILLED_EMBED = """
 import sys, time
 import numpy as np, torch
-from siglip_adapter.encoders import SquashNormalise, encode_image_ids
+from siglip_adapter.encoders.base import encode_image_ids
+from siglip_adapter.encoders.transforms import SquashNormalise
 from siglip_adapter.sources.fashion_mnist import ArraySource
 from siglip_adapter.store import FeatureStore
 
@@ -241,7 +248,8 @@ def test_a_killed_embedding_run_resumes_with_nothing_lost_or_redone(tmp_path):
     had not finished, and the pool holds every id once with the right values."""
     import numpy as np
 
-    from siglip_adapter.encoders import SquashNormalise, encode_image_ids
+    from siglip_adapter.encoders.base import encode_image_ids
+    from siglip_adapter.encoders.transforms import SquashNormalise
     from siglip_adapter.sources.fashion_mnist import ArraySource
 
     script = tmp_path / "run.py"

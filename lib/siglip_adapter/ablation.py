@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import budget, stages
 from . import shard as sharding
-from .captions import build_summariser
+from .captions.summarise import build_summariser
 from .config import ConfigError, load_config, read_yaml, unknown_name
 from .methods import loop
 from .encoders import build_encoder

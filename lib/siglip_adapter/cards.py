@@ -216,7 +216,7 @@ def embed_readable(encoder, files: Sequence[Path], invert: bool, batch_size: int
     ``files``: reason} for the others, ``siglip-adapter scan``'s reasons). Each image is decoded once
     (in DataLoader workers, as the embed stage does) and embedded once."""
     from .data import iter_batches
-    from .encoders import collate
+    from .encoders.base import collate
 
     source = _Files(files, invert)
     feats, bad = [], {}

@@ -5,9 +5,10 @@ of range, a name that is not one of the choices); the profiles and the switches 
 same way whether or not a run uses them.
 
 Types are strict: a string never stands for a number, nor a number for a string or a boolean
-(an integer is a valid float). Choices come from the code that implements them: the sources from
-their package, the split methods, encoders and precisions from here (``SPLIT_METHODS``,
-``ENCODERS``, ``PRECISIONS``), which those modules import, so a new choice is added in one place.
+(an integer is a valid float). Choices come from the code that implements them: the sources and
+the encoder families from their packages (a module each, listed without importing it), the split
+methods and precisions from here (``SPLIT_METHODS``, ``PRECISIONS``), which those modules import,
+so a new choice is added in one place.
 The ``methods`` section is not written here: each method module declares its own parameters
 (``methods.registry``), and ``params_model`` builds the section from the registry.
 """
@@ -20,13 +21,13 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
+from . import encoders
 from .sources import SOURCE_KINDS
 
 # Choices declared here and read by the code that implements them (which imports this module;
 # this one imports nothing of theirs, so checking these never loads an encoder).
 SPLIT_METHODS = ("stratified", "official", "coop", "shuffled")  # split.method (siglip_adapter.data.make_manifest)
-ENCODERS = ("offline-conse", "siglip", "clip")  # encoder.name (siglip_adapter.encoders.build_encoder)
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # encoder.precision (siglip_adapter.encoders.resolve_precision)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # encoder.precision (siglip_adapter.encoders.device.resolve_precision)
 
 Unit = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(gt=0)]
@@ -38,6 +39,14 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # names that become folder n
 
 def _one_of(*names: str):
     return Literal[tuple(names)]  # Literal["a", "b", ...] from names the code defines
+
+
+def _family(name: str) -> str:
+    """An encoder family: a module of ``siglip_adapter.encoders``, looked up when checked."""
+    families = sorted(encoders._families())
+    if name not in families:
+        raise ValueError(f"'{name}' is not one of {families}")
+    return name
 
 
 def _with_slot(text: str) -> str:
@@ -140,7 +149,7 @@ class Encoder(Section):
     model's own. The image settings left unset (null) are the checkpoint's processor's own (a hub
     encoder); the ConSE encoder, which has no processor, needs them set."""
 
-    name: _one_of(*ENCODERS)
+    name: Annotated[str, AfterValidator(_family)]
     model_id: str
     revision: str
     image_size: Optional[Count] = None

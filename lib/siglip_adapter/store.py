@@ -71,12 +71,17 @@ def cache_key(fields: dict) -> str:
 
 
 def code_version(*modules: str) -> str:
-    """A hash of the code of the kit's ``modules`` (dotted names under ``siglip_adapter``), comments
-    and formatting left out: part of a cache key, so an entry made by other code is not reused
-    (the stores outlive the runs that fill them)."""
+    """A hash of the code of the kit's ``modules`` (dotted names under ``siglip_adapter``; a package
+    stands for all its modules), comments and formatting left out: part of a cache key, so an
+    entry made by other code is not reused (the stores outlive the runs that fill them)."""
     import importlib.util
 
-    return code_hash([Path(importlib.util.find_spec(f"siglip_adapter.{name}").origin) for name in modules])
+    paths = []
+    for name in modules:
+        spec = importlib.util.find_spec(f"siglip_adapter.{name}")
+        folders = spec.submodule_search_locations
+        paths += sorted(p for folder in folders for p in Path(folder).rglob("*.py")) if folders else [Path(spec.origin)]
+    return code_hash(paths)
 
 
 def code_hash(paths) -> str:

@@ -85,7 +85,7 @@ class ContextPrompts:
             out[rows, self.slots.to(out.device)] = ctx.to(device=out.device, dtype=out.dtype)
             return out
 
-        frozen = [p for p in self._tower_parameters() if p.requires_grad]
+        frozen = [p for p in self.encoder.text_tower_parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
         handle = table.register_forward_hook(put_context)
@@ -95,11 +95,6 @@ class ContextPrompts:
             handle.remove()
             for p in frozen:
                 p.requires_grad_(True)
-
-    def _tower_parameters(self):
-        table = self.encoder.input_embeddings()
-        model = getattr(self.encoder, "text_model", None) or getattr(self.encoder, "model", None)
-        return list(model.parameters()) if isinstance(model, torch.nn.Module) else list(table.parameters())
 
     def __deepcopy__(self, memo):
         """The tower is shared, never copied (a trained model holding this is copied per best epoch)."""

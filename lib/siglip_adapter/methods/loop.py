@@ -276,7 +276,7 @@ def cells_key(inp, cfg: dict, names: list[str]) -> str:
 
     code = code_hash(sorted(Path(__file__).resolve().parents[1].rglob("*.py")))
     versions = {"torch": torch.__version__, "numpy": numpy.__version__, "sklearn": sklearn.__version__,
-                "threads": torch.get_num_threads(),  # the last bits of a fit (see encoders.numerics)
+                "threads": torch.get_num_threads(),  # the last bits of a fit (see encoders.device.numerics)
                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     return cache_key({"inputs": inp.fingerprint(), "cfg": cfg, "methods": names, "code": code, "versions": versions})
 

@@ -8,7 +8,10 @@ import json
 
 import pandas as pd
 
-from ..captions import build_captioner, build_summariser, caption_flags, caption_images, caption_quality, caption_settings, caption_store, write_captions
+from ..captions.captioners import build_captioner
+from ..captions.make import Batches, caption_images, caption_settings, caption_store, write_captions
+from ..captions.quality import caption_flags, caption_quality
+from ..captions.summarise import Finishing, build_summariser
 from ..data import read_manifest
 from ..encoders import build_encoder
 from ..paths import RunPaths
@@ -30,13 +33,10 @@ def make_captions(cfg: dict, cache_root, source, manifest: pd.DataFrame, encoder
                   shard: Shard | None = None) -> pd.DataFrame:
     """The captions of the images this run captions, through the dataset's shared caption store
     under ``cache_root`` (cache/<dataset>/); ``shard``: this process's share of them."""
-    c = cfg["captions"]
-    settings = caption_settings(captioner, summariser, encoder, c["min_summary_tokens"], images=image_identity(cfg), cleaning=c["cleaning"],
-                                summarise=c["summarise"])
-    return caption_images(source, ids_to_caption(manifest, cfg), captioner, summariser, encoder, settings,
-                          caption_store(cache_root, settings), batch_size=c["batch_size"], chunk_size=c["chunk_size"],
-                          num_workers=cfg["data"]["num_workers"], classnames=dict(zip(manifest["image_id"], manifest["classname"])),
-                          min_summary_tokens=c["min_summary_tokens"], cleaning=c["cleaning"], summarise=c["summarise"], shard=shard)
+    finishing = Finishing.from_config(cfg, encoder, summariser)
+    settings = caption_settings(captioner, finishing, images=image_identity(cfg))
+    return caption_images(source, ids_to_caption(manifest, cfg), captioner, finishing, settings, caption_store(cache_root, settings),
+                          Batches.from_config(cfg), classnames=dict(zip(manifest["image_id"], manifest["classname"])), shard=shard)
 
 
 def run_captions(cfg: dict, paths: RunPaths, source, manifest: pd.DataFrame, encoder, captioner, summariser) -> pd.DataFrame:

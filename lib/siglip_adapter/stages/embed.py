@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..captions import CAPTION_COLUMNS, read_captions
+from ..captions.make import CAPTION_COLUMNS, read_captions
 from ..data import manifest_hash, read_manifest
 from ..encoders import build_encoder
 from ..paths import RunPaths
@@ -46,8 +46,8 @@ def feature_jobs(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame,
     tower = tower_rows(cfg, store, source, encoder, shard)
 
     def image_features(ids):
-        if hasattr(encoder, "set_label_embeddings"):  # ConSE mixes label-name embeddings: the text pool keeps them
-            encoder.set_label_embeddings(text_rows(store, encoder, encoder.label_prompts, desc="label names", shard=shard))
+        if encoder.label_prompts:  # ConSE mixes label-name embeddings: the text pool keeps them
+            encoder.use_label_embeddings(text_rows(store, encoder, encoder.label_prompts, desc="label names", shard=shard))
         return encoder.from_tower(tower(ids))
 
     texts = dict(zip(captioned["image_id"], captioned["caption"]))

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..encoders import encode_image_ids, encode_text_list
+from ..encoders.base import encode_image_ids, encode_text_list
 from ..shard import Shard
 from ..store import FeatureStore, code_version
 
