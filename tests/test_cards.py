@@ -15,10 +15,10 @@ from siglip_adapter.cards import CardError, calibration, card_for, class_probabi
 from siglip_adapter.methods import registry
 from siglip_adapter.methods.loop import Labelled, Task
 
-PARAMS = {"zero_shot": {}, "linear_probe": {"C": [0.1, 10.0]}, "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
-          "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0]}, "gda": {"weight": [0.0, 0.01, 0.1]},
+PARAMS = {"zero_shot": {}, "linear_probe": {"C": [0.1, 10.0]}, "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [2, 2]},
+          "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0]}, "gda": {"alpha": [0.01, 1.0, 10.0]},
           "adapter": {"alpha": [0.0, 0.5], "theta": [1.0, 5.0], "beta": [0.0, 1.0]},
-          "tip_adapter_f": {"lr": [0.01], "epochs": 5, "patience": 3, "weight_decay": 0.01, "start": {"theta": [1.0, 5.0], "beta": [0.0, 1.0]}},
+          "tip_adapter_f": {"lr": [0.01], "epochs": 5, "patience": 3, "weight_decay": 0.01, "start": {"search_scale": [7.0, 300.0], "search_step": [2, 2]}},
           "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 5, "patience": 3,
                            "weight_decay": 0.01},
           "trainable": {"method": "ours", "lr": [0.01], "epochs": 5, "eval_every": 1, "patience": 3, "weight_decay": 0.01,
@@ -85,7 +85,7 @@ def digits_cards(tmp_path_factory, root):
     for f in pick(6, 7):
         (queries / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
     cards, fits = [], []
-    for name, params in (("zero_shot", {}), ("tip_adapter", {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]})):
+    for name, params in (("zero_shot", {}), ("tip_adapter", {"search_scale": [7.0, 300.0], "search_step": [2, 3]})):
         fitted = registry.get(name).fit(task, params)
         card = card_for(fitted, cfg, encoder, names, prompts, 2, 1, float("nan"), task.val)
         cards.append(save_card(fitted, card, tmp / "cards" / f"{name}.json"))

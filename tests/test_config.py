@@ -104,7 +104,7 @@ MISTAKES = {
     "alpha outside [0, 1]": ({"methods": {"adapter": {"alpha": [0.5, 1.5]}}}, None, "methods.adapter.alpha.1", "less than or equal to 1"),
     "a fixed alpha outside [0, 1]": ({"methods": {"idea": {"alpha": -0.1}}}, None, "methods.idea.alpha", "greater than or equal to 0"),
     "theta <= 0": ({"methods": {"adapter": {"theta": [0.0, 1.0]}}}, None, "methods.adapter.theta.0", "greater than 0"),
-    "a method's theta <= 0": ({"methods": {"tip_adapter": {"theta": [-1.0]}}}, None, "methods.tip_adapter.theta.0", "greater than 0"),
+    "a method's theta <= 0": ({"methods": {"tip_adapter_wide": {"theta": [-1.0]}}}, None, "methods.tip_adapter_wide.theta.0", "greater than 0"),
     "non-positive shots": ({"shots": [0, 1]}, None, "shots.0", "greater than or equal to 1"),
     "fractions not summing to 1": ({"split": {"fractions": {"train": 0.5}}}, None, "split.fractions", "must be 1"),
     "unknown source": ({"dataset": {"source": "ftp"}}, None, "dataset.source", "'coop', 'fashion-mnist', 'folder' or 'hf'"),
@@ -282,8 +282,8 @@ def test_every_method_has_its_parameters_for_every_dataset_protocol_and_profile(
     for ds in names:
         for protocol in run_protocols(root):
             cfg = load_config(ds, root=root, protocol=protocol)
-            assert set(loop.names(cfg)) == {"linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "idea", "coop",
-                                               "adapter", "trainable"}
+            assert set(loop.names(cfg)) == {"linear_probe", "tip_adapter", "tip_adapter_wide", "tip_adapter_f", "clip_adapter", "gda",
+                                               "gda_lw", "idea", "coop", "adapter", "trainable"}
             for name in loop.names(cfg):
                 params = loop.params_of(cfg, name)
                 assert params, (ds, protocol, name)

@@ -161,7 +161,7 @@ n_seeds: 2
 shots: [1, 2]
 encoder: {chunk_size: 48}
 captions: {chunk_size: 48}
-methods: {run: [linear_probe, tip_adapter, adapter, trainable], linear_probe: {C: [0.1, 10.0]}, tip_adapter: {theta: [1.0, 5.0], beta: [0.0, 1.0]},
+methods: {run: [linear_probe, tip_adapter, adapter, trainable], linear_probe: {C: [0.1, 10.0]}, tip_adapter: {search_step: [2, 2]},
           adapter: {theta: [1.0, 5.0], beta: [0.0, 1.0]}, trainable: {lr: [0.001], epochs: 4}}
 """
 

@@ -11,14 +11,17 @@ import torch
 from helpers import toy_run
 
 from siglip_adapter.methods import registry
-from siglip_adapter.methods.loop import Labelled, Task, accuracy, method_rows, params_of
+from siglip_adapter.methods.loop import Fitted, Labelled, Task, accuracy, method_rows, params_of
 
 METHOD_PARAMS = {
-    "run": ["zero_shot", "linear_probe", "tip_adapter", "tip_adapter_f", "clip_adapter", "idea", "gda", "adapter", "trainable"],
+    "run": ["zero_shot", "linear_probe", "tip_adapter", "tip_adapter_wide", "tip_adapter_f", "clip_adapter", "idea", "gda", "gda_lw", "adapter",
+            "trainable"],
     "linear_probe": {"C": [0.01, 1.0, 100.0]},
-    "tip_adapter": {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
+    "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [4, 3]},
+    "tip_adapter_wide": {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
     "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
-    "gda": {"weight": [0.0, 0.001, 0.01, 0.1, 1.0]},
+    "gda": {"alpha": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]},
+    "gda_lw": {"alpha": [0.0, 0.1, 1.0, 10.0, 100.0]},
     "tip_adapter_f": {"lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
     "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
 }
@@ -46,7 +49,7 @@ def eq6(x, image_keys, text_keys, labels, class_text, alpha, theta, beta):
     return out
 
 
-@pytest.mark.parametrize("name,alpha", [("tip_adapter", 0.0), ("idea", 0.5), ("adapter", None)])
+@pytest.mark.parametrize("name,alpha", [("tip_adapter", 0.0), ("tip_adapter_wide", 0.0), ("idea", 0.5), ("adapter", None)])
 def test_cache_methods_are_eq6_at_their_alpha(name, alpha):
     inp, cfg = toy()
     task = task_of(inp, cfg)
@@ -60,6 +63,10 @@ def test_cache_methods_are_eq6_at_their_alpha(name, alpha):
     torch.testing.assert_close(fitted.logits(x), eq6(x, s.images, s.captions, s.labels, task.class_text, c["alpha"], c["theta"], c["beta"]),
                                rtol=1e-5, atol=1e-5)
     # The choice is the grid's best on validation.
+    if name == "tip_adapter":  # the authors' search_hp: n values from 0.1 up to the scale; the weight against 100 x cosine
+        (t_end, b_end), (t_n, b_n) = params["search_scale"], params["search_step"]
+        params = {"theta": [0.1 + i * (t_end - 0.1) / t_n for i in range(t_n)], "beta": [(0.1 + i * (b_end - 0.1) / b_n) / 100 for i in range(b_n)]}
+        assert c["theta"] in params["theta"] and c["beta"] == pytest.approx(min(params["beta"], key=lambda v: abs(v - c["beta"])))
     grid = [(a, t, b) for a in ([alpha] if alpha is not None else params["alpha"]) for t in params["theta"] for b in params["beta"]]
     accs = [accuracy(eq6(task.val.images, s.images, s.captions, s.labels, task.class_text, *g), task.val.labels) for g in grid]
     assert fitted.val_accuracy == pytest.approx(max(accs))
@@ -88,21 +95,34 @@ def test_linear_probe_is_sklearn_logistic_regression_at_the_chosen_c():
     assert fitted.val_accuracy == pytest.approx(max(val.values())) and val[fitted.chosen["C"]] == max(val.values())
 
 
-def test_gda_is_shared_covariance_discriminant_analysis_fused_with_zero_shot():
+def authors_precision(centred):
+    """GDA's paper, read literally: D (S_n + tr(S) I)^+ with S the covariance of the centred shots, S_n its scatter."""
+    n, d = centred.shape
+    s = np.cov(centred.T)
+    return d * np.linalg.pinv((n - 1) * s + np.trace(s) * np.eye(d))
+
+
+def ledoit_wolf_precision(centred):
     from sklearn.covariance import LedoitWolf
 
+    return LedoitWolf(assume_centered=True).fit(centred).precision_
+
+
+@pytest.mark.parametrize("name,precision_of", [("gda", authors_precision), ("gda_lw", ledoit_wolf_precision)])
+def test_gda_is_shared_covariance_discriminant_analysis_fused_with_zero_shot(name, precision_of):
     inp, cfg = toy()
     task = task_of(inp, cfg, k=2, seed=3)
-    fitted = registry.get("gda").fit(task, cfg["methods"]["gda"])
-    assert fitted.chosen["weight"] > 0  # validation picked the shots' classifier here, so it is what is compared
+    fitted = registry.get(name).fit(task, cfg["methods"][name])
+    assert fitted.chosen["alpha"] > 0  # validation picked the shots' classifier here, so it is what is compared
     x, s = inp.split("test")[0].double().numpy(), task.shots
     xs, ys = s.images.double().numpy(), s.labels.numpy()
     means = np.stack([xs[ys == k].mean(0) for k in range(4)])
-    precision = LedoitWolf(assume_centered=True).fit(xs - means[ys]).precision_
+    precision = precision_of(xs - means[ys])
     # The Gaussian log-density with a shared covariance, up to what every class shares.
     direct = np.stack([-0.5 * np.einsum("md,de,me->m", x - mu, precision, x - mu) + 0.5 * np.einsum("md,de,me->m", x, precision, x)
                        for mu in means], 1)
-    expected = x @ inp.class_text.double().numpy().T + fitted.chosen["weight"] * direct
+    # alpha weighs it against 100 x cosine zero-shot logits (the authors' unit); these logits are 1 x cosine
+    expected = x @ inp.class_text.double().numpy().T + fitted.chosen["alpha"] / 100 * direct
     np.testing.assert_allclose(fitted.logits(torch.from_numpy(x).float()).numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -111,7 +131,8 @@ def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
     rows = method_rows(inp, cfg)
     per_cell = {m: len(cfg["shots"]) * cfg["n_seeds"] for m in METHOD_PARAMS["run"]}
     assert rows.groupby("method").size().to_dict() == {**per_cell, "zero_shot": 1}  # zero-shot: one cell, K = 0 and no seed
-    chosen = {"linear_probe": ["C"], "tip_adapter": ["theta", "beta"], "idea": ["alpha", "theta", "beta"], "gda": ["weight"],
+    chosen = {"linear_probe": ["C"], "tip_adapter": ["theta", "beta"], "tip_adapter_wide": ["theta", "beta"], "idea": ["alpha", "theta", "beta"],
+              "gda": ["alpha"], "gda_lw": ["alpha"],
               "adapter": ["alpha", "theta", "beta"], "tip_adapter_f": ["theta", "beta", "lr", "epoch"],
               "clip_adapter": ["ratio", "lr", "epoch"], "trainable": ["alpha", "theta", "beta", "lr", "epoch"]}
     for m, cols in chosen.items():
@@ -122,7 +143,7 @@ def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
     test = poisoned.manifest["split"] == "test"
     poisoned.manifest.loc[test, "label"] = (poisoned.manifest.loc[test, "label"] + 1) % 4
     again = method_rows(poisoned, cfg)
-    hyper = ["C", "alpha", "theta", "beta", "weight", "ratio", "lr", "epoch", "val_accuracy"]
+    hyper = ["C", "alpha", "theta", "beta", "ratio", "lr", "epoch", "val_accuracy"]
     pd.testing.assert_frame_equal(rows[hyper], again[hyper])
     assert not rows["accuracy"].equals(again["accuracy"])
     with pytest.raises(ValueError, match="unknown method"):
@@ -140,8 +161,8 @@ def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name
     shots = Labelled(*inp.shots(4, 1))
     task = Task(shots, shots, inp.class_text, 1.0, 0.0, 1)
     params = {**params_of(cfg, name), "epochs": 40, "patience": None}
-    if name == "tip_adapter_f":  # a weak start (searched alone, the cache on its own shots is already perfect there)
-        params["start"] = {"theta": [0.5], "beta": [0.5]}
+    if name == "tip_adapter_f":  # a weak start, as Tip-Adapter's choice (searched, the cache on its own shots is already perfect there)
+        task._fitted["tip_adapter"] = Fitted("tip_adapter", {}, {"alpha": 0.0, "theta": 0.5, "beta": 0.5})  # what task.fitted returns
     fitted = registry.get(name).fit(task, params)
     assert fitted.chosen["epoch"] > 0
     x = inp.split("test")[0]
@@ -182,7 +203,7 @@ def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
     assert len(calls) == 1
     assert {k: trained.chosen[k] for k in ("alpha", "theta", "beta")} == first.chosen
     assert loop.names(cfg, kind="trained") == ["tip_adapter_f", "clip_adapter", "trainable"]
-    assert loop.names(cfg, kind="training-free") == ["linear_probe", "tip_adapter", "idea", "gda", "adapter"]
+    assert loop.names(cfg, kind="training-free") == ["linear_probe", "tip_adapter", "tip_adapter_wide", "idea", "gda", "gda_lw", "adapter"]
     assert loop.names(cfg, kind="zero-shot") == ["zero_shot", "zero_shot_captions"]  # every one, whatever methods.run says
 
 

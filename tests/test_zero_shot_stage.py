@@ -101,7 +101,7 @@ def test_the_authors_trainable_model_is_the_one_method_given_the_test_split():
     split."""
     inp, cfg, _ = toy_run(n_classes=4, dim=16)
     cfg["shots"], cfg["n_seeds"] = [1, 2], 2
-    cfg["methods"].update(run=["tip_adapter", "trainable"], tip_adapter={"theta": [1.0, 5.0], "beta": [0.0, 1.0]},
+    cfg["methods"].update(run=["tip_adapter", "trainable"], tip_adapter={"search_scale": [7.0, 300.0], "search_step": [2, 2]},
                           trainable={"method": "authors", "lr": [0.01], "epochs": 2, "eval_every": 1, "patience": None, "weight_decay": 0.0})
     seen = []
     real = loop.registry.METHODS["tip_adapter"]

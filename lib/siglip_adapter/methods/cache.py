@@ -15,7 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..schema import Grid, WeightGrid
 from .loop import Fitted, Task, zero_shot_logits, zero_shot_state
+from .registry import MethodParams
+
+
+class GridParams(MethodParams):
+    """A cache's grid in the run's logit form (IDEA, the wide Tip-Adapter)."""
+
+    theta: Grid  # sharpness
+    beta: WeightGrid  # residual weight
 
 
 def cache_affinity(image_sim: torch.Tensor, caption_sim: torch.Tensor, alpha: float, theta: float) -> torch.Tensor:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from ..schema import Unit
 from .loop import Fitted, Task
-from .cache import fit_cache, score_cache
+from .cache import GridParams, fit_cache, score_cache
 from .registry import method
-from .tip_adapter import Params as TipAdapterParams
 
 
-class Params(TipAdapterParams):
+class Params(GridParams):
     alpha: Unit  # the caption affinities' weight, fixed
 
 

@@ -31,6 +31,16 @@ def zero_shot_logits(images: torch.Tensor, class_text: torch.Tensor, scale: floa
     return scale * images @ class_text.T + bias
 
 
+CLIP_SCALE = 100.0  # CLIP's logit scale: the peers' zero-shot logits are 100 x cosine
+
+
+def peer_unit(scale: float) -> float:
+    """The factor that turns a weight read against zero-shot logits of ``100 x cosine`` (the unit
+    of the peers' published grids: Tip-Adapter's and GDA's code are CLIP's) into one read against
+    the run's logit form (``scale * cosine + bias``): ``scale / 100``."""
+    return float(scale) / CLIP_SCALE
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(-1) == labels).float().mean())
 

@@ -9,8 +9,8 @@ A method is declared once, beside its maths, with the decorator ``method`` (afte
         theta: Grid
         beta: WeightGrid
 
-    @method("tip_adapter", params=Params, score=score_cache, label="Tip-Adapter",
-            kind="training-free", order=30)
+    @method("tip_adapter_wide", params=Params, score=score_cache, label="Tip-Adapter (wide grid)",
+            kind="training-free", order=31)
     def fit(task, params): ...             # params: the merged ``methods.<name>`` as a dict
 
 ``kind`` says where it runs: ``zero-shot`` methods in 03_zero_shot (all of them: Table I's first

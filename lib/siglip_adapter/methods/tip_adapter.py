@@ -1,24 +1,54 @@
 """Tip-Adapter (Zhang et al., ECCV 2022, "Tip-Adapter: Training-free Adaption of CLIP for Few-shot
 Classification"): a cache whose keys are the shots' image features and whose values are their
 one-hot labels, added to zero-shot: eq. 6 at alpha = 0 (Tip-Adapter names our sharpness theta its
-beta, and our residual weight beta its alpha). Both are searched on the protocol's validation set
-over ``methods.tip_adapter``'s grid, never on test. The published code (Tip-Adapter's main.py)
-searches them on the validation split for CoOp's ten datasets, but on the test set for ImageNet
-(main_imagenet.py, which has no validation split); the kit never does."""
+beta, and our residual weight beta its alpha).
+
+``tip_adapter`` searches as the authors' code does (gaopengcuhk/Tip-Adapter, utils.py
+``search_hp``): ``search_step`` values of each, evenly from 0.1 up to (not including)
+``search_scale``, the sharpness first, the first best kept; the residual weight in their unit,
+against zero-shot logits of ``100 x cosine`` (CLIP's scale), rescaled to the run's logit form (the
+rows give it in that form, as every cache's ``beta``). The defaults are the search of their
+ImageNet, Pets and UCF101 configs ([7, 3], [200, 20]: 4,000 candidates); a dataset file may set a
+config's own. ``tip_adapter_wide`` is the kit's deviation, a row of its own: the adapter's grid
+(``methods.tip_adapter_wide``: 56 candidates, residual weight 0 included, so it can fall back to
+zero-shot).
+
+Both search on the protocol's validation set only. The authors' code does so for CoOp's ten
+datasets but searches on the test set for ImageNet (main_imagenet.py, which has no validation
+split), and averages each shot's features over augmented views; the kit does neither.
+``tests/test_parity.py`` checks ``tip_adapter`` against the authors' own search on recorded features."""
 
 from __future__ import annotations
 
-from ..schema import Grid, WeightGrid
-from .loop import Fitted, Task
-from .cache import fit_cache, score_cache
+from typing import Annotated
+
+from pydantic import Field
+
+from ..schema import Positive
+from .cache import GridParams, fit_cache, score_cache
+from .loop import Fitted, Task, peer_unit
 from .registry import MethodParams, method
+
+Pair = Annotated[list[Positive], Field(min_length=2, max_length=2)]
 
 
 class Params(MethodParams):
-    theta: Grid  # sharpness
-    beta: WeightGrid  # residual weight
+    search_scale: Pair  # [sharpness, residual weight]: each grid's end (not included)
+    search_step: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]  # values in each grid
+
+
+def authors_grid(scale: float, steps: int) -> list[float]:
+    """``steps`` values evenly from 0.1 up to (not including) ``scale``, as ``search_hp`` builds them."""
+    return [i * (scale - 0.1) / steps + 0.1 for i in range(steps)]
 
 
 @method("tip_adapter", params=Params, score=score_cache, label="Tip-Adapter", kind="training-free", order=30)
 def fit(task: Task, params: dict) -> Fitted:
-    return fit_cache("tip_adapter", task, [0.0], params["theta"], params["beta"])
+    (sharpness, residual), (n_sharpness, n_residual) = params["search_scale"], params["search_step"]
+    betas = [a * peer_unit(task.scale) for a in authors_grid(residual, n_residual)]
+    return fit_cache("tip_adapter", task, [0.0], authors_grid(sharpness, n_sharpness), betas)
+
+
+@method("tip_adapter_wide", params=GridParams, score=score_cache, label="Tip-Adapter (wide grid)", kind="training-free", order=31)
+def fit_wide(task: Task, params: dict) -> Fitted:
+    return fit_cache("tip_adapter_wide", task, [0.0], params["theta"], params["beta"])

@@ -1,0 +1,131 @@
+"""The parity feature sets: a small fixed set of a finished run's features on which the peers'
+own code was run once (``scripts/peer_parity.py``) and the kit's methods are run in the tests
+(``tests/test_parity.py``), so that CI compares the kit with its peers without their code.
+
+A set is one ``.npz`` (no pickles) per dataset: the class prompts, the validation and test
+splits, and a pool of shot images with, per K and seed, the indices of that K-shot sample in the
+pool (the shots the run drew: ``data.sample_shots``). Features are stored as float16 (a set stays
+near 1 MB) and read back as float32; the peers and the kit read the same float32 values.
+
+    python -m kit_tools.parity digits fashion_mnist       # after `make repro`: tests/fixtures/parity/
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDER = ROOT / "tests" / "fixtures" / "parity"
+SHOTS = (1, 4, 16)
+SEEDS = (1, 2, 3)
+
+
+@dataclass
+class ParitySet:
+    """One dataset's parity features, as float32 tensors."""
+
+    dataset: str
+    arrays: dict[str, np.ndarray]
+
+    def _f(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(self.arrays[name].astype(np.float32))
+
+    def _l(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(self.arrays[name].astype(np.int64))
+
+    @property
+    def class_text(self) -> torch.Tensor:
+        return self._f("class_text")
+
+    @property
+    def scale(self) -> float:
+        return float(self.arrays["logit_form"][0])
+
+    @property
+    def bias(self) -> float:
+        return float(self.arrays["logit_form"][1])
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (M, D), labels (M,)) of ``val`` or ``test``."""
+        return self._f(f"{name}_images"), self._l(f"{name}_labels")
+
+    def shots(self, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (N*K, D), labels (N*K,)) of one K-shot sample."""
+        idx = self.arrays[f"shots_{k}_{seed}"]
+        return self._f("pool_images")[idx], self._l("pool_labels")[idx]
+
+    def cells(self) -> list[tuple[int, int]]:
+        return [(k, s) for k in self.arrays["shots"].tolist() for s in self.arrays["seeds"].tolist()]
+
+    def task(self, k: int, seed: int):
+        """The kit's ``methods.loop.Task`` of one cell (no captions: the peers use none)."""
+        from siglip_adapter.methods.loop import Labelled, Task
+
+        images, labels = self.shots(k, seed)
+        val = self.split("val")
+        return Task(Labelled(images, None, labels), Labelled(val[0], None, val[1]), self.class_text, self.scale, self.bias, seed)
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every array (name, dtype, shape, bytes): what a peer's recorded numbers were computed on."""
+        h = hashlib.sha256()
+        for name in sorted(self.arrays):
+            a = np.ascontiguousarray(self.arrays[name])
+            h.update(f"{name}:{a.dtype.str}:{a.shape}".encode() + a.tobytes())
+        return h.hexdigest()
+
+
+def path_of(dataset: str, folder: Path = FOLDER) -> Path:
+    return folder / f"{dataset}.npz"
+
+
+def load(dataset: str, folder: Path = FOLDER) -> ParitySet:
+    with np.load(path_of(dataset, folder), allow_pickle=False) as z:
+        return ParitySet(dataset, {name: z[name] for name in z.files})
+
+
+def export(dataset: str, folder: Path = FOLDER, protocol: str = "corrected") -> Path:
+    """The parity set of ``dataset``'s committed offline run (its feature store must be filled:
+    ``make repro``)."""
+    from siglip_adapter.data import sample_shots
+    from siglip_adapter.inputs import load_inputs
+    from siglip_adapter.runs import open_run
+
+    cfg, paths = open_run(dataset, protocol=protocol)
+    inp = load_inputs(paths, cfg)
+    samples = {(k, s): sample_shots(inp.manifest, k, s) for k in SHOTS for s in SEEDS}
+    pool_ids = sorted({i for rows in samples.values() for i in rows["image_id"]})
+    where = {i: n for n, i in enumerate(pool_ids)}
+    label_of = dict(zip(inp.manifest["image_id"], inp.manifest["label"]))
+    half = lambda t: t.numpy().astype(np.float16)  # noqa: E731
+    arrays = {"class_text": half(inp.class_text), "logit_form": np.array([inp.scale, inp.bias], np.float64),
+              "shots": np.array(SHOTS), "seeds": np.array(SEEDS),
+              "pool_images": half(inp.image.take(pool_ids)), "pool_labels": np.array([label_of[i] for i in pool_ids], np.int16)}
+    for name in ("val", "test"):
+        images, _, labels = inp.split(name)
+        arrays[f"{name}_images"], arrays[f"{name}_labels"] = half(images), labels.numpy().astype(np.int16)
+    for (k, s), rows in samples.items():
+        arrays[f"shots_{k}_{s}"] = np.array([where[i] for i in rows["image_id"]], np.int32)
+    out = path_of(dataset, folder)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Write the parity feature sets from the committed offline runs.")
+    ap.add_argument("datasets", nargs="+")
+    ap.add_argument("--out", type=Path, default=FOLDER)
+    args = ap.parse_args(argv)
+    for dataset in args.datasets:
+        out = export(dataset, args.out)
+        print(f"{out} ({out.stat().st_size / 1e6:.2f} MB, sha256 of the arrays {load(dataset, args.out).fingerprint()[:12]})")
+
+
+if __name__ == "__main__":
+    main()
