@@ -58,8 +58,8 @@ def _import_peer(code: Path, module: str, stand_ins: list[str]):
         sys.modules[name] = _Anything(name)
     torch.Tensor.cuda = lambda self, *a, **k: self  # the peers move every tensor to the GPU
     torch.nn.Module.cuda = lambda self, *a, **k: self
-    # The peers' ``cls_acc`` takes float() of a one-element array, an error since NumPy 2.4
-    # (deprecated in 1.25): a one-element tensor's .numpy() is 0-d here.
+    # The peers' ``cls_acc`` takes float() of a one-element array: an error under the NumPy 2.4 measured here
+    # (deprecated since 1.25). A one-element tensor's .numpy() is 0-d here.
     to_numpy = getattr(torch.Tensor.numpy, "__wrapped__", torch.Tensor.numpy)
     torch.Tensor.numpy = functools.wraps(to_numpy)(lambda self, *a, **k: to_numpy(self, *a, **k).reshape(()) if self.numel() == 1 else to_numpy(self, *a, **k))
     sys.path.insert(0, str(code))

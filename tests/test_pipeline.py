@@ -236,11 +236,11 @@ def test_an_adapter_parameter_reruns_only_the_stages_that_read_it(dvc_copy):
     defaults = dvc_copy / "params" / "defaults.yaml"
     original = defaults.read_text()
     try:
-        head, tail = original.split("\n  adapter:", 1)  # methods.adapter (tip_adapter's theta, above it, is the same list)
+        head, tail = original.split("\n  adapter:", 1)  # methods.adapter (tip_adapter_wide's theta, above it, is the same list)
         cfg = yaml.safe_load(original)
         defaults.write_text(head + "\n  adapter:" + tail.replace(f"theta: {cfg['methods']['adapter']['theta']}", "theta: [1.0, 99.0]", 1))
         changed = yaml.safe_load(defaults.read_text())["methods"]
-        assert changed["adapter"]["theta"] == [1.0, 99.0] and changed["tip_adapter"]["theta"] == cfg["methods"]["tip_adapter"]["theta"]
+        assert changed["adapter"]["theta"] == [1.0, 99.0] and changed["tip_adapter_wide"]["theta"] == cfg["methods"]["tip_adapter_wide"]["theta"]
         runs = [f"{ds}-{b}-{p}" for ds in run_datasets(dvc_copy) for b in run_backbones(dvc_copy) for p in run_protocols(dvc_copy)]
         assert set(_dvc_stale(dvc_copy)) == ({f"adapter@{r}" for r in runs} | {f"trainable@{r}" for r in runs}
                                              | {f"{stage}@{ds}" for ds in run_datasets(dvc_copy) for stage in ("ablation", "cards")})

@@ -2,12 +2,12 @@
 own code was run once (``scripts/peer_parity.py``) and the kit's methods are run in the tests
 (``tests/test_parity.py``), so that CI compares the kit with its peers without their code.
 
-A set is one ``.npz`` (no pickles) per dataset: the class prompts, the validation and test
+A set is one ``.safetensors`` file per dataset: the class prompts, the validation and test
 splits, and a pool of shot images with, per K and seed, the indices of that K-shot sample in the
 pool (the shots the run drew: ``data.sample_shots``). Features are stored as float16 (a set stays
 near 1 MB) and read back as float32; the peers and the kit read the same float32 values.
 
-    python -m kit_tools.parity digits fashion_mnist       # after `make repro`: tests/fixtures/parity/
+    python -m kit_tools.parity digits fashion_mnist       # after `make repro`: tests/fixtures/parity/<dataset>.safetensors
 """
 
 from __future__ import annotations
@@ -81,12 +81,13 @@ class ParitySet:
 
 
 def path_of(dataset: str, folder: Path = FOLDER) -> Path:
-    return folder / f"{dataset}.npz"
+    return folder / f"{dataset}.safetensors"
 
 
 def load(dataset: str, folder: Path = FOLDER) -> ParitySet:
-    with np.load(path_of(dataset, folder), allow_pickle=False) as z:
-        return ParitySet(dataset, {name: z[name] for name in z.files})
+    from safetensors.numpy import load_file
+
+    return ParitySet(dataset, load_file(path_of(dataset, folder)))
 
 
 def export(dataset: str, folder: Path = FOLDER, protocol: str = "corrected") -> Path:
@@ -113,7 +114,9 @@ def export(dataset: str, folder: Path = FOLDER, protocol: str = "corrected") -> 
         arrays[f"shots_{k}_{s}"] = np.array([where[i] for i in rows["image_id"]], np.int32)
     out = path_of(dataset, folder)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, **arrays)
+    from safetensors.numpy import save_file
+
+    save_file({name: np.ascontiguousarray(a) for name, a in arrays.items()}, out)
     return out
 
 

@@ -231,7 +231,7 @@ def run(inp, cfg: dict, names: list[str] | None = None, encoder=None, store: Pat
     resumed = f" ({len(done)} done before, cells/{folder.name})" if done else ""  # in the bar: a notebook's outputs stay the same
     curves_at = curves_at or (max(cfg["shots"]), seeds(cfg)[0])
     rows, tables, fitted_here = [], {"curves": []}, 0
-    for k, seed in tqdm(todo, desc=f"{', '.join(names)}: K x seeds{resumed}", unit="cell"):
+    for k, seed in tqdm(todo, desc=f"{len(names)} methods: K x seeds{resumed}", unit="cell"):
         cell = done.get((k, seed))
         if cell is None:
             if fitted_here and folder is not None:  # stored cells let a stopped stage resume (siglip_adapter.budget)
