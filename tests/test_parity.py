@@ -23,7 +23,7 @@ RECORDS = sorted((parity.FOLDER).glob("*.json"))
 def kit_cells(name: str, dataset: str, params: dict) -> dict[tuple[int, int], dict]:
     """{(K, seed): {accuracy, chosen}} of the kit's method on one parity set."""
     data = parity.load(dataset)
-    test = loop.Labelled(*data.split("test")[:1], None, data.split("test")[1])
+    test = data.labelled("test")
     out = {}
     for k, seed in data.cells():
         fitted = registry.get(name).fit(data.task(k, seed), params)

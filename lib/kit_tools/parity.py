@@ -63,13 +63,19 @@ class ParitySet:
     def cells(self) -> list[tuple[int, int]]:
         return [(k, s) for k in self.arrays["shots"].tolist() for s in self.arrays["seeds"].tolist()]
 
+    def labelled(self, name: str):
+        """``val`` or ``test`` as the kit's ``methods.loop.Labelled`` (no captions: the peers use none)."""
+        from siglip_adapter.methods.loop import Labelled
+
+        images, labels = self.split(name)
+        return Labelled(images, None, labels)
+
     def task(self, k: int, seed: int):
-        """The kit's ``methods.loop.Task`` of one cell (no captions: the peers use none)."""
+        """The kit's ``methods.loop.Task`` of one cell."""
         from siglip_adapter.methods.loop import Labelled, Task
 
         images, labels = self.shots(k, seed)
-        val = self.split("val")
-        return Task(Labelled(images, None, labels), Labelled(val[0], None, val[1]), self.class_text, self.scale, self.bias, seed)
+        return Task(Labelled(images, None, labels), self.labelled("val"), self.class_text, self.scale, self.bias, seed)
 
     def fingerprint(self) -> str:
         """SHA-256 over every array (name, dtype, shape, bytes): what a peer's recorded numbers were computed on."""
