@@ -27,6 +27,7 @@ import functools
 import importlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -66,6 +67,17 @@ def _import_peer(code: Path, module: str, stand_ins: list[str]):
     return importlib.import_module(module)
 
 
+@contextlib.contextmanager
+def _inside(folder):
+    """The working directory set to ``folder`` for a while (``contextlib.chdir`` is Python 3.11's)."""
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 def _commit(code: Path) -> str:
     return subprocess.run(["git", "-C", str(code), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
 
@@ -80,7 +92,8 @@ def _last(pattern: str, text: str) -> list[str]:
 class _Identity:
     """The peer's CLIP model where the images are already features."""
 
-    dtype = torch.float32
+    def __init__(self, dtype=torch.float32):
+        self.dtype = dtype
 
     def encode_image(self, x):
         return x
@@ -125,10 +138,74 @@ def tip_adapter(code: Path, data: parity.ParitySet, k: int, seed: int, search_sc
     return {"accuracy": acc / 100, "chosen": {"beta": float(beta), "alpha": float(alpha)}}
 
 
+def proker(code: Path, data: parity.ParitySet, k: int, seed: int, beta=(0.5, 3, 20), lmbda=(0.001, 1, 10)) -> dict:
+    """omarnust/BReg-Adapter ``trainers/proker.py::ProKeR`` (training-free ProKeR), with its
+    default selection (``hp_selection`` 'tip-adapter': the whole validation split) and the grid its
+    Caltech101, FGVC, Food-101 and UCF101 configs share. It reads its grid from
+    ``./configs/<backbone>/configs_proker/<dataset>.yaml`` and writes its choice beside it, so it
+    runs in a temporary folder holding that one config. One view per shot (``augment_epoch`` 1).
+    The choice is read from its printed line; the accuracy is its ``main.run``'s, ``cls_acc`` of
+    the returned logits."""
+    peer = _import_peer(code, "trainers.proker", ["torchvision", "torchvision.transforms", "datasets", "clip"])
+    utils = importlib.import_module("utils")
+    images, labels = data.shots(k, seed)
+    (val, val_labels), (test, test_labels) = data.split("val"), data.split("test")
+    out = io.StringIO()
+    with tempfile.TemporaryDirectory() as tmp, _inside(tmp):
+        folder = Path("configs/RN50/configs_proker")
+        folder.mkdir(parents=True)
+        (folder / f"{data.dataset}.yaml").write_text(f"beta: {list(beta)}\nlmbda: {list(lmbda)}\n")
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            logits = peer.ProKeR(images, labels, val, val_labels, test, data.class_text.T.contiguous(), data.dataset, k, seed, "tip-adapter")
+    beta_, lmbda_ = _last(r"best: beta=(\S+), lmbda=(\S+),", out.getvalue())
+    number = lambda v: float(re.sub(r"tensor\((\S+?)\)", r"\1", v))  # noqa: E731  (it prints 0-d tensors)
+    return {"accuracy": utils.cls_acc(logits, test_labels) / 100, "chosen": {"beta": number(beta_), "lmbda": number(lmbda_)}}
+
+
+def lp_pp(code: Path, data: parity.ParitySet, k: int, seed: int, epochs: int = 300) -> dict:
+    """FereshteShakeri/FewShot-CLIP-Strong-Baseline ``methods.linear_probe_p2.LinearProbe_P2``
+    (LP++) with its base config's 300 epochs. Its ``forward`` takes loaders and the CLIP model: here
+    one batch of the shots' features (one view), one of the validation features (all of them: the
+    kit's validation split, where its ``main`` draws K per class) and the identity for the model.
+    Its ``main`` seeds the global RNG with the task's number before its loaders draw; here the RNG
+    is seeded with the seed right before the call, as the kit's ``lp_pp`` does, so the bias starts
+    alike. The chosen epoch is counted from its printed lines (1-based: epochs done).
+
+    Its ``utils.get_one_hot`` makes float16 one-hots, which only the float16 features of a GPU CLIP
+    multiply with: the recorded cells run it on the parity set's float32 features with that one-hot
+    in float32 (the one adjustment); ``fp16`` beside each cell is the same call as their GPU runs
+    it, every tensor in float16 (reported, not tested: another precision is other inputs)."""
+    peer = _import_peer(code, "methods.linear_probe_p2", ["torchvision", "torchvision.transforms", "clip", "clip.simple_tokenizer",
+                                                          "matplotlib", "matplotlib.pyplot"])
+    utils = sys.modules["methods.utils"]
+    half_one_hot = getattr(utils.get_one_hot, "__wrapped__", utils.get_one_hot)
+    images, labels = data.shots(k, seed)
+    (val, val_labels), (test, test_labels) = data.split("val"), data.split("test")
+
+    def call(dtype):
+        utils.get_one_hot = functools.wraps(half_one_hot)(lambda y_s, num_classes: half_one_hot(y_s, num_classes).to(dtype))
+        method = peer.LinearProbe_P2({"train_epoch": epochs, "shots": k, "dataset": data.dataset, "output_dir": ""})
+        out = io.StringIO()
+        torch.manual_seed(seed)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):  # it renormalises in place: copies
+            _, acc = method.forward([(images.to(dtype), labels)], [(val.to(dtype), val_labels)], test.to(dtype), test_labels,
+                                    data.class_text.T.contiguous().to(dtype), _Identity(dtype), None)
+        lines = out.getvalue().splitlines()
+        last_test = max(i for i, line in enumerate(lines) if line.startswith("The accuracy for test data is"))
+        return {"accuracy": float(acc) / 100, "chosen": {"epoch": sum(line.startswith("Running model for epoch") for line in lines[:last_test])}}
+
+    return {**call(torch.float32), "fp16": call(torch.float16)}
+
+
 PEERS = {
     "gda": (gda, "mrflogs/ICLR24", "main_few_shots.run", {"augment_epoch": 1, "alpha": [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}),
     "tip_adapter": (tip_adapter, "gaopengcuhk/Tip-Adapter", "utils.build_cache_model, main.run_tip_adapter (utils.search_hp)",
                     {"augment_epoch": 1, "search_scale": [7, 3], "search_step": [200, 20]}),
+    "proker": (proker, "omarnust/BReg-Adapter", "trainers.proker.ProKeR (training-free ProKeR), utils.cls_acc",
+               {"augment_epoch": 1, "hp_selection": "tip-adapter", "beta": [0.5, 3, 20], "lmbda": [0.001, 1, 10]}),
+    "lp_pp": (lp_pp, "FereshteShakeri/FewShot-CLIP-Strong-Baseline", "methods.linear_probe_p2.LinearProbe_P2.forward",
+              {"augment_epoch": 1, "train_epoch": 300, "validation": "the parity set's validation split",
+               "precision": "float32 (their get_one_hot's float16 one-hot cast to float32); fp16: every tensor in float16, as on their GPU"}),
 }
 
 

@@ -27,14 +27,14 @@ def oracle(inp, cfg) -> pd.DataFrame:
     ti, tc, tl = inp.split("test")
     vi, _, vl = inp.split("val")
     zs = lambda x: zero_shot_logits(x, inp.class_text, inp.scale, inp.bias)  # noqa: E731
-    rows = [result_row(cfg, "zero_shot", 0, None, accuracy(zs(ti), tl), accuracy(zs(vi), vl), "none")]
+    rows = [result_row(cfg, "zero_shot", 0, None, accuracy(zs(ti), tl), accuracy(zs(vi), vl), "none", "none", 0)]
     z = cfg["methods"]["zero_shot_captions"]
     if z["method"] == "fixed_cache":
         k, f = min(cfg["shots"]), z["fixed"]
         for seed in seeds(cfg):
             keys, caption_keys, labels = inp.shots(k, seed)
             logits = adapter_logits(ti, keys, caption_keys, labels, inp.class_text, f["alpha"], f["theta"], f["beta"], inp.scale, inp.bias)
-            rows.append(result_row(cfg, "zero_shot_captions", k, seed, accuracy(logits, tl), math.nan, "fixed", **f))
+            rows.append(result_row(cfg, "zero_shot_captions", k, seed, accuracy(logits, tl), math.nan, "fixed", "fixed values", 1, **f))
         return pd.DataFrame(rows)
     if tc is None:
         return pd.DataFrame(rows)
@@ -43,7 +43,8 @@ def oracle(inp, cfg) -> pd.DataFrame:
         vi, vc, vl = inp.validation(cfg, budget, seed) if budget else inp.split("val")
         alpha, val_acc = search_caption_alpha(vi, vc, vl, inp.class_text, z["alpha"], inp.scale, inp.bias)
         test = accuracy(caption_zero_shot_logits(ti, tc, inp.class_text, alpha, inp.scale, inp.bias), tl)
-        rows.append(result_row(cfg, "zero_shot_captions", 0, seed, test, val_acc, selected_on(cfg), alpha=alpha))
+        rows.append(result_row(cfg, "zero_shot_captions", 0, seed, test, val_acc, selected_on(cfg), "caption weight grid", len(z["alpha"]),
+                               alpha=alpha))
     return pd.DataFrame(rows)
 
 
@@ -117,7 +118,8 @@ def test_the_authors_trainable_model_is_the_one_method_given_the_test_split():
     for k, seed in loop.grid(cfg):
         keys, caption_keys, labels = inp.shots(k, seed)
         fit = fit_authors(keys, labels, caption_keys, inp.class_text, ti, tl, inp.scale, inp.bias, seed=seed)
-        want.append(result_row(cfg, "trainable", k, seed, fit.test_accuracy, math.nan, "test", epoch=fit.epoch, rescored=fit.rescored))
+        want.append(result_row(cfg, "trainable", k, seed, fit.test_accuracy, math.nan, "test",
+                              "epoch on test, then max with a re-scoring", 11, epoch=fit.epoch, rescored=fit.rescored))
     pd.testing.assert_frame_equal(ours[list(want[0])], pd.DataFrame(want), check_exact=True, check_dtype=False)  # NaN elsewhere: floats
     assert list(rows.columns)[-1] == "rescored"
     assert torch.equal(torch.tensor(rows["shots"].tolist()), torch.tensor([k for k, _ in loop.grid(cfg) for _ in range(2)]))

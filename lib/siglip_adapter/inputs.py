@@ -96,10 +96,12 @@ def run_columns(cfg: dict) -> dict:
     return dict(zip(RUN_COLUMNS, (cfg["run"]["dataset"], cfg["backbone"], cfg["protocol"])))
 
 
-def result_row(cfg, method, shots, seed, test_acc, val_acc, selected_on, **chosen) -> dict:
+def result_row(cfg, method, shots, seed, test_acc, val_acc, selected_on, search, candidates, **chosen) -> dict:
+    """One method's row at one cell: where and how it chose (``search``: the rule, ``candidates``:
+    how many settings it compared) and what it chose (``chosen``)."""
     return {**run_columns(cfg), "method": method, "shots": shots, "seed": seed,
-            "accuracy": test_acc, "val_accuracy": val_acc, "selected_on": selected_on, "logit_form": cfg["methods"]["zero_shot"]["logit_form"],
-            **chosen}
+            "accuracy": test_acc, "val_accuracy": val_acc, "selected_on": selected_on, "search": search, "candidates": candidates,
+            "logit_form": cfg["methods"]["zero_shot"]["logit_form"], **chosen}
 
 
 def selected_on(cfg: dict) -> str:

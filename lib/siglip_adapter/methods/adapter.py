@@ -44,7 +44,7 @@ def sensitivity(cfg: dict, k: int, task: Task, fitted: Fitted, test, params: dic
             for i, alpha in enumerate(params["alpha"]) for j, theta in enumerate(params["theta"])]
 
 
-@method("adapter", params=Params, score=score_cache, label="SigLIP-Adapter (training-free)", kind="training-free", order=90, paper=True,
+@method("adapter", params=Params, score=score_cache, label="SigLIP-Adapter (training-free)", kind="training-free", order=90, paper=True, search="paper's grid (alpha x theta x beta)",
         tables={"sensitivity": sensitivity}, variants={"text_keys": ("keys", tuple(TEXT_KEYS))})
 def fit(task: Task, params: dict) -> Fitted:
     keys = params.get("keys", "caption")

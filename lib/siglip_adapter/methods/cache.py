@@ -109,7 +109,8 @@ def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> F
     c = search_adapter(task.val.images, task.val.labels, s.images, keys, s.labels, task.class_text, alphas, thetas, betas,
                                 task.scale, task.bias)
     state = {**zero_shot_state(task), "image_keys": s.images, "text_keys": keys, "key_labels": s.labels}
-    return Fitted(name, state, {"alpha": c.alpha, "theta": c.theta, "beta": c.beta}, c.val_accuracy)
+    return Fitted(name, state, {"alpha": c.alpha, "theta": c.theta, "beta": c.beta}, c.val_accuracy,
+                  candidates=len(alphas) * len(thetas) * len(betas))
 
 
 def score_cache(state: dict, chosen: dict, images):

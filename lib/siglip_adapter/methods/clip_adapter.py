@@ -49,7 +49,7 @@ def score(state, chosen, images):
     return adapted_logits(images, state["down"], state["up"], state["class_text"], chosen["ratio"], float(state["logit_scale"]))
 
 
-@method("clip_adapter", params=Params, score=score, label="CLIP-Adapter", kind="trained", order=50)
+@method("clip_adapter", params=Params, score=score, label="CLIP-Adapter", kind="trained", order=50, search="ratio x lr x epoch")
 def fit(task: Task, params: dict) -> Fitted:
     s = task.shots
     runs = {ratio: fit_on_shots(lambda: ClipAdapter(task.class_text, ratio, params["reduction"], params["logit_scale"]), s, task.val,
@@ -59,4 +59,5 @@ def fit(task: Task, params: dict) -> Fitted:
     run = runs[ratio]
     state = {"down": run.model.down.weight.detach().clone(), "up": run.model.up.weight.detach().clone(), "class_text": task.class_text,
              "logit_scale": torch.tensor(float(params["logit_scale"]))}
-    return Fitted("clip_adapter", state, {"ratio": float(ratio), "lr": run.lr, "epoch": run.epoch}, run.val_accuracy, run.history)
+    return Fitted("clip_adapter", state, {"ratio": float(ratio), "lr": run.lr, "epoch": run.epoch}, run.val_accuracy, run.history,
+                  candidates=sum(len(r.history) for r in runs.values()))

@@ -119,7 +119,7 @@ def score(state, chosen, images):
     return float(state["logit_scale"]) * images @ state["class_text"].T
 
 
-@method("coop", params=Params, score=score, label="CoOp", kind="trained", order=80)
+@method("coop", params=Params, score=score, label="CoOp", kind="trained", order=80, search="lr x epoch")
 def fit(task: Task, params: dict) -> Fitted:
     if task.encoder is None or task.classnames is None:
         raise ValueError("coop trains its prompts through the text tower: the task needs the encoder and the class names")
@@ -130,4 +130,4 @@ def fit(task: Task, params: dict) -> Fitted:
     with torch.no_grad():
         class_text = run.model.class_text()
     state = {"class_text": class_text, "context": run.model.ctx.detach().clone(), "logit_scale": torch.tensor(float(params["logit_scale"]))}
-    return Fitted("coop", state, {"lr": run.lr, "epoch": run.epoch, "n_ctx": prompts.n_ctx}, run.val_accuracy, run.history)
+    return Fitted("coop", state, {"lr": run.lr, "epoch": run.epoch, "n_ctx": prompts.n_ctx}, run.val_accuracy, run.history, candidates=len(run.history))

@@ -72,14 +72,14 @@ def _fit(name: str, task: Task, params: dict, estimator: Estimator) -> Fitted:
     zs_val, gda_val = task.zero_shot(task.val.images), peer_unit(task.scale) * _gda(state, task.val.images)
     acc = lambda a: float(((zs_val + a * gda_val).argmax(-1) == task.val.labels).float().mean())  # noqa: E731
     alpha, val = best(params["alpha"], acc)
-    return Fitted(name, state, {"alpha": float(alpha)}, val)
+    return Fitted(name, state, {"alpha": float(alpha)}, val, candidates=len(params["alpha"]))
 
 
-@method("gda", params=Params, score=score, label="GDA", kind="training-free", order=60)
+@method("gda", params=Params, score=score, label="GDA", kind="training-free", order=60, search="authors' grid")
 def fit(task: Task, params: dict) -> Fitted:
     return _fit("gda", task, params, "authors")
 
 
-@method("gda_lw", params=Params, score=score, label="GDA (Ledoit-Wolf)", kind="training-free", order=61)
+@method("gda_lw", params=Params, score=score, label="GDA (Ledoit-Wolf)", kind="training-free", order=61, search="kit's grid")
 def fit_ledoit_wolf(task: Task, params: dict) -> Fitted:
     return _fit("gda_lw", task, params, "ledoit_wolf")

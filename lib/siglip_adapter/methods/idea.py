@@ -16,6 +16,6 @@ class Params(GridParams):
     alpha: Unit  # the caption affinities' weight, fixed
 
 
-@method("idea", params=Params, score=score_cache, label="IDEA (training-free)", kind="training-free", order=70)
+@method("idea", params=Params, score=score_cache, label="IDEA (training-free)", kind="training-free", order=70, search="kit's grid")
 def fit(task: Task, params: dict) -> Fitted:
     return fit_cache("idea", task, [params["alpha"]], params["theta"], params["beta"])

@@ -35,10 +35,10 @@ def score(state, chosen, images):
     return images @ state["weight"].T + state["bias"]
 
 
-@method("linear_probe", params=Params, score=score, label="Linear probe", kind="training-free", order=20)
+@method("linear_probe", params=Params, score=score, label="Linear probe", kind="training-free", order=20, search="C grid")
 def fit(task: Task, params: dict) -> Fitted:
     max_iter = params.get("max_iter", 1000)
     states = {c: probe_state(task, float(c), max_iter) for c in params["C"]}
     acc = lambda c: float((score(states[c], {}, task.val.images).argmax(-1) == task.val.labels).float().mean())  # noqa: E731
     c, val = best(params["C"], acc)
-    return Fitted("linear_probe", states[c], {"C": float(c)}, val)
+    return Fitted("linear_probe", states[c], {"C": float(c)}, val, candidates=len(params["C"]))

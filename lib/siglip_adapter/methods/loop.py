@@ -98,6 +98,8 @@ class Fitted:
     history: list[dict] = field(default_factory=list)  # trained methods: the learning curve (``TrainResult.history``)
     selected_on: str | None = None  # how the choice was made where not on the protocol's validation set: none, fixed, test
     test_accuracy: float | None = None  # a method that scored the test split itself (selected on it: the authors' trainable)
+    candidates: int | None = None  # the settings its choice compared (grid points; trained: validation checks over every run), its start's included
+    search: str | None = None  # how it chose, where not its method's declared ``search`` (a parameter switches the rule)
 
     def logits(self, images: torch.Tensor, captions: torch.Tensor | None = None) -> torch.Tensor:
         m = registry.get(self.method)
@@ -131,13 +133,19 @@ def zero_shot_of(state: dict, images: torch.Tensor) -> torch.Tensor:
 
 def best(candidates, evaluate) -> tuple[object, float]:
     """The first candidate with the highest ``evaluate(candidate)`` (validation accuracy): ties go
-    to the earlier one in grid order."""
+    to the earlier one in grid order (``len(candidates)`` compared: a ``Fitted``'s ``candidates``)."""
     top, top_acc = None, -1.0
     for c in candidates:
         acc = evaluate(c)
         if acc > top_acc:
             top, top_acc = c, acc
     return top, top_acc
+
+
+def more(start: int | None, own: int) -> int | None:
+    """The candidates of a method that starts from another's choice: the start's and its own (None
+    where the start does not say)."""
+    return None if start is None else start + own
 
 
 def params_of(cfg: dict, name: str) -> dict:
@@ -265,7 +273,8 @@ def _fit_cell(task: Task, name: str, params: dict, test: Labelled, cfg: dict, k:
 
     def row_of(fitted: Fitted) -> dict:
         acc = fitted.accuracy(test) if fitted.test_accuracy is None else fitted.test_accuracy
-        return result_row(cfg, name, k, seed, acc, fitted.val_accuracy, fitted.selected_on or selected_on(cfg), **fitted.chosen)
+        return result_row(cfg, name, k, seed, acc, fitted.val_accuracy, fitted.selected_on or selected_on(cfg), fitted.search or m.search,
+                          fitted.candidates, **fitted.chosen)
 
     fitted = (replace(task, test=test) if m.uses_test and m.uses_test(params) else task).fitted(name, params)
     row = row_of(fitted)

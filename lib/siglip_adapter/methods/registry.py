@@ -17,7 +17,8 @@ A method is declared once, beside its maths, with the decorator ``method`` (afte
 columns), the ``training-free`` and ``trained`` ones that ``methods.run`` names in 04_adapter and
 05_trainable. ``order`` places it in tables and legends (smaller first). ``paper`` marks the
 paper's own methods (drawn thick, named in the stage metrics). ``start`` names a method whose
-validation choice this one starts from. Three hooks for methods that are not fitted at every K and
+validation choice this one starts from. ``search`` says in a few words how it chooses (its rows
+also give ``candidates``: how many settings the choice compared, ``Fitted.candidates``). Three hooks for methods that are not fitted at every K and
 seed on the shots alone (``loop.method_rows``): ``cells(cfg, inputs, params)`` lists the (K, seed)
 cells it is fitted at (zero-shot: K = 0 and no seed); ``query_captions``: its ``score`` also takes
 the scored images' captions; ``uses_test(params)``: it is given the test split (the authors'
@@ -68,6 +69,7 @@ class Method:
     uses_test: Callable | None = None  # uses_test(params) -> bool: given the test split
     tables: dict | None = None  # {table: make(cfg, k, task, fitted, test, params) -> [row]}
     variants: dict | None = None  # {table: (parameter, values)}; the first value is the method's default
+    search: str = "grid on validation"  # how it chooses its hyper-parameters (its rows' ``search``; Table I's methods section)
 
     @property
     def trained(self) -> bool:
@@ -84,11 +86,11 @@ METHODS: dict[str, Method] = {}
 def method(name: str, *, score: Callable, params: type[MethodParams] = MethodParams, label: str | None = None,
            kind: Kind = "training-free", order: float = 1000.0, paper: bool = False, start: str | None = None,
            cells: Callable | None = None, query_captions: bool = False, uses_test: Callable | None = None, tables: dict | None = None,
-           variants: dict | None = None):
+           variants: dict | None = None, search: str = "grid on validation"):
     """Declare the method ``name`` with its ``fit`` (the decorated function; see the module's docstring)."""
     def deco(fit):
         _add(Method(name, fit, score, params, label or name, kind, order, paper, start, getattr(fit, "__module__", "") or "", cells,
-                    query_captions, uses_test, tables, variants))
+                    query_captions, uses_test, tables, variants, search))
         return fit
 
     return deco

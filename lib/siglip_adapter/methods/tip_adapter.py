@@ -42,13 +42,15 @@ def authors_grid(scale: float, steps: int) -> list[float]:
     return [i * (scale - 0.1) / steps + 0.1 for i in range(steps)]
 
 
-@method("tip_adapter", params=Params, score=score_cache, label="Tip-Adapter", kind="training-free", order=30)
+@method("tip_adapter", params=Params, score=score_cache, label="Tip-Adapter", kind="training-free", order=30,
+        search="authors' grid (search_hp)")
 def fit(task: Task, params: dict) -> Fitted:
     (sharpness, residual), (n_sharpness, n_residual) = params["search_scale"], params["search_step"]
     betas = [a * peer_unit(task.scale) for a in authors_grid(residual, n_residual)]
     return fit_cache("tip_adapter", task, [0.0], authors_grid(sharpness, n_sharpness), betas)
 
 
-@method("tip_adapter_wide", params=GridParams, score=score_cache, label="Tip-Adapter (wide grid)", kind="training-free", order=31)
+@method("tip_adapter_wide", params=GridParams, score=score_cache, label="Tip-Adapter (wide grid)", kind="training-free", order=31,
+        search="kit's wide grid")
 def fit_wide(task: Task, params: dict) -> Fitted:
     return fit_cache("tip_adapter_wide", task, [0.0], params["theta"], params["beta"])

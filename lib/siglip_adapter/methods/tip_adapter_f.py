@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .loop import Fitted, Task, zero_shot_state
+from .loop import Fitted, Task, more, zero_shot_state
 from .cache import adapter_logits, score_cache
 from .registry import method
 from .training import Schedule, Training, fit_on_shots
@@ -33,12 +33,15 @@ class TipAdapterF(nn.Module):
         return adapter_logits(images, self.keys, self.keys, self.labels, self.class_text, 0.0, self.theta, self.beta, self.scale, self.bias)
 
 
-@method("tip_adapter_f", params=Training, score=score_cache, label="Tip-Adapter-F", kind="trained", order=40, start="tip_adapter")
+@method("tip_adapter_f", params=Training, score=score_cache, label="Tip-Adapter-F", kind="trained", order=40, start="tip_adapter",
+        search="Tip-Adapter's choice, then lr x epoch")
 def fit(task: Task, params: dict) -> Fitted:
-    start = task.fitted("tip_adapter", params["start"]).chosen
+    started = task.fitted("tip_adapter", params["start"])
+    start = started.chosen
     s = task.shots
     run = fit_on_shots(lambda: TipAdapterF(s.images, s.labels, task.class_text, start["theta"], start["beta"], task.scale, task.bias),
                        s, task.val, Schedule.of(params), task.seed)
     keys = run.model.keys.detach().clone()
     state = {**zero_shot_state(task), "image_keys": keys, "text_keys": keys, "key_labels": s.labels}
-    return Fitted("tip_adapter_f", state, {**start, "lr": run.lr, "epoch": run.epoch}, run.val_accuracy, run.history)
+    return Fitted("tip_adapter_f", state, {**start, "lr": run.lr, "epoch": run.epoch}, run.val_accuracy, run.history,
+                  candidates=more(started.candidates, len(run.history)))

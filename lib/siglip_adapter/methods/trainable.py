@@ -29,7 +29,7 @@ from torch import nn
 from typing import Literal
 
 from ..schema import Count
-from .loop import Fitted, Labelled, Task, zero_shot_logits, zero_shot_state
+from .loop import Fitted, Labelled, Task, more, zero_shot_logits, zero_shot_state
 from .cache import cache_affinity
 from .registry import method
 from .training import Schedule, Training, TrainResult, fit_on_shots
@@ -89,11 +89,12 @@ def _authors(params: dict) -> bool:
 
 
 @method("trainable", params=Params, score=score, label="SigLIP-Adapter (trainable)", kind="trained", order=100, paper=True, start="adapter",
-        uses_test=_authors)
+        uses_test=_authors, search="adapter's choice, then lr x epoch")
 def fit(task: Task, params: dict) -> Fitted:
     if _authors(params):
         return authors_fitted(task)
-    c = task.fitted("adapter", params["start"]).chosen
+    started = task.fitted("adapter", params["start"])
+    c = started.chosen
     s = task.shots
     if s.captions is None:
         raise ValueError("trainable: the shots have no captions")
@@ -102,7 +103,8 @@ def fit(task: Task, params: dict) -> Fitted:
     state = {**zero_shot_state(task), "image_keys": s.images, "caption_keys": s.captions, "key_labels": s.labels,
              "projector_weight": m.projector.weight.detach().clone(), "projector_bias": m.projector.bias.detach().clone(),
              "latent": m.latent.detach().clone()}
-    return Fitted("trainable", state, {**c, "lr": run.lr, "epoch": run.epoch}, run.val_accuracy, run.history)
+    return Fitted("trainable", state, {**c, "lr": run.lr, "epoch": run.epoch}, run.val_accuracy, run.history,
+                  candidates=more(started.candidates, len(run.history)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,8 +154,11 @@ class AuthorsResult:
     rescored: float
 
 
+AUTHORS_EPOCHS = 10  # their loop's epochs, each scored on test (and one re-scoring): the candidates of their choice
+
+
 def fit_authors(shot_images, shot_labels, caption_keys, class_text, test_images, test_labels, scale=100.0, bias=0.0, seed: int = 42,
-                epochs: int = 10, batch_size: int = 2, lr: float = 1e-3, eps: float = 1e-4) -> AuthorsResult:
+                epochs: int = AUTHORS_EPOCHS, batch_size: int = 2, lr: float = 1e-3, eps: float = 1e-4) -> AuthorsResult:
     """The authors' loop: AdamW (lr 1e-3, eps 1e-4), a cosine schedule over epochs x batches,
     10 epochs of cross-entropy on the shots in batches of 2; after every epoch the model is scored
     on the TEST set and the best test accuracy kept, then ``max`` with the fixed re-scoring.
@@ -193,4 +198,5 @@ def authors_fitted(task: Task) -> Fitted:
     s = task.shots
     run = fit_authors(s.images, s.labels, s.captions, task.class_text, task.test.images, task.test.labels, task.scale, task.bias,
                       seed=task.seed)
-    return Fitted("trainable", {}, {"epoch": run.epoch, "rescored": run.rescored}, selected_on="test", test_accuracy=run.test_accuracy)
+    return Fitted("trainable", {}, {"epoch": run.epoch, "rescored": run.rescored}, selected_on="test", test_accuracy=run.test_accuracy,
+                   search="epoch on test, then max with a re-scoring", candidates=AUTHORS_EPOCHS + 1)

@@ -20,8 +20,8 @@ def score(state, chosen, images):
     return zero_shot_of(state, images)
 
 
-@method("zero_shot", params=Params, score=score, label="Zero-shot", kind="zero-shot", order=0, cells=lambda cfg, inp, params: [(0, None)])
+@method("zero_shot", params=Params, score=score, label="Zero-shot", kind="zero-shot", order=0, search="none", cells=lambda cfg, inp, params: [(0, None)])
 def fit(task: Task, params: dict) -> Fitted:
-    fitted = Fitted("zero_shot", zero_shot_state(task), selected_on="none")
+    fitted = Fitted("zero_shot", zero_shot_state(task), selected_on="none", candidates=0)
     fitted.val_accuracy = fitted.accuracy(task.val)
     return fitted

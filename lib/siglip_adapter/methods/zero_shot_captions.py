@@ -70,13 +70,14 @@ def score(state, chosen, images, captions):
 
 
 @method("zero_shot_captions", params=Params, score=score, label="Zero-shot + captions", kind="zero-shot", order=10, paper=True,
-        cells=cells, query_captions=True)
+        search="caption weight grid", cells=cells, query_captions=True)
 def fit(task: Task, params: dict) -> Fitted:
     state = zero_shot_state(task)
     if params["method"] == "fixed_cache":
         s, f = task.shots, params["fixed"]
         state.update(image_keys=s.images, caption_keys=s.captions, key_labels=s.labels)
-        return Fitted("zero_shot_captions", state, {"alpha": f["alpha"], "theta": f["theta"], "beta": f["beta"]}, selected_on="fixed")
+        return Fitted("zero_shot_captions", state, {"alpha": f["alpha"], "theta": f["theta"], "beta": f["beta"]}, selected_on="fixed",
+                      search="fixed values", candidates=1)
     v = task.val
     alpha, val = search_caption_alpha(v.images, v.captions, v.labels, task.class_text, params["alpha"], task.scale, task.bias)
-    return Fitted("zero_shot_captions", state, {"alpha": alpha}, val)
+    return Fitted("zero_shot_captions", state, {"alpha": alpha}, val, candidates=len(params["alpha"]))

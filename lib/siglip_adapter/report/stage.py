@@ -16,7 +16,7 @@ from ..paths import RUN_COLUMNS, RunPaths
 
 RUN = RUN_COLUMNS  # the columns that name a run
 
-TABLE_COLUMNS = [*RUN, "method", "shots", "mean", "std", "n_seeds"]
+TABLE_COLUMNS = [*RUN, "method", "shots", "mean", "std", "n_seeds", "candidates"]  # candidates: the most any seed's choice compared
 
 SWEEP_EXCLUDED = ("published", "paper")  # protocols without a shots sweep (one K, one seed)
 
@@ -45,9 +45,12 @@ def paper_methods() -> list[str]:
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (0 for one seed) and seed count per run, method and shots."""
-    g = rows.groupby([*RUN, "method", "shots"], sort=False)["accuracy"]
-    out = g.agg(mean="mean", std=lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0, n_seeds="count").reset_index()
+    """Mean, sample std (0 for one seed) and seed count per run, method and shots, and the most
+    candidates a seed's choice compared (``candidates``; empty where the rows do not say)."""
+    rows = rows if "candidates" in rows else rows.assign(candidates=float("nan"))
+    g = rows.groupby([*RUN, "method", "shots"], sort=False)
+    out = g.agg(mean=("accuracy", "mean"), std=("accuracy", lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0),
+                n_seeds=("accuracy", "count"), candidates=("candidates", "max")).reset_index()
     out["order"] = out["method"].map({m: i for i, m in enumerate(_registry().ordered(out["method"].unique()))})
     return out.sort_values([*RUN, "order", "shots"]).drop(columns="order").reset_index(drop=True)[TABLE_COLUMNS]
 

@@ -124,7 +124,8 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
     sweep = table[table["method"].map(few_shot).astype(bool) & ~table["protocol"].isin(SWEEP_EXCLUDED)]
     if len(sweep):
         ks = sorted(sweep["shots"].unique())
-        out += "\n## Every method against shots\n\nAccuracy (%), mean ± std over seeds, every hyper-parameter chosen on validation:\n\n"
+        out += "\n## Every method against shots\n\n" + search_markdown(sweep)
+        out += "\nAccuracy (%), mean ± std over seeds:\n\n"
         out += "| dataset | backbone | protocol | method | " + " | ".join(f"{k}-shot" for k in ks) + " | seeds |\n"
         out += "|" + "---|" * (5 + len(ks)) + "\n"
         for (ds, bb, proto, m), g in sweep.groupby([*RUN, "method"], sort=False):
@@ -135,6 +136,22 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
         out += ranking_markdown(ranking(table))
     if text_keys is not None and len(text_keys):
         out += text_key_markdown(text_keys)
+    return out
+
+
+def search_markdown(sweep: pd.DataFrame) -> str:
+    """How each method chose its hyper-parameters (its module's ``search``) and over how many
+    candidates per K x seed cell, the fewest to the most over the runs and K of ``sweep``."""
+    from ..methods import registry
+
+    out = ("Every hyper-parameter is chosen on the protocol's validation set (the authors' trainable model of `paper` aside: on test); "
+           "the test split is scored once. How each method chooses, and over how many candidates at one K and seed (grid points; "
+           "trained methods: every validation check of every run, those of the method they start from included):\n\n"
+           "| method | search | candidates per cell |\n|---|---|---|\n")
+    for m, g in sweep.groupby("method", sort=False):
+        n = g["candidates"].dropna() if "candidates" in g else pd.Series(dtype=float)
+        count = "–" if n.empty else f"{int(n.min()):,}" if n.min() == n.max() else f"{int(n.min()):,}–{int(n.max()):,}"
+        out += f"| {label(m)} | {registry.get(m).search if m in registry.METHODS else '–'} | {count} |\n"
     return out
 
 
