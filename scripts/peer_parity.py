@@ -5,6 +5,9 @@ no copy of the peers' code exists.
     git clone https://github.com/mrflogs/ICLR24 ~/peers/ICLR24            # never into this repository
     .venv/bin/python scripts/peer_parity.py gda --code ~/peers/ICLR24
     .venv/bin/python scripts/peer_parity.py tip_adapter --code ~/peers/Tip-Adapter
+    git clone https://github.com/KaiyangZhou/Dassl.pytorch ~/peers/Dassl   # CLAP's trainer is Dassl's
+    pip install --target ~/peers/deps yacs                                 # Dassl's config package
+    .venv/bin/python scripts/peer_parity.py clap --code ~/peers/CLAP --deps ~/peers/Dassl ~/peers/deps
 
 writes ``tests/fixtures/parity/<method>.json``: the peer's repository and commit, the function
 run, its settings, the fingerprint of each feature set, and per dataset, K and seed its test
@@ -27,6 +30,7 @@ import functools
 import importlib
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -197,6 +201,81 @@ def lp_pp(code: Path, data: parity.ParitySet, k: int, seed: int, epochs: int = 3
     return {**call(torch.float32), "fp16": call(torch.float16)}
 
 
+class _Batches:
+    """A Dassl train loader's length and batch size, all CLAP's epoch reads of it."""
+
+    def __init__(self, n_images: int, batch_size: int):
+        self.batch_size = batch_size
+        self.n = max(1, n_images // batch_size) if n_images >= batch_size else 1  # drop_last for a full loader
+
+    def __len__(self):
+        return self.n
+
+
+def _dassl_schedulers() -> None:
+    """Dassl's warm-up schedulers pass ``verbose`` to ``LRScheduler.__init__``, which torch 2.7 removed:
+    the argument is dropped (it only printed)."""
+    init = getattr(torch.optim.lr_scheduler.LRScheduler.__init__, "__wrapped__", torch.optim.lr_scheduler.LRScheduler.__init__)
+    torch.optim.lr_scheduler.LRScheduler.__init__ = functools.wraps(init)(lambda self, optimizer, last_epoch=-1, verbose=None: init(self, optimizer, last_epoch))
+
+
+def clap(code: Path, data: parity.ParitySet, k: int, seed: int, constraint: str = "l2") -> dict:
+    """jusiro/CLAP ``trainers/adapters.py``: its ``ADAPTER`` trainer with ``INIT`` ZS and ``CONSTRAINT``
+    ``constraint`` (l2: CLAP; none: ZS-LP) and its one trainer config (``SGD_lr1e-1_B256_ep300``),
+    on Dassl (``--deps``). What its ``build_model`` and ``train`` do is done here in their order with
+    their own classes and functions: ``AdapterMethod`` on the class prompts, Dassl's optimizer and
+    scheduler, the zero-shot logits of the shots from ``CustomCLIP.forward`` (its image encoder the
+    identity), ``init_lagrangian_multipliers``, then ``TrainerXCostume.run_epoch`` for every epoch
+    (one view per shot: ``epochs_aumentation`` 1). Its Dassl ``after_epoch`` (checkpoints, a test
+    pass over images) is not run; the accuracy is ``run_epoch``'s own test accuracy after the last
+    step. CLIP's ``logit_scale`` is ``ln 100``. Adjustment: ``_dassl_schedulers``."""
+    stand_ins = ["torch.utils.tensorboard", "torchvision", "torchvision.transforms", "torchvision.transforms.functional", "gdown", "wilds",
+                 "ftfy"]
+    adapters = _import_peer(code, "trainers.adapters", stand_ins)
+    _dassl_schedulers()
+    from dassl.config import get_cfg_default
+    from dassl.engine import TrainerBase
+    from dassl.optim import build_lr_scheduler, build_optimizer
+    from dassl.utils import set_random_seed
+    train = importlib.import_module("train")
+
+    cfg = get_cfg_default()
+    train.extend_cfg(cfg)
+    cfg.merge_from_file(str(code / "configs" / "trainers" / "SGD_lr1e-1_B256_ep300.yaml"))
+    cfg.merge_from_list(["TRAINER.ADAPTER.INIT", "ZS", "TRAINER.ADAPTER.CONSTRAINT", constraint, "SEED", seed, "USE_CUDA", False])
+    set_random_seed(seed)
+    clip_model = types.SimpleNamespace(dtype=torch.float32, logit_scale=torch.nn.Parameter(torch.tensor(math.log(100.0))))
+    images, labels = data.shots(k, seed)
+    test, test_labels = data.split("test")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        model = object.__new__(adapters.CustomCLIP)
+        torch.nn.Module.__init__(model)
+        model.image_encoder, model.logit_scale, model.dtype = torch.nn.Identity(), clip_model.logit_scale, torch.float32
+        model.adapter = adapters.AdapterMethod(cfg, clip_model, data.class_text.clone())
+        for name, param in model.named_parameters():
+            param.requires_grad_("adapter" in name)
+        model = model.float()
+        trainer = object.__new__(adapters.ADAPTER)
+        TrainerBase.__init__(trainer)
+        trainer.cfg, trainer.device, trainer.model = cfg, torch.device("cpu"), model
+        trainer.optim = build_optimizer(model.adapter, cfg.OPTIM)
+        trainer.sched = build_lr_scheduler(trainer.optim, cfg.OPTIM)
+        trainer.register_model("adapter", model.adapter, trainer.optim, trainer.sched)
+        trainer.train_loader_x = _Batches(len(labels), cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+        trainer.labels_test, trainer.features_test = test_labels, test
+        with torch.no_grad():
+            trainer.logits_zs, trainer.features_train = model(images, return_features=True)
+        trainer.labels_train = labels
+        if model.adapter.apply_constraint != "none":
+            model.adapter.device = trainer.device
+            model.adapter.init_lagrangian_multipliers(trainer.labels_train, trainer.logits_zs)
+        trainer.start_epoch, trainer.max_epoch = 0, cfg.OPTIM.MAX_EPOCH
+        for trainer.epoch in range(trainer.start_epoch, trainer.max_epoch):
+            summary = trainer.run_epoch()
+    return {"accuracy": summary["acc_test"] / 100, "chosen": {"epoch": trainer.max_epoch}}
+
+
 PEERS = {
     "gda": (gda, "mrflogs/ICLR24", "main_few_shots.run", {"augment_epoch": 1, "alpha": [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}),
     "tip_adapter": (tip_adapter, "gaopengcuhk/Tip-Adapter", "utils.build_cache_model, main.run_tip_adapter (utils.search_hp)",
@@ -206,6 +285,10 @@ PEERS = {
     "lp_pp": (lp_pp, "FereshteShakeri/FewShot-CLIP-Strong-Baseline", "methods.linear_probe_p2.LinearProbe_P2.forward",
               {"augment_epoch": 1, "train_epoch": 300, "validation": "the parity set's validation split",
                "precision": "float32 (their get_one_hot's float16 one-hot cast to float32); fp16: every tensor in float16, as on their GPU"}),
+    "clap": (clap, "jusiro/CLAP", "trainers.adapters: AdapterMethod, CustomCLIP, ADAPTER (TrainerXCostume.run_epoch), on Dassl",
+             {"INIT": "ZS", "CONSTRAINT": "l2", "config": "SGD_lr1e-1_B256_ep300", "epochs_aumentation": 1}),
+    "zs_lp": (functools.partial(clap, constraint="none"), "jusiro/CLAP", "the same as clap, CONSTRAINT none",
+              {"INIT": "ZS", "CONSTRAINT": "none", "config": "SGD_lr1e-1_B256_ep300", "epochs_aumentation": 1}),
 }
 
 
@@ -215,10 +298,14 @@ def main(argv=None) -> None:
     ap.add_argument("--code", type=Path, required=True, help="a checkout of the peer's repository (git clone)")
     ap.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"])
     ap.add_argument("--out", type=Path, default=parity.FOLDER)
+    ap.add_argument("--deps", type=Path, nargs="*", default=[], help="folders the peer's code imports from (CLAP: a Dassl.pytorch checkout, yacs)")
     args = ap.parse_args(argv)
+    sys.path[:0] = [str(d) for d in args.deps]
     run, repo, function, settings = PEERS[args.method]
     record = {"method": args.method, "repository": repo, "commit": _commit(args.code), "function": function, "settings": settings,
               "device": "cpu", "features": {}, "cells": []}
+    if args.deps:
+        record["dependencies"] = {str(d.name): _commit(d) if (d / ".git").exists() else "not a git checkout" for d in args.deps}
     for dataset in args.datasets:
         data = parity.load(dataset)
         record["features"][dataset] = data.fingerprint()

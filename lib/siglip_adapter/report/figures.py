@@ -132,14 +132,21 @@ def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):
     return fig
 
 
+OWN_STEPS = -1.0  # the learning-rate key of a curve whose steps the method derives from the data (no learning rate given)
+
+
 def plot_curves(curves: pd.DataFrame, path: Path | None = None):
     """Validation accuracy against epoch for each trained method (a line per learning rate, one
     colour per rate in every panel), a row per run with a sweep: the learning curves behind each
-    chosen epoch."""
+    chosen epoch. A method that checks nothing on validation (CLAP, ZS-LP: no validation accuracy)
+    has no panel; one whose step sizes come from the data (LP++: learning rate empty) has one line,
+    "its own"."""
     plt, sns = _plotting()
     from matplotlib.lines import Line2D
 
     curves = curves[~curves["protocol"].isin(SWEEP_EXCLUDED)]
+    curves = curves[curves.groupby("method")["val_accuracy"].transform(lambda v: v.notna().any())]
+    curves = curves.assign(lr=curves["lr"].fillna(OWN_STEPS))
     runs = runs_of(curves)
     trained = _method_order(curves["method"].unique())
     rates = sorted(curves["lr"].unique())
@@ -157,7 +164,7 @@ def plot_curves(curves: pd.DataFrame, path: Path | None = None):
             ax.title.set_fontsize(8)
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-    _legend_below(fig, [Line2D([], [], marker=".", color=colours[lr]) for lr in rates], [f"{lr:g}" for lr in rates],
+    _legend_below(fig, [Line2D([], [], marker=".", color=colours[lr]) for lr in rates], ["its own" if lr == OWN_STEPS else f"{lr:g}" for lr in rates],
                   title="learning rate", width_per_column=1.2)
     if path is not None:
         fig.savefig(path, dpi=110, metadata={"Software": None})
