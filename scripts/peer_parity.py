@@ -276,6 +276,40 @@ def clap(code: Path, data: parity.ParitySet, k: int, seed: int, constraint: str 
     return {"accuracy": summary["acc_test"] / 100, "chosen": {"epoch": trainer.max_epoch}}
 
 
+def ape(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
+    """yangyangyang127/APE ``main.APE`` (training-free APE) with its Caltech101 config (search
+    [7, 7, 1] x [200, 20, 20], w [0.5, 0.5]) and the kit's Q for the parity set's dimensions
+    (``methods.ape.kept_dimensions``: their 800 of 1,024 is 300 of 384). Its cache is what its
+    ``load_few_shot_feature`` would load: keys (D, N*K) class by class (its ``cal_criterion``
+    reshapes them so), one-hot values; one view per shot. ``cal_criterion`` reads and writes
+    ``caches/<dataset>/`` under the working directory, so each call runs in a fresh temporary
+    folder. The accuracy is its last ``cls_acc`` (APE on test); the choice is its last printed
+    best setting (two decimals)."""
+    from siglip_adapter.methods.ape import kept_dimensions
+
+    peer = _import_peer(code, "main", ["torchvision", "torchvision.transforms", "datasets", "datasets.imagenet", "datasets.utils", "clip",
+                                       "cv2"])
+    images, labels = data.shots(k, seed)
+    order = torch.argsort(labels, stable=True)
+    images, labels = images[order], labels[order]
+    (val, val_labels), (test, test_labels) = data.split("val"), data.split("test")
+    config = {"search_scale": [7, 7, 1], "search_step": [200, 20, 20], "init_beta": 1, "init_alpha": 1, "init_gamma": 0.1,
+              "w_training_free": [0.5, 0.5], "backbone": "RN50"}
+    q = kept_dimensions({"feat_num": 800, "feat_dims": 1024}, images.shape[1])
+    cfg = {**config, "dataset": data.dataset, "shots": k, "training_free_feat_num": q}
+    returned = []
+    accuracy = peer.cls_acc
+    peer.cls_acc = lambda *a, **kw: returned.append(accuracy(*a, **kw)) or returned[-1]
+    out = io.StringIO()
+    with tempfile.TemporaryDirectory() as tmp, _inside(tmp):
+        Path("caches", data.dataset).mkdir(parents=True)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            peer.APE(cfg, images.T.contiguous(), torch.nn.functional.one_hot(labels).float(), val, val_labels, test, test_labels,
+                     data.class_text.T.contiguous())
+    alpha, beta, gamma = _last(r"New best setting, alpha: (\S+), beta: (\S+), gamma: (\S+);", out.getvalue())
+    return {"accuracy": returned[-1] / 100, "chosen": {"beta": float(beta), "alpha": float(alpha), "gamma": float(gamma), "feat_num": q}}
+
+
 PEERS = {
     "gda": (gda, "mrflogs/ICLR24", "main_few_shots.run", {"augment_epoch": 1, "alpha": [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}),
     "tip_adapter": (tip_adapter, "gaopengcuhk/Tip-Adapter", "utils.build_cache_model, main.run_tip_adapter (utils.search_hp)",
@@ -289,6 +323,9 @@ PEERS = {
              {"INIT": "ZS", "CONSTRAINT": "l2", "config": "SGD_lr1e-1_B256_ep300", "epochs_aumentation": 1}),
     "zs_lp": (functools.partial(clap, constraint="none"), "jusiro/CLAP", "the same as clap, CONSTRAINT none",
               {"INIT": "ZS", "CONSTRAINT": "none", "config": "SGD_lr1e-1_B256_ep300", "epochs_aumentation": 1}),
+    "ape": (ape, "yangyangyang127/APE", "main.APE (utils.cal_criterion, utils.cls_acc)",
+            {"config": "caltech101 (search_scale [7, 7, 1], search_step [200, 20, 20], w_training_free [0.5, 0.5])",
+             "training_free_feat_num": "the kit's rule: round(D x 800 / 1024) = 300 for D = 384", "augment_epoch": 1}),
 }
 
 
