@@ -310,6 +310,61 @@ def ape(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
     return {"accuracy": returned[-1] / 100, "chosen": {"beta": float(beta), "alpha": float(alpha), "gamma": float(gamma), "feat_num": q}}
 
 
+def taskres(code: Path, data: parity.ParitySet, k: int, seed: int, scale: float = 0.5) -> dict:
+    """geekyutao/TaskRes ``trainers/taskres.py``: its ``TaskRes`` trainer as ``train_regular.sh``
+    runs it (``adam_lr2e-3_B256_ep100`` up to 4 shots, ``ep200`` from 8, ``RESIDUAL_SCALE`` 0.5),
+    on Dassl (``--deps``). What its ``build_model`` does is done here with its own classes
+    (``TaskResLearner`` on the class prompts, ``CustomCLIP`` with the identity as image encoder,
+    Dassl's optimizer and scheduler); then Dassl's ``TrainerX.run_epoch`` for every epoch over a
+    torch ``DataLoader`` of the shots' features (one view each; Dassl's ``RandomSampler`` and
+    ``drop_last`` rule), seeded as Dassl seeds it. The accuracy is its final model's on the test
+    features (Dassl's ``after_train`` tests the last epoch). Adjustment: ``_dassl_schedulers``."""
+    stand_ins = ["torch.utils.tensorboard", "torchvision", "torchvision.transforms", "torchvision.transforms.functional", "gdown", "wilds",
+                 "ftfy"]
+    peer = _import_peer(code, "trainers.taskres", stand_ins)
+    _dassl_schedulers()
+    from dassl.config import get_cfg_default
+    from dassl.engine import TrainerBase
+    from dassl.optim import build_lr_scheduler, build_optimizer
+    from dassl.utils import set_random_seed
+    train = importlib.import_module("train")
+
+    cfg = get_cfg_default()
+    train.args = types.SimpleNamespace(enhanced_base="none")  # its extend_cfg reads the script's global args (set under __main__)
+    train.extend_cfg(cfg)
+    config = "adam_lr2e-3_B256_ep100" if k <= 4 else "adam_lr2e-3_B256_ep200"
+    cfg.merge_from_file(str(code / "configs" / "trainers" / "TaskRes" / f"{config}.yaml"))
+    cfg.merge_from_list(["TRAINER.TaskRes.RESIDUAL_SCALE", scale, "SEED", seed, "USE_CUDA", False])
+    set_random_seed(seed)
+    clip_model = types.SimpleNamespace(dtype=torch.float32, logit_scale=torch.nn.Parameter(torch.tensor(math.log(100.0))))
+    images, labels = data.shots(k, seed)
+    test, test_labels = data.split("test")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        model = object.__new__(peer.CustomCLIP)
+        torch.nn.Module.__init__(model)
+        model.image_encoder, model.logit_scale, model.dtype = torch.nn.Identity(), clip_model.logit_scale, torch.float32
+        model.prompt_learner = peer.TaskResLearner(cfg, None, clip_model, data.class_text.clone())
+        for name, param in model.named_parameters():
+            param.requires_grad_("prompt_learner" in name)
+        model = model.float()
+        trainer = object.__new__(peer.TaskRes)
+        TrainerBase.__init__(trainer)
+        trainer.cfg, trainer.device, trainer.model = cfg, torch.device("cpu"), model
+        trainer.optim = build_optimizer(model.prompt_learner, cfg.OPTIM)
+        trainer.sched = build_lr_scheduler(trainer.optim, cfg.OPTIM)
+        trainer.register_model("prompt_learner", model.prompt_learner, trainer.optim, trainer.sched)
+        size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+        shots = [{"img": x, "label": y} for x, y in zip(images, labels)]
+        trainer.train_loader_x = torch.utils.data.DataLoader(shots, batch_size=size, sampler=torch.utils.data.RandomSampler(shots),
+                                                             drop_last=len(shots) >= size)
+        trainer.start_epoch, trainer.max_epoch = 0, cfg.OPTIM.MAX_EPOCH
+        for trainer.epoch in range(trainer.start_epoch, trainer.max_epoch):
+            trainer.run_epoch()
+        with torch.no_grad():
+            acc = float((model(test).argmax(-1) == test_labels).float().mean())
+    return {"accuracy": acc, "chosen": {"epoch": trainer.max_epoch}}
+
+
 PEERS = {
     "gda": (gda, "mrflogs/ICLR24", "main_few_shots.run", {"augment_epoch": 1, "alpha": [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}),
     "tip_adapter": (tip_adapter, "gaopengcuhk/Tip-Adapter", "utils.build_cache_model, main.run_tip_adapter (utils.search_hp)",
@@ -326,6 +381,8 @@ PEERS = {
     "ape": (ape, "yangyangyang127/APE", "main.APE (utils.cal_criterion, utils.cls_acc)",
             {"config": "caltech101 (search_scale [7, 7, 1], search_step [200, 20, 20], w_training_free [0.5, 0.5])",
              "training_free_feat_num": "the kit's rule: round(D x 800 / 1024) = 300 for D = 384", "augment_epoch": 1}),
+    "taskres": (taskres, "geekyutao/TaskRes", "trainers.taskres: TaskResLearner, CustomCLIP, TaskRes (Dassl TrainerX.run_epoch)",
+                {"config": "adam_lr2e-3_B256_ep100 (K <= 4), adam_lr2e-3_B256_ep200 (K >= 8)", "RESIDUAL_SCALE": 0.5, "views": 1}),
 }
 
 

@@ -34,6 +34,7 @@ from torch import nn
 from ..schema import Count, NonNegative, Positive
 from .loop import CLIP_SCALE, Fitted, Task
 from .registry import MethodParams, method
+from .training import warmup_cosine_lr
 
 
 class Params(MethodParams):
@@ -60,10 +61,7 @@ def class_multipliers(images: torch.Tensor, labels: torch.Tensor, class_text: to
 
 
 def epoch_lr(params: dict, epoch: int) -> float:
-    """Dassl's constant warm-up over a cosine: ``warmup_lr`` at epoch 0, then ``lr`` annealed over ``epochs`` from epoch 1 on."""
-    if epoch == 0:
-        return float(params["warmup_lr"])
-    return 0.5 * params["lr"] * (1 + math.cos(math.pi * (epoch - 1) / params["epochs"]))
+    return warmup_cosine_lr(params["lr"], params["warmup_lr"], params["epochs"], epoch)
 
 
 def train_probe(task: Task, params: dict, constrained: bool) -> tuple[torch.Tensor, list[dict]]:

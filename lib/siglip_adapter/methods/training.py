@@ -5,6 +5,7 @@ chosen on validation."""
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 from typing import Optional
@@ -98,3 +99,12 @@ def fit_on_shots(make_model, shots: Labelled, val: Labelled, schedule: Schedule,
                     break
     best.history = history
     return best
+
+
+def warmup_cosine_lr(lr: float, warmup_lr: float, epochs: int, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based) under Dassl's constant warm-up over a cosine, as
+    CoOp-family code (CLAP, TaskRes) configures it: ``warmup_lr`` for epoch 0, then ``lr``
+    annealed over ``epochs`` from epoch 1 on (the cosine restarts its count after the warm-up)."""
+    if epoch == 0:
+        return float(warmup_lr)
+    return 0.5 * lr * (1 + math.cos(math.pi * (epoch - 1) / epochs))
