@@ -219,6 +219,58 @@ def _dassl_schedulers() -> None:
     torch.optim.lr_scheduler.LRScheduler.__init__ = functools.wraps(init)(lambda self, optimizer, last_epoch=-1, verbose=None: init(self, optimizer, last_epoch))
 
 
+_DASSL_STAND_INS = ["torch.utils.tensorboard", "torchvision", "torchvision.transforms", "torchvision.transforms.functional", "gdown", "wilds",
+                    "ftfy"]  # what Dassl and the peers' CLIP packages import at load time and these runs never call
+
+
+def _dassl_peer(code: Path, module: str, config: str, options: list, seed: int, script_args: dict | None = None):
+    """(the peer's trainer module, its Dassl config): the config built as its ``train.py`` builds
+    it (Dassl's defaults, its ``extend_cfg``, the trainer config file, ``options``), the RNGs
+    seeded as Dassl seeds them, on the CPU. ``script_args``: the command-line arguments its
+    ``extend_cfg`` reads from the script's globals (TaskRes's, set when it runs as ``__main__``)."""
+    peer = _import_peer(code, module, _DASSL_STAND_INS)
+    _dassl_schedulers()
+    from dassl.config import get_cfg_default
+    from dassl.utils import set_random_seed
+
+    train = importlib.import_module("train")
+    if script_args is not None:
+        train.args = types.SimpleNamespace(**script_args)
+    cfg = get_cfg_default()
+    train.extend_cfg(cfg)
+    cfg.merge_from_file(str(code / "configs" / "trainers" / config))
+    cfg.merge_from_list([*options, "SEED", seed, "USE_CUDA", False])
+    set_random_seed(seed)
+    return peer, cfg
+
+
+_CLIP = types.SimpleNamespace(dtype=torch.float32, logit_scale=torch.nn.Parameter(torch.tensor(math.log(100.0))))  # CLIP's scale: ln 100
+
+
+def _dassl_trainer(custom_clip, trainer_class, cfg, part: str, learner):
+    """The peer's ``CustomCLIP`` (image encoder the identity) holding ``learner`` as ``part``, and
+    its trainer with Dassl's optimizer and scheduler for that part, as its ``build_model`` makes
+    them (only ``part`` trains)."""
+    from dassl.engine import TrainerBase
+    from dassl.optim import build_lr_scheduler, build_optimizer
+
+    model = object.__new__(custom_clip)
+    torch.nn.Module.__init__(model)
+    model.image_encoder, model.logit_scale, model.dtype = torch.nn.Identity(), _CLIP.logit_scale, torch.float32
+    setattr(model, part, learner)
+    for name, param in model.named_parameters():
+        param.requires_grad_(part in name)
+    model = model.float()
+    trainer = object.__new__(trainer_class)
+    TrainerBase.__init__(trainer)
+    trainer.cfg, trainer.device, trainer.model = cfg, torch.device("cpu"), model
+    trainer.optim = build_optimizer(getattr(model, part), cfg.OPTIM)
+    trainer.sched = build_lr_scheduler(trainer.optim, cfg.OPTIM)
+    trainer.register_model(part, getattr(model, part), trainer.optim, trainer.sched)
+    trainer.start_epoch, trainer.max_epoch = 0, cfg.OPTIM.MAX_EPOCH
+    return model, trainer
+
+
 def clap(code: Path, data: parity.ParitySet, k: int, seed: int, constraint: str = "l2") -> dict:
     """jusiro/CLAP ``trainers/adapters.py``: its ``ADAPTER`` trainer with ``INIT`` ZS and ``CONSTRAINT``
     ``constraint`` (l2: CLAP; none: ZS-LP) and its one trainer config (``SGD_lr1e-1_B256_ep300``),
@@ -229,39 +281,13 @@ def clap(code: Path, data: parity.ParitySet, k: int, seed: int, constraint: str 
     (one view per shot: ``epochs_aumentation`` 1). Its Dassl ``after_epoch`` (checkpoints, a test
     pass over images) is not run; the accuracy is ``run_epoch``'s own test accuracy after the last
     step. CLIP's ``logit_scale`` is ``ln 100``. Adjustment: ``_dassl_schedulers``."""
-    stand_ins = ["torch.utils.tensorboard", "torchvision", "torchvision.transforms", "torchvision.transforms.functional", "gdown", "wilds",
-                 "ftfy"]
-    adapters = _import_peer(code, "trainers.adapters", stand_ins)
-    _dassl_schedulers()
-    from dassl.config import get_cfg_default
-    from dassl.engine import TrainerBase
-    from dassl.optim import build_lr_scheduler, build_optimizer
-    from dassl.utils import set_random_seed
-    train = importlib.import_module("train")
-
-    cfg = get_cfg_default()
-    train.extend_cfg(cfg)
-    cfg.merge_from_file(str(code / "configs" / "trainers" / "SGD_lr1e-1_B256_ep300.yaml"))
-    cfg.merge_from_list(["TRAINER.ADAPTER.INIT", "ZS", "TRAINER.ADAPTER.CONSTRAINT", constraint, "SEED", seed, "USE_CUDA", False])
-    set_random_seed(seed)
-    clip_model = types.SimpleNamespace(dtype=torch.float32, logit_scale=torch.nn.Parameter(torch.tensor(math.log(100.0))))
+    adapters, cfg = _dassl_peer(code, "trainers.adapters", "SGD_lr1e-1_B256_ep300.yaml",
+                                ["TRAINER.ADAPTER.INIT", "ZS", "TRAINER.ADAPTER.CONSTRAINT", constraint], seed)
     images, labels = data.shots(k, seed)
     test, test_labels = data.split("test")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        model = object.__new__(adapters.CustomCLIP)
-        torch.nn.Module.__init__(model)
-        model.image_encoder, model.logit_scale, model.dtype = torch.nn.Identity(), clip_model.logit_scale, torch.float32
-        model.adapter = adapters.AdapterMethod(cfg, clip_model, data.class_text.clone())
-        for name, param in model.named_parameters():
-            param.requires_grad_("adapter" in name)
-        model = model.float()
-        trainer = object.__new__(adapters.ADAPTER)
-        TrainerBase.__init__(trainer)
-        trainer.cfg, trainer.device, trainer.model = cfg, torch.device("cpu"), model
-        trainer.optim = build_optimizer(model.adapter, cfg.OPTIM)
-        trainer.sched = build_lr_scheduler(trainer.optim, cfg.OPTIM)
-        trainer.register_model("adapter", model.adapter, trainer.optim, trainer.sched)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        model, trainer = _dassl_trainer(adapters.CustomCLIP, adapters.ADAPTER, cfg, "adapter",
+                                        adapters.AdapterMethod(cfg, _CLIP, data.class_text.clone()))
         trainer.train_loader_x = _Batches(len(labels), cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
         trainer.labels_test, trainer.features_test = test_labels, test
         with torch.no_grad():
@@ -270,7 +296,6 @@ def clap(code: Path, data: parity.ParitySet, k: int, seed: int, constraint: str 
         if model.adapter.apply_constraint != "none":
             model.adapter.device = trainer.device
             model.adapter.init_lagrangian_multipliers(trainer.labels_train, trainer.logits_zs)
-        trainer.start_epoch, trainer.max_epoch = 0, cfg.OPTIM.MAX_EPOCH
         for trainer.epoch in range(trainer.start_epoch, trainer.max_epoch):
             summary = trainer.run_epoch()
     return {"accuracy": summary["acc_test"] / 100, "chosen": {"epoch": trainer.max_epoch}}
@@ -319,45 +344,18 @@ def taskres(code: Path, data: parity.ParitySet, k: int, seed: int, scale: float 
     torch ``DataLoader`` of the shots' features (one view each; Dassl's ``RandomSampler`` and
     ``drop_last`` rule), seeded as Dassl seeds it. The accuracy is its final model's on the test
     features (Dassl's ``after_train`` tests the last epoch). Adjustment: ``_dassl_schedulers``."""
-    stand_ins = ["torch.utils.tensorboard", "torchvision", "torchvision.transforms", "torchvision.transforms.functional", "gdown", "wilds",
-                 "ftfy"]
-    peer = _import_peer(code, "trainers.taskres", stand_ins)
-    _dassl_schedulers()
-    from dassl.config import get_cfg_default
-    from dassl.engine import TrainerBase
-    from dassl.optim import build_lr_scheduler, build_optimizer
-    from dassl.utils import set_random_seed
-    train = importlib.import_module("train")
-
-    cfg = get_cfg_default()
-    train.args = types.SimpleNamespace(enhanced_base="none")  # its extend_cfg reads the script's global args (set under __main__)
-    train.extend_cfg(cfg)
     config = "adam_lr2e-3_B256_ep100" if k <= 4 else "adam_lr2e-3_B256_ep200"
-    cfg.merge_from_file(str(code / "configs" / "trainers" / "TaskRes" / f"{config}.yaml"))
-    cfg.merge_from_list(["TRAINER.TaskRes.RESIDUAL_SCALE", scale, "SEED", seed, "USE_CUDA", False])
-    set_random_seed(seed)
-    clip_model = types.SimpleNamespace(dtype=torch.float32, logit_scale=torch.nn.Parameter(torch.tensor(math.log(100.0))))
+    peer, cfg = _dassl_peer(code, "trainers.taskres", f"TaskRes/{config}.yaml", ["TRAINER.TaskRes.RESIDUAL_SCALE", scale], seed,
+                            script_args={"enhanced_base": "none"})
     images, labels = data.shots(k, seed)
     test, test_labels = data.split("test")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        model = object.__new__(peer.CustomCLIP)
-        torch.nn.Module.__init__(model)
-        model.image_encoder, model.logit_scale, model.dtype = torch.nn.Identity(), clip_model.logit_scale, torch.float32
-        model.prompt_learner = peer.TaskResLearner(cfg, None, clip_model, data.class_text.clone())
-        for name, param in model.named_parameters():
-            param.requires_grad_("prompt_learner" in name)
-        model = model.float()
-        trainer = object.__new__(peer.TaskRes)
-        TrainerBase.__init__(trainer)
-        trainer.cfg, trainer.device, trainer.model = cfg, torch.device("cpu"), model
-        trainer.optim = build_optimizer(model.prompt_learner, cfg.OPTIM)
-        trainer.sched = build_lr_scheduler(trainer.optim, cfg.OPTIM)
-        trainer.register_model("prompt_learner", model.prompt_learner, trainer.optim, trainer.sched)
+        model, trainer = _dassl_trainer(peer.CustomCLIP, peer.TaskRes, cfg, "prompt_learner",
+                                        peer.TaskResLearner(cfg, None, _CLIP, data.class_text.clone()))
         size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
         shots = [{"img": x, "label": y} for x, y in zip(images, labels)]
         trainer.train_loader_x = torch.utils.data.DataLoader(shots, batch_size=size, sampler=torch.utils.data.RandomSampler(shots),
                                                              drop_last=len(shots) >= size)
-        trainer.start_epoch, trainer.max_epoch = 0, cfg.OPTIM.MAX_EPOCH
         for trainer.epoch in range(trainer.start_epoch, trainer.max_epoch):
             trainer.run_epoch()
         with torch.no_grad():
