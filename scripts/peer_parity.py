@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import functools
 import importlib
 import io
@@ -363,6 +364,61 @@ def taskres(code: Path, data: parity.ParitySet, k: int, seed: int, scale: float 
     return {"accuracy": acc, "chosen": {"epoch": trainer.max_epoch}}
 
 
+def ape_t(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
+    """yangyangyang127/APE ``main.APE_T`` (APE-T, with ``utils.APE_Training``) with its Caltech101
+    config (training_feat_num 900, w_training [0.2, 0.8], lr and eps 1e-3, 30 epochs) and the
+    kit's share of the parity set's dimensions (``methods.ape.kept_dimensions``: 338 of 384). As
+    its ``main`` would run it after ``APE``: the criterion file APE's run saves (prompts and shots:
+    ``cal_criterion(..., only_use_txt=False)``, their own function, with APE's weights) is written
+    first, in a fresh temporary folder; its train loader is a shuffling torch ``DataLoader`` of the
+    shots' features (one view), seeded with the seed. The accuracy is its last ``cls_acc`` (APE-T
+    on test); the choice: its printed best epoch (1-based here) and best setting (two decimals).
+
+    It does not run as written, so the adjustments, each named: the config key it reads and no
+    config has (``feat_num``: the trained count); ``APE_Training``'s dimensions taken at the
+    trained count (its ``cal_criterion`` call reads the training-free one, which must equal the
+    residual's width); ``.half()`` the identity (a float32 run, the kit's precision; their GPU's
+    is float16); and ``torch.save``/``torch.load`` of the best epoch's adapter (a whole module)
+    kept in memory (no pickle is read from disk; the criterion, a tensor, is written and read)."""
+    from siglip_adapter.methods.ape import kept_dimensions
+
+    peer = _import_peer(code, "main", ["torchvision", "torchvision.transforms", "datasets", "datasets.imagenet", "datasets.utils", "clip",
+                                       "cv2"])
+    utils = sys.modules["utils"]
+    images, labels = data.shots(k, seed)
+    order = torch.argsort(labels, stable=True)
+    images, labels = images[order], labels[order]
+    (val, val_labels), (test, test_labels) = data.split("val"), data.split("test")
+    q_free, q = (kept_dimensions({"feat_num": n, "feat_dims": 1024}, images.shape[1]) for n in (800, 900))
+    cfg = {"search_scale": [7, 7, 1], "search_step": [200, 20, 20], "init_beta": 1, "init_alpha": 1, "eps": 0.001, "lr": 0.001,
+           "train_epoch": 30, "w_training_free": [0.5, 0.5], "w_training": [0.2, 0.8], "backbone": "RN50", "dataset": data.dataset,
+           "shots": k, "training_free_feat_num": q_free, "training_feat_num": q}
+    keys, values, text = images.T.contiguous(), torch.nn.functional.one_hot(labels).float(), data.class_text.T.contiguous()
+    returned, kept = [], {}
+    accuracy = peer.cls_acc
+    peer.cls_acc = lambda *a, **kw: returned.append(accuracy(*a, **kw)) or returned[-1]
+    saved = (torch.Tensor.half, torch.save, torch.load)
+    torch.Tensor.half = lambda self, *a, **kw: self
+    torch.save = lambda obj, path, *a, **kw: (kept.__setitem__(str(path), copy.deepcopy(obj)) if isinstance(obj, torch.nn.Module)
+                                              else saved[1](obj, path, *a, **kw))  # the criterion (a tensor) as they write it
+    torch.load = lambda path, *a, **kw: kept[str(path)] if str(path) in kept else saved[2](path, *a, **kw)
+    out = io.StringIO()
+    try:
+        with tempfile.TemporaryDirectory() as tmp, _inside(tmp):
+            Path("caches", data.dataset).mkdir(parents=True)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                utils.cal_criterion({**cfg, "w": cfg["w_training_free"]}, text, images, only_use_txt=False)  # APE's run: keys (N*K, D)
+                run = {**cfg, "cache_dir": str(Path("caches", data.dataset)), "feat_num": q, "training_free_feat_num": q}
+                loader = torch.utils.data.DataLoader(list(zip(images, labels)), batch_size=256, shuffle=True)
+                torch.manual_seed(seed)
+                peer.APE_T(run, keys, values, val, val_labels, test, test_labels, text, _Identity(), loader)
+    finally:
+        torch.Tensor.half, torch.save, torch.load = saved
+    epoch = _last(r"best test accuracy: \S+, at epoch: (\d+)", out.getvalue())[0]
+    alpha, beta = _last(r"New best setting, alpha: (\S+), beta: (\S+);", out.getvalue())
+    return {"accuracy": returned[-1] / 100, "chosen": {"beta": float(beta), "alpha": float(alpha), "epoch": int(epoch) + 1, "feat_num": q}}
+
+
 PEERS = {
     "gda": (gda, "mrflogs/ICLR24", "main_few_shots.run", {"augment_epoch": 1, "alpha": [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}),
     "tip_adapter": (tip_adapter, "gaopengcuhk/Tip-Adapter", "utils.build_cache_model, main.run_tip_adapter (utils.search_hp)",
@@ -381,6 +437,11 @@ PEERS = {
              "training_free_feat_num": "the kit's rule: round(D x 800 / 1024) = 300 for D = 384", "augment_epoch": 1}),
     "taskres": (taskres, "geekyutao/TaskRes", "trainers.taskres: TaskResLearner, CustomCLIP, TaskRes (Dassl TrainerX.run_epoch)",
                 {"config": "adam_lr2e-3_B256_ep100 (K <= 4), adam_lr2e-3_B256_ep200 (K >= 8)", "RESIDUAL_SCALE": 0.5, "views": 1}),
+    "ape_t": (ape_t, "yangyangyang127/APE", "main.APE_T (utils.APE_Training, utils.cal_criterion, utils.cls_acc)",
+              {"config": "caltech101 (training_feat_num 900, w_training [0.2, 0.8], lr 0.001, eps 0.001, train_epoch 30)",
+               "training_feat_num": "the kit's rule: round(D x 900 / 1024) = 338 for D = 384", "augment_epoch": 1,
+               "adjustments": "feat_num set; APE_Training's dimensions at the trained count; .half() the identity (float32); "
+                              "the best epoch's adapter kept in memory"}),
 }
 
 

@@ -283,7 +283,7 @@ def test_every_method_has_its_parameters_for_every_dataset_protocol_and_profile(
         for protocol in run_protocols(root):
             cfg = load_config(ds, root=root, protocol=protocol)
             assert set(loop.names(cfg)) == {"linear_probe", "lp_pp", "zs_lp", "clap", "taskres", "tip_adapter", "tip_adapter_wide", "tip_adapter_f",
-                                            "clip_adapter", "gda", "gda_lw", "proker", "ape", "idea", "coop", "adapter", "trainable"}
+                                            "clip_adapter", "gda", "gda_lw", "proker", "ape", "ape_t", "idea", "coop", "adapter", "trainable"}
             for name in loop.names(cfg):
                 params = loop.params_of(cfg, name)
                 assert params, (ds, protocol, name)

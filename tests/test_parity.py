@@ -48,7 +48,7 @@ def params(root) -> dict:
 
 
 def test_every_recorded_peer_has_a_fixture_with_its_source():
-    assert {p.stem for p in RECORDS} >= {"gda", "tip_adapter", "proker", "lp_pp", "clap", "zs_lp", "ape", "taskres"}
+    assert {p.stem for p in RECORDS} >= {"gda", "tip_adapter", "proker", "lp_pp", "clap", "zs_lp", "ape", "ape_t", "taskres"}
     for path in RECORDS:
         record = json.loads(path.read_text())
         assert record["repository"].count("/") == 1 and len(record["commit"]) == 40, path
