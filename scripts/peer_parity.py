@@ -419,10 +419,52 @@ def ape_t(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
     return {"accuracy": returned[-1] / 100, "chosen": {"beta": float(beta), "alpha": float(alpha), "epoch": int(epoch) + 1, "feat_num": q}}
 
 
+def tip_adapter_f(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
+    """gaopengcuhk/Tip-Adapter ``utils.build_cache_model`` then ``main.run_tip_adapter_F``, with its
+    ImageNet and Pets config (lr 1e-3, 20 epochs, init_beta 1, init_alpha 1.17, search [7, 3] x
+    [200, 20]), one view per shot, a shuffling torch ``DataLoader`` of the shots' features as its
+    train loader, seeded with the seed. It picks the epoch on the split it is given as test; the
+    kit picks on validation, so it is given the validation split there, and the test accuracy is
+    scored here from what it chose, with its own formula (its last lines): the best epoch's keys
+    it saved and the (beta, alpha) its ``search_hp`` returned. Adjustments: the keys are float32
+    (its fp16 cache is cast, as for ``tip_adapter``), and its ``torch.save``/``torch.load`` of the
+    best keys (a ``Parameter``) is kept in memory (no pickle is read from disk)."""
+    peer = _import_peer(code, "main", ["torchvision", "torchvision.transforms", "datasets", "datasets.utils", "clip"])
+    images, labels = data.shots(k, seed)
+    (val, val_labels), (test, test_labels) = data.split("val"), data.split("test")
+    text = data.class_text.T.contiguous()
+    returned, kept = {}, {}
+    search_hp = getattr(peer.search_hp, "__wrapped__", peer.search_hp)  # its own, not an earlier cell's wrapper
+    peer.search_hp = functools.wraps(search_hp)(lambda *a, **kw: returned.setdefault("search_hp", search_hp(*a, **kw)))
+    saved = (torch.save, torch.load)
+    torch.save = lambda obj, path, *a, **kw: kept.__setitem__(str(path), obj.detach().clone())
+    torch.load = lambda path, *a, **kw: torch.nn.Parameter(kept[str(path)].clone())
+    out = io.StringIO()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = {"load_cache": False, "augment_epoch": 1, "cache_dir": tmp, "shots": k, "search_hp": True, "search_scale": [7, 3],
+                   "search_step": [200, 20], "init_beta": 1, "init_alpha": 1.17, "lr": 0.001, "train_epoch": 20}
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                keys, values = peer.build_cache_model(cfg, _Identity(), [(images, labels)])
+                loader = torch.utils.data.DataLoader(list(zip(images, labels)), batch_size=256, shuffle=True)
+                torch.manual_seed(seed)
+                peer.run_tip_adapter_F(cfg, keys, values.float(), val, val_labels, val, val_labels, text, _Identity(), loader)
+    finally:
+        torch.save, torch.load = saved
+    (best_keys,) = (v for path, v in kept.items() if "best_F_" in path)
+    beta, alpha = returned["search_hp"]
+    logits = 100.0 * test @ text + ((-1) * (beta - beta * (test @ best_keys.t()))).exp() @ values.float() * alpha
+    epoch = _last(r"at epoch: (\d+)", out.getvalue())[0]
+    return {"accuracy": peer.cls_acc(logits, test_labels) / 100, "chosen": {"beta": float(beta), "alpha": float(alpha), "epoch": int(epoch) + 1}}
+
+
 PEERS = {
     "gda": (gda, "mrflogs/ICLR24", "main_few_shots.run", {"augment_epoch": 1, "alpha": [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}),
     "tip_adapter": (tip_adapter, "gaopengcuhk/Tip-Adapter", "utils.build_cache_model, main.run_tip_adapter (utils.search_hp)",
                     {"augment_epoch": 1, "search_scale": [7, 3], "search_step": [200, 20]}),
+    "tip_adapter_f": (tip_adapter_f, "gaopengcuhk/Tip-Adapter", "utils.build_cache_model, main.run_tip_adapter_F (utils.search_hp)",
+                      {"augment_epoch": 1, "config": "imagenet / oxford_pets (lr 0.001, train_epoch 20, init_beta 1, init_alpha 1.17, "
+                       "search_scale [7, 3], search_step [200, 20])", "epoch chosen on": "the validation split (given in test's place)"}),
     "proker": (proker, "omarnust/BReg-Adapter", "trainers.proker.ProKeR (training-free ProKeR), utils.cls_acc",
                {"augment_epoch": 1, "hp_selection": "tip-adapter", "beta": [0.5, 3, 20], "lmbda": [0.001, 1, 10]}),
     "lp_pp": (lp_pp, "FereshteShakeri/FewShot-CLIP-Strong-Baseline", "methods.linear_probe_p2.LinearProbe_P2.forward",

@@ -22,7 +22,7 @@ METHOD_PARAMS = {
     "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
     "gda": {"alpha": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]},
     "gda_lw": {"alpha": [0.0, 0.1, 1.0, 10.0, 100.0]},
-    "tip_adapter_f": {"lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
+    "tip_adapter_f": {"lr": 0.01, "eps": 0.0001, "epochs": 8, "batch_size": 256, "init_beta": 1.0, "init_alpha": 1.17},
     "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
 }
 
@@ -133,7 +133,7 @@ def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
     assert rows.groupby("method").size().to_dict() == {**per_cell, "zero_shot": 1}  # zero-shot: one cell, K = 0 and no seed
     chosen = {"linear_probe": ["C"], "tip_adapter": ["theta", "beta"], "tip_adapter_wide": ["theta", "beta"], "idea": ["alpha", "theta", "beta"],
               "gda": ["alpha"], "gda_lw": ["alpha"],
-              "adapter": ["alpha", "theta", "beta"], "tip_adapter_f": ["theta", "beta", "lr", "epoch"],
+              "adapter": ["alpha", "theta", "beta"], "tip_adapter_f": ["theta", "beta", "epoch"],
               "clip_adapter": ["ratio", "lr", "epoch"], "trainable": ["alpha", "theta", "beta", "lr", "epoch"]}
     for m, cols in chosen.items():
         assert rows.loc[rows["method"] == m, cols].notna().all().all(), m
@@ -150,38 +150,43 @@ def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
         registry.get("prompt_soup")
 
 
-@pytest.mark.parametrize("name", ["tip_adapter_f", "clip_adapter"])
-def test_trained_methods_learn_the_shots_and_score_from_their_saved_tensors(name):
-    """Validation = the shots themselves: training must fit them beyond the untrained start, and
-    the method's score from its state (what a card stores) equals the trained module's logits."""
-    from siglip_adapter.methods.clip_adapter import ClipAdapter
-    from siglip_adapter.methods.tip_adapter_f import TipAdapterF
+def test_tip_adapter_f_learns_its_keys_and_scores_from_its_saved_tensors():
+    """Validation = the shots themselves: the trained keys move, fit the shots at the initial
+    values beyond the untrained cache, and the method's score from its state (what a card stores)
+    is the cache on the trained keys with the searched values."""
+    from siglip_adapter.methods.cache import adapter_logits
+    from siglip_adapter.methods.tip_adapter_f import tip_logits
 
     inp, cfg = toy()
     shots = Labelled(*inp.shots(4, 1))
     task = Task(shots, shots, inp.class_text, 1.0, 0.0, 1)
-    params = {**params_of(cfg, name), "epochs": 40, "patience": None}
-    if name == "tip_adapter_f":  # a weak start, as Tip-Adapter's choice (searched, the cache on its own shots is already perfect there)
-        task._fitted["tip_adapter"] = Fitted("tip_adapter", {}, {"alpha": 0.0, "theta": 0.5, "beta": 0.5})  # what task.fitted returns
-    fitted = registry.get(name).fit(task, params)
+    params = {**params_of(cfg, "tip_adapter_f"), "epochs": 40, "lr": 0.01, "init_alpha": 10.0}
+    fitted = registry.get("tip_adapter_f").fit(task, params)
+    keys = fitted.state["image_keys"]
+    assert fitted.chosen["epoch"] > 0 and fitted.chosen["alpha"] == 0.0 and not torch.equal(keys, shots.images)
+    values = torch.nn.functional.one_hot(shots.labels, 4).float()
+    start, trained = (accuracy(tip_logits(shots.images, k, values, inp.class_text, 1.0, 10.0), shots.labels) for k in (shots.images, keys))
+    assert trained > start
+    x = inp.split("test")[0]
+    c = fitted.chosen
+    torch.testing.assert_close(fitted.logits(x), adapter_logits(x, keys, keys, shots.labels, inp.class_text, 0.0, c["theta"], c["beta"]))
+
+
+def test_clip_adapter_learns_the_shots_and_scores_from_its_saved_tensors():
+    """Validation = the shots themselves: the method's score from its state equals the trained module's logits."""
+    from siglip_adapter.methods.clip_adapter import ClipAdapter
+
+    inp, cfg = toy()
+    shots = Labelled(*inp.shots(4, 1))
+    task = Task(shots, shots, inp.class_text, 1.0, 0.0, 1)
+    fitted = registry.get("clip_adapter").fit(task, {**params_of(cfg, "clip_adapter"), "epochs": 40, "patience": None})
     assert fitted.chosen["epoch"] > 0
     x = inp.split("test")[0]
-    if name == "tip_adapter_f":
-        model = TipAdapterF(shots.images, shots.labels, inp.class_text, fitted.chosen["theta"], fitted.chosen["beta"])
-        start = model(shots.images)
-        with torch.no_grad():
-            model.keys.copy_(fitted.state["image_keys"])
-        assert fitted.chosen["alpha"] == 0.0 and not torch.equal(fitted.state["image_keys"], shots.images)
-    else:
-        model = ClipAdapter(inp.class_text, fitted.chosen["ratio"])
-        start = None
-        with torch.no_grad():
-            model.down.weight.copy_(fitted.state["down"])
-            model.up.weight.copy_(fitted.state["up"])
+    model = ClipAdapter(inp.class_text, fitted.chosen["ratio"])
     with torch.no_grad():
-        torch.testing.assert_close(registry.get(name).score(fitted.state, fitted.chosen, x), model(x))
-        if start is not None:
-            assert fitted.val_accuracy > accuracy(start, shots.labels)
+        model.down.weight.copy_(fitted.state["down"])
+        model.up.weight.copy_(fitted.state["up"])
+        torch.testing.assert_close(registry.get("clip_adapter").score(fitted.state, fitted.chosen, x), model(x))
 
 
 def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():

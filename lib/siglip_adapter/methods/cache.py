@@ -97,18 +97,20 @@ def search_adapter(val_images, val_labels, image_keys, caption_keys, key_labels,
     return Choice(float(alphas[i]), float(thetas[j]), float(betas[k]), float(acc[i, j, k]))
 
 
-def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None) -> Fitted:
+def fit_cache(name: str, task: Task, alphas, thetas, betas, text_keys=None, image_keys=None) -> Fitted:
     """Eq. 6 with (alpha, theta, beta) searched on validation over the grids (``search_adapter``);
-    ``text_keys`` (N*K, D): the cache's text keys, by default the shots' captions."""
+    ``text_keys`` (N*K, D): the cache's text keys, by default the shots' captions; ``image_keys``:
+    its image keys, by default the shots' features (Tip-Adapter-F: its trained keys)."""
     s = task.shots
+    image_keys = s.images if image_keys is None else image_keys
     keys = s.captions if text_keys is None else text_keys
     if keys is None:
         if any(a != 0 for a in alphas):
             raise ValueError(f"{name}: the shots have no captions, so only alpha = 0 is possible")
-        keys = s.images  # unused at alpha = 0
-    c = search_adapter(task.val.images, task.val.labels, s.images, keys, s.labels, task.class_text, alphas, thetas, betas,
+        keys = image_keys  # unused at alpha = 0
+    c = search_adapter(task.val.images, task.val.labels, image_keys, keys, s.labels, task.class_text, alphas, thetas, betas,
                                 task.scale, task.bias)
-    state = {**zero_shot_state(task), "image_keys": s.images, "text_keys": keys, "key_labels": s.labels}
+    state = {**zero_shot_state(task), "image_keys": image_keys, "text_keys": keys, "key_labels": s.labels}
     return Fitted(name, state, {"alpha": c.alpha, "theta": c.theta, "beta": c.beta}, c.val_accuracy,
                   candidates=len(alphas) * len(thetas) * len(betas))
 

@@ -17,7 +17,7 @@ A method is declared once, beside its maths, with the decorator ``method`` (afte
 columns), the ``training-free`` and ``trained`` ones that ``methods.run`` names in 04_adapter and
 05_trainable. ``order`` places it in tables and legends (smaller first). ``paper`` marks the
 paper's own methods (drawn thick, named in the stage metrics). ``start`` names a method whose
-validation choice this one starts from. ``search`` says in a few words how it chooses (its rows
+validation choice (or search: Tip-Adapter-F) this one starts from; its parameters reach the method as ``start``. ``search`` says in a few words how it chooses (its rows
 also give ``candidates``: how many settings the choice compared, ``Fitted.candidates``). Three hooks for methods that are not fitted at every K and
 seed on the shots alone (``loop.method_rows``): ``cells(cfg, inputs, params)`` lists the (K, seed)
 cells it is fitted at (zero-shot: K = 0 and no seed); ``query_captions``: its ``score`` also takes
@@ -62,7 +62,7 @@ class Method:
     kind: Kind
     order: float  # place in tables and legends: smaller first
     paper: bool = False  # one of the paper's own methods
-    start: str | None = None  # the method whose validation choice this one starts from
+    start: str | None = None  # the method whose validation choice (or search) this one starts from
     module: str = ""  # the module that declared it
     cells: Callable | None = None  # cells(cfg, inputs, params) -> [(K, seed or None)]; None: every K and seed
     query_captions: bool = False  # score(state, chosen, images, captions)

@@ -42,12 +42,18 @@ def authors_grid(scale: float, steps: int) -> list[float]:
     return [i * (scale - 0.1) / steps + 0.1 for i in range(steps)]
 
 
+def search(name: str, task: Task, params: dict, keys=None) -> Fitted:
+    """The cache on ``keys`` (default the shots' features) with sharpness and residual weight
+    searched on validation as ``search_hp`` searches them."""
+    (sharpness, residual), (n_sharpness, n_residual) = params["search_scale"], params["search_step"]
+    betas = [a * peer_unit(task.scale) for a in authors_grid(residual, n_residual)]
+    return fit_cache(name, task, [0.0], authors_grid(sharpness, n_sharpness), betas, text_keys=keys, image_keys=keys)
+
+
 @method("tip_adapter", params=Params, score=score_cache, label="Tip-Adapter", kind="training-free", order=30,
         search="authors' grid (search_hp)")
 def fit(task: Task, params: dict) -> Fitted:
-    (sharpness, residual), (n_sharpness, n_residual) = params["search_scale"], params["search_step"]
-    betas = [a * peer_unit(task.scale) for a in authors_grid(residual, n_residual)]
-    return fit_cache("tip_adapter", task, [0.0], authors_grid(sharpness, n_sharpness), betas)
+    return search("tip_adapter", task, params)
 
 
 @method("tip_adapter_wide", params=GridParams, score=score_cache, label="Tip-Adapter (wide grid)", kind="training-free", order=31,
