@@ -15,11 +15,11 @@ from siglip_adapter.cards import CardError, calibration, card_for, class_probabi
 from siglip_adapter.methods import registry
 from siglip_adapter.methods.loop import Labelled, Task
 
-PARAMS = {"zero_shot": {}, "linear_probe": {"C": [0.1, 10.0]}, "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [2, 2]},
+PARAMS = {"zero_shot": {}, "linear_probe": {"C": [0.1, 10.0]}, "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [2, 2], "init_beta": 1.0, "init_alpha": 1.17},
           "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0]}, "gda": {"alpha": [0.01, 1.0, 10.0]},
           "adapter": {"alpha": [0.0, 0.5], "theta": [1.0, 5.0], "beta": [0.0, 1.0]},
-          "tip_adapter_f": {"lr": 0.01, "eps": 0.0001, "epochs": 5, "batch_size": 256, "init_beta": 1.0, "init_alpha": 1.17,
-                            "start": {"search_scale": [7.0, 300.0], "search_step": [2, 2]}},
+          "tip_adapter_f": {"lr": 0.01, "eps": 0.0001, "epochs": 5, "batch_size": 256,
+                            "start": {"search_scale": [7.0, 300.0], "search_step": [2, 2], "init_beta": 1.0, "init_alpha": 1.17}},
           "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 5, "patience": 3,
                            "weight_decay": 0.01},
           "trainable": {"method": "ours", "lr": [0.01], "epochs": 5, "eval_every": 1, "patience": 3, "weight_decay": 0.01,

@@ -17,12 +17,12 @@ METHOD_PARAMS = {
     "run": ["zero_shot", "linear_probe", "tip_adapter", "tip_adapter_wide", "tip_adapter_f", "clip_adapter", "idea", "gda", "gda_lw", "adapter",
             "trainable"],
     "linear_probe": {"C": [0.01, 1.0, 100.0]},
-    "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [4, 3]},
+    "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [4, 3], "init_beta": 1.0, "init_alpha": 1.17},
     "tip_adapter_wide": {"theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
     "idea": {"alpha": 0.5, "theta": [1.0, 5.0], "beta": [0.0, 1.0, 4.0]},
     "gda": {"alpha": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]},
     "gda_lw": {"alpha": [0.0, 0.1, 1.0, 10.0, 100.0]},
-    "tip_adapter_f": {"lr": 0.01, "eps": 0.0001, "epochs": 8, "batch_size": 256, "init_beta": 1.0, "init_alpha": 1.17},
+    "tip_adapter_f": {"lr": 0.01, "eps": 0.0001, "epochs": 8, "batch_size": 256},
     "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
 }
 
@@ -160,7 +160,8 @@ def test_tip_adapter_f_learns_its_keys_and_scores_from_its_saved_tensors():
     inp, cfg = toy()
     shots = Labelled(*inp.shots(4, 1))
     task = Task(shots, shots, inp.class_text, 1.0, 0.0, 1)
-    params = {**params_of(cfg, "tip_adapter_f"), "epochs": 40, "lr": 0.01, "init_alpha": 10.0}
+    params = params_of(cfg, "tip_adapter_f")
+    params = {**params, "epochs": 40, "lr": 0.01, "start": {**params["start"], "init_alpha": 10.0}}
     fitted = registry.get("tip_adapter_f").fit(task, params)
     keys = fitted.state["image_keys"]
     assert fitted.chosen["epoch"] > 0 and fitted.chosen["alpha"] == 0.0 and not torch.equal(keys, shots.images)

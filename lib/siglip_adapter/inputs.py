@@ -59,11 +59,15 @@ class Inputs:
         h.update(content_hash(self.class_text).encode() + repr((float(self.scale), float(self.bias))).encode())
         return h.hexdigest()
 
-    def validation(self, cfg: dict, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def validation(self, cfg: dict, k: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """The images that choose hyper-parameters for K shots and one seed: the whole validation
-        split, or (``validation.per_class`` n > 0) min(K, n) per class drawn from it for that seed."""
+        split (also for seed None), or (``validation.per_class`` n > 0) min(K, n) per class drawn
+        from it for that seed, or (``validation.images`` none) no image at all."""
         n = int(cfg["validation"]["per_class"])
-        if n == 0:
+        if not has_validation(cfg):
+            images, captions, labels = self.split("val")
+            return images[:0], None if captions is None else captions[:0], labels[:0]
+        if n == 0 or seed is None:
             return self.split("val")
         return self._take(sample_shots(self.manifest, min(k, n), seed, split="val", strict=False))
 
@@ -104,5 +108,12 @@ def result_row(cfg, method, shots, seed, test_acc, val_acc, selected_on, search,
             "logit_form": cfg["methods"]["zero_shot"]["logit_form"], **chosen}
 
 
+def has_validation(cfg: dict) -> bool:
+    """Whether the protocol gives validation images (``validation.images``; support_only: none)."""
+    return cfg["validation"].get("images", "split") != "none"
+
+
 def selected_on(cfg: dict) -> str:
+    if not has_validation(cfg):
+        return "none"
     return "val" if int(cfg["validation"]["per_class"]) == 0 else f"val_min_k_{cfg['validation']['per_class']}"

@@ -137,6 +137,7 @@ class Split(Section):
 
 class Validation(Section):
     per_class: NonNegativeCount
+    images: Literal["split", "none"]  # none: no validation image at all (support_only); every method's own no-validation rule
 
 
 class Data(Section):

@@ -53,7 +53,7 @@ from torch import nn
 
 from ..schema import Count, NonNegative, Positive
 from .cache import GRID_ELEMENTS
-from .loop import Fitted, Task, best, peer_unit, zero_shot_of, zero_shot_state
+from .loop import NO_VALIDATION, Fitted, Task, best, peer_unit, zero_shot_of, zero_shot_state
 from .registry import MethodParams, method
 
 Triple = Annotated[list[Positive], Field(min_length=3, max_length=3)]
@@ -65,6 +65,7 @@ class Params(MethodParams):
     feat_num: Count  # the authors' Q for a backbone of feat_dims dimensions
     feat_dims: Count  # the dimensions their Q is for (CLIP RN50: 1024)
     w: Annotated[list[NonNegative], Field(min_length=2, max_length=2)]  # the criterion's weights of sim and var
+    init: Triple  # [beta, alpha, gamma]: their config's initial values, evaluated before the search; the choice with no validation image
 
 
 def grids(params: dict) -> tuple[list[float], list[float], list[float]]:
@@ -118,7 +119,7 @@ def search(state: dict, images: torch.Tensor, labels: torch.Tensor, betas, alpha
     zs, affinity = zero_shot_of(state, images), _affinity(state, images)
     weights = torch.tensor(alphas, dtype=zs.dtype) * peer_unit(state["scale"])
     values = state["values"][None] * (state["div"][None] * torch.tensor(gammas, dtype=zs.dtype)[:, None, None]).exp()  # (G, NK, N)
-    step = max(1, GRID_ELEMENTS // (len(gammas) * zs.numel()))  # alphas per product: (A, G, M, N) logits stay bounded
+    step = max(1, GRID_ELEMENTS // max(1, len(gammas) * zs.numel()))  # alphas per product: (A, G, M, N) logits stay bounded
     acc = torch.empty(len(betas), len(alphas), len(gammas))
     for i, beta in enumerate(betas):
         cache = ((-1) * (beta - beta * affinity)).exp() @ values  # (G, M, N)
@@ -132,6 +133,10 @@ def search(state: dict, images: torch.Tensor, labels: torch.Tensor, betas, alpha
 @method("ape", params=Params, score=score, label="APE", kind="training-free", order=67, search="authors' grid (beta x alpha x gamma)")
 def fit(task: Task, params: dict) -> Fitted:
     state = prepare(task, params)
+    if not task.has_validation:  # support_only: their initial values
+        beta, alpha, gamma = params["init"]
+        return Fitted("ape", state, {"beta": beta, "alpha": alpha, "gamma": gamma, "feat_num": int(len(state["dims"]))},
+                      search=f"{NO_VALIDATION}: the config's initial values", candidates=1)
     betas, alphas, gammas = grids(params)
     (beta, alpha, gamma), val = search(state, task.val.images, task.val.labels, betas, alphas, gammas)
     return Fitted("ape", state, {"beta": beta, "alpha": alpha, "gamma": gamma, "feat_num": int(len(state["dims"]))}, val,
@@ -218,9 +223,13 @@ def fit_trained(task: Task, params: dict) -> Fitted:
             now = tuple(t.detach().clone() for t in adapter(keys, text_t, values, key_labels))
         acc = _val_accuracy(trained_logits(val.images, *now, beta0, alpha0), val.labels)
         history.append({"lr": float(params["lr"]), "epoch": epoch + 1, "loss": loss.item(), "val_accuracy": acc})
-        if acc > top:
+        if acc > top or not task.has_validation:  # no validation (support_only): the last epoch
             top, kept = acc, (epoch + 1, now)
     epoch, (new_keys, new_text, new_values) = kept
+    if not task.has_validation:  # the initial values
+        state = {**zero_shot_state(task), "keys": new_keys, "text_t": new_text, "values": new_values}
+        return Fitted("ape_t", state, {"beta": float(beta0), "alpha": float(alpha0), "epoch": epoch, "feat_num": q}, history=history,
+                      search=f"{NO_VALIDATION}: the last epoch at the config's initial values", candidates=1)
     betas, alphas, _ = grids(params)
     (beta, alpha), val_acc = best([(b, a) for b in betas for a in alphas],
                                   lambda c: _val_accuracy(trained_logits(val.images, new_keys, new_text, new_values, *c), val.labels))

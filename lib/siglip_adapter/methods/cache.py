@@ -78,7 +78,7 @@ def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_
     onehot = F.one_hot(key_labels, n).to(zs.dtype)
     beta_grid = torch.tensor(list(betas), dtype=zs.dtype)[None, :, None, None]
     theta_grid = torch.tensor(list(thetas), dtype=zs.dtype)[:, None, None]
-    step = max(1, GRID_ELEMENTS // (len(betas) * zs.numel()))  # thetas per product: (T, B, M, N) logits stay bounded
+    step = max(1, GRID_ELEMENTS // max(1, len(betas) * zs.numel()))  # thetas per product: (T, B, M, N) logits stay bounded
     out = torch.empty(len(alphas), len(thetas), len(betas))
     for i, alpha in enumerate(alphas):
         for j in range(0, len(thetas), step):

@@ -33,6 +33,8 @@ def zero_shot_logits(images: torch.Tensor, class_text: torch.Tensor, scale: floa
 
 CLIP_SCALE = 100.0  # CLIP's logit scale: the peers' zero-shot logits are 100 x cosine
 
+NO_VALIDATION = "fixed: no validation"  # a row's ``search`` prefix where the protocol gives no validation image (support_only)
+
 
 def peer_unit(scale: float) -> float:
     """The factor that turns a weight read against zero-shot logits of ``100 x cosine`` (the unit
@@ -72,6 +74,11 @@ class Task:
     @property
     def n_classes(self) -> int:
         return self.class_text.shape[0]
+
+    @property
+    def has_validation(self) -> bool:
+        """False under support_only: no validation image, so each method takes its no-validation rule."""
+        return len(self.val.labels) > 0
 
     def zero_shot(self, images: torch.Tensor) -> torch.Tensor:
         return zero_shot_of(zero_shot_state(self), images)
@@ -133,11 +140,13 @@ def zero_shot_of(state: dict, images: torch.Tensor) -> torch.Tensor:
 
 def best(candidates, evaluate) -> tuple[object, float]:
     """The first candidate with the highest ``evaluate(candidate)`` (validation accuracy): ties go
-    to the earlier one in grid order (``len(candidates)`` compared: a ``Fitted``'s ``candidates``)."""
-    top, top_acc = None, -1.0
+    to the earlier one in grid order (``len(candidates)`` compared: a ``Fitted``'s ``candidates``).
+    With no validation image every accuracy is NaN and the first candidate is kept (a grid of one
+    value: a fixed choice)."""
+    top, top_acc = None, float("nan")
     for c in candidates:
         acc = evaluate(c)
-        if acc > top_acc:
+        if top is None or acc > top_acc or (top_acc != top_acc and acc == acc):
             top, top_acc = c, acc
     return top, top_acc
 
@@ -175,9 +184,9 @@ def cells_of(name: str, cfg: dict, inp, params: dict) -> list[tuple[int, int | N
 def task_for(inp, cfg: dict, k: int, seed: int | None, encoder=None) -> Task:
     """The task of one cell of a run (``inputs.Inputs``): K shots of one seed (none at K = 0) and
     the protocol's validation images for them (seed None: the whole validation split; K = 0 with a
-    seed: ``validation.per_class`` per class for that seed)."""
+    seed: ``validation.per_class`` per class for that seed; none under ``validation.images`` none)."""
     shots = Labelled(*inp.shots(k, seed)) if k else None
-    val = inp.split("val") if seed is None else inp.validation(cfg, k or int(cfg["validation"]["per_class"]), seed)
+    val = inp.validation(cfg, k or int(cfg["validation"]["per_class"]), seed)
     return Task(shots, Labelled(*val), inp.class_text, inp.scale, inp.bias, seed, inp.classnames, encoder)
 
 
@@ -273,8 +282,9 @@ def _fit_cell(task: Task, name: str, params: dict, test: Labelled, cfg: dict, k:
 
     def row_of(fitted: Fitted) -> dict:
         acc = fitted.accuracy(test) if fitted.test_accuracy is None else fitted.test_accuracy
-        return result_row(cfg, name, k, seed, acc, fitted.val_accuracy, fitted.selected_on or selected_on(cfg), fitted.search or m.search,
-                          fitted.candidates, **fitted.chosen)
+        candidates = fitted.candidates if task.has_validation or fitted.candidates is None else min(fitted.candidates, 1)  # none compared
+        return result_row(cfg, name, k, seed, acc, fitted.val_accuracy, fitted.selected_on or selected_on(cfg), search_of(m, fitted, task),
+                          candidates, **fitted.chosen)
 
     fitted = (replace(task, test=test) if m.uses_test and m.uses_test(params) else task).fitted(name, params)
     row = row_of(fitted)
@@ -284,6 +294,17 @@ def _fit_cell(task: Task, name: str, params: dict, test: Labelled, cfg: dict, k:
         own[table] = [{**row, key: base}] + [{**row_of(task.fitted(name, {**params, key: v}, (name, key, v))), key: v}
                                             for v in values if v != base]
     return _plain(row), _plain(fitted.history), _plain(own)
+
+
+def search_of(m, fitted: Fitted, task: Task) -> str:
+    """A row's ``search``: the fit's own words, else its method's; with no validation image
+    (support_only) and a method that chooses on validation, the one value per hyper-parameter
+    that the protocol's switch gives and, for a trained one, its first learning rate and last epoch."""
+    if fitted.search:
+        return fitted.search
+    if task.has_validation or m.search.startswith("none"):
+        return m.search
+    return f"{NO_VALIDATION}: switches.support_only's values" + (", the first lr, the last epoch" if m.trained else "")
 
 
 def cells_key(inp, cfg: dict, names: list[str]) -> str:

@@ -29,7 +29,7 @@ from scipy.linalg import eigh
 from torch import nn
 
 from ..schema import Count
-from .loop import Fitted, Task
+from .loop import NO_VALIDATION, Fitted, Task
 from .registry import MethodParams, method
 
 
@@ -83,9 +83,12 @@ def fit(task: Task, params: dict) -> Fitted:
         with torch.no_grad():
             acc = float(((probe(val.images) + alpha * val_text_logits).argmax(-1) == val.labels).float().mean())
         history.append({"lr": float("nan"), "epoch": epoch + 1, "loss": loss.item(), "val_accuracy": acc})  # lr: none given, its own steps
-        if acc >= top:
+        if acc >= top or not task.has_validation:  # no validation (support_only): the last epoch
             top = acc
             kept = {"weight": probe.weight.detach().clone(), "bias": probe.bias.detach().clone(), "alpha": alpha.detach()[0].clone(),
                     "epoch": epoch + 1}
     epoch = kept.pop("epoch")
+    if not task.has_validation:
+        return Fitted("lp_pp", {**kept, "class_text": text}, {"epoch": epoch}, history=history, search=f"{NO_VALIDATION}: the last epoch",
+                      candidates=1)
     return Fitted("lp_pp", {**kept, "class_text": text}, {"epoch": epoch}, top, history, candidates=len(history))

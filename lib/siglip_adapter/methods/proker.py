@@ -24,14 +24,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..schema import Triple
-from .loop import Fitted, Task, zero_shot_state
+from typing import Annotated
+
+from pydantic import Field
+
+from ..schema import Count, Positive, Triple
+from .loop import NO_VALIDATION, Fitted, Task, zero_shot_state
 from .registry import MethodParams, method
 
 
 class Params(MethodParams):
     beta: Triple  # [start, stop, steps] of torch.linspace: the kernel's sharpness
     lmbda: Triple  # [start, stop, steps]: the ridge's lambda (larger: less shrinkage)
+    fixed: dict[Count, Annotated[list[Positive], Field(min_length=2, max_length=2)]]  # K -> [beta, lmbda] where no validation image
+                                                                                       # exists (their fixed values; a K not listed: the nearest below)
 
 
 def linspace(triple) -> torch.Tensor:
@@ -67,6 +73,13 @@ def fit(task: Task, params: dict) -> Fitted:
     s, val = task.shots, task.val
     residual = F.one_hot(s.labels, task.n_classes).float() - _cosines(s.images, task.class_text)
     z_val = _cosines(val.images, task.class_text)
+    if not task.has_validation:  # support_only: the authors' values for a run without validation (their 'imagenet' selection)
+        listed = sorted(params["fixed"])
+        beta, lmbda = (torch.tensor(v, dtype=torch.float32) for v in params["fixed"][max([x for x in listed if x <= len(s.labels) // task.n_classes],
+                                                                                         default=listed[0])])
+        state = {**zero_shot_state(task), "support": s.images.float(), "weights": residual_weights(s.images, residual, beta, lmbda)}
+        return Fitted("proker", state, {"beta": float(beta), "lmbda": float(lmbda)}, search=f"{NO_VALIDATION}: the authors' values per K",
+                      candidates=1)
     betas, lmbdas = linspace(params["beta"]), linspace(params["lmbda"])
     top, choice = -1.0, None
     for beta in betas:

@@ -20,13 +20,14 @@ split), and averages each shot's features over augmented views; the kit does nei
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from pydantic import Field
 
 from ..schema import Positive
 from .cache import GridParams, fit_cache, score_cache
-from .loop import Fitted, Task, peer_unit
+from .loop import NO_VALIDATION, Fitted, Task, peer_unit
 from .registry import MethodParams, method
 
 Pair = Annotated[list[Positive], Field(min_length=2, max_length=2)]
@@ -35,6 +36,8 @@ Pair = Annotated[list[Positive], Field(min_length=2, max_length=2)]
 class Params(MethodParams):
     search_scale: Pair  # [sharpness, residual weight]: each grid's end (not included)
     search_step: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]  # values in each grid
+    init_beta: Positive  # their config's initial sharpness and residual weight: what their code evaluates before its search,
+    init_alpha: Positive  # Tip-Adapter-F trains with, and the choice where no validation image exists (support_only)
 
 
 def authors_grid(scale: float, steps: int) -> list[float]:
@@ -44,7 +47,12 @@ def authors_grid(scale: float, steps: int) -> list[float]:
 
 def search(name: str, task: Task, params: dict, keys=None) -> Fitted:
     """The cache on ``keys`` (default the shots' features) with sharpness and residual weight
-    searched on validation as ``search_hp`` searches them."""
+    searched on validation as ``search_hp`` searches them; with no validation image, the config's
+    initial values."""
+    if not task.has_validation:
+        fitted = fit_cache(name, task, [0.0], [params["init_beta"]], [params["init_alpha"] * peer_unit(task.scale)], text_keys=keys,
+                           image_keys=keys)
+        return replace(fitted, search=f"{NO_VALIDATION}: the config's initial values")
     (sharpness, residual), (n_sharpness, n_residual) = params["search_scale"], params["search_step"]
     betas = [a * peer_unit(task.scale) for a in authors_grid(residual, n_residual)]
     return fit_cache(name, task, [0.0], authors_grid(sharpness, n_sharpness), betas, text_keys=keys, image_keys=keys)

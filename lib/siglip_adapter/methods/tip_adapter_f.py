@@ -25,7 +25,7 @@ from torch import nn
 
 from ..schema import Count, Positive
 from .cache import score_cache
-from .loop import CLIP_SCALE, Fitted, Task, more
+from .loop import CLIP_SCALE, NO_VALIDATION, Fitted, Task, more
 from .registry import MethodParams, method
 from .tip_adapter import search as search_hp
 
@@ -35,8 +35,6 @@ class Params(MethodParams):
     eps: Positive
     epochs: Count
     batch_size: Count
-    init_beta: Positive  # the sharpness and residual weight it trains with and chooses the epoch at (their config's)
-    init_alpha: Positive
 
 
 def tip_logits(images: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, class_text: torch.Tensor, beta: float, alpha: float):
@@ -57,7 +55,7 @@ def fit(task: Task, params: dict) -> Fitted:
                                          shuffle=True)
     opt = torch.optim.AdamW(adapter.parameters(), lr=params["lr"], eps=params["eps"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params["epochs"] * len(loader))
-    beta0, alpha0 = params["init_beta"], params["init_alpha"]
+    beta0, alpha0 = params["start"]["init_beta"], params["start"]["init_alpha"]  # their config's, as Tip-Adapter's
     top, kept, history = 0.0, (0, s.images.clone()), []
     for epoch in range(params["epochs"]):
         for images, labels in loader:
@@ -70,9 +68,10 @@ def fit(task: Task, params: dict) -> Fitted:
         with torch.no_grad():
             acc = float((tip_logits(val.images, adapter.weight, values, text, beta0, alpha0).argmax(-1) == val.labels).float().mean())
         history.append({"lr": float(params["lr"]), "epoch": epoch + 1, "loss": loss.item(), "val_accuracy": acc})
-        if acc > top:
+        if acc > top or not task.has_validation:  # no validation (support_only): the last epoch
             top, kept = acc, (epoch + 1, adapter.weight.detach().clone())
     epoch, keys = kept
     searched = search_hp("tip_adapter_f", task, params["start"], keys)
     return Fitted("tip_adapter_f", searched.state, {**searched.chosen, "epoch": epoch}, searched.val_accuracy, history,
-                  candidates=more(searched.candidates, len(history)))
+                  candidates=more(searched.candidates, len(history)),
+                  search=None if task.has_validation else f"{NO_VALIDATION}: the last epoch at the config's initial values")

@@ -67,10 +67,27 @@ def fit_on_shots(make_model, shots: Labelled, val: Labelled, schedule: Schedule,
     annealed to zero over ``epochs`` on a cosine, seeded); keep the (lr, epoch) with the best
     validation accuracy (epoch 0 = the untrained start; ties go to the earlier one). A run stops
     early after ``patience`` validation checks without a gain over its own best. The result's
-    ``history`` is the learning curve: the training loss and validation accuracy at every check."""
+    ``history`` is the learning curve: the training loss and validation accuracy at every check.
+    With no validation image (support_only) nothing can be chosen: the first learning rate, trained
+    to the last epoch."""
     best: TrainResult | None = None
     history: list[dict] = []
     epochs, patience = schedule.epochs, schedule.patience
+    if len(val.labels) == 0:
+        torch.manual_seed(seed)
+        model, lr = make_model(), float(schedule.lrs[0])
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=schedule.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+        for epoch in range(1, epochs + 1):
+            model.train()
+            loss = F.cross_entropy(model(shots.images), shots.labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            history.append({"lr": lr, "epoch": epoch, "loss": loss.item(), "val_accuracy": float("nan")})
+        model.eval()
+        return TrainResult(model, lr, epochs, float("nan"), history)
     for lr in schedule.lrs:
         torch.manual_seed(seed)
         model = make_model()

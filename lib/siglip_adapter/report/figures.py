@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .stage import SWEEP_EXCLUDED, _in_run, _method_order, few_shot, label, paper_methods, run_label, runs_of
+from .stage import RUN, SWEEP_EXCLUDED, _in_run, _method_order, few_shot, label, paper_methods, run_label, runs_of
 
 
 def _plotting():
@@ -107,9 +107,12 @@ def plot_sensitivity(sens: pd.DataFrame, path: Path | None = None):
     """The training-free adapter's test accuracy (%) over alpha x theta at the beta validation chose
     (mean over seeds at the largest K), a heat map per run with a sweep, laid out as the
     accuracy-vs-shots figure (a column per dataset, a row per backbone x protocol); the number in a
-    cell is how many seeds' validation search chose it, which the figure's title says."""
+    cell is how many seeds' validation search chose it, which the figure's title says. A run whose
+    grid is one point (support_only's fixed values) has nothing to show and no panel."""
     plt, sns = _plotting()
     sens = sens[~sens["protocol"].isin(SWEEP_EXCLUDED)]
+    points = sens.groupby(list(RUN))[["alpha", "theta"]].transform(lambda v: v.nunique())
+    sens = sens[(points["alpha"] * points["theta"]) > 1]
     datasets, settings = list(dict.fromkeys(sens["dataset"])), list(dict.fromkeys(zip(sens["backbone"], sens["protocol"])))
     fig, axes = plt.subplots(len(settings), len(datasets), figsize=(5.2 * len(datasets), 4.4 * len(settings) + 0.4), squeeze=False,
                              layout="constrained")
@@ -138,15 +141,23 @@ OWN_STEPS = -1.0  # the learning-rate key of a curve whose steps the method deri
 def plot_curves(curves: pd.DataFrame, path: Path | None = None):
     """Validation accuracy against epoch for each trained method (a line per learning rate, one
     colour per rate in every panel), a row per run with a sweep: the learning curves behind each
-    chosen epoch. A method that checks nothing on validation (CLAP, ZS-LP: no validation accuracy)
-    has no panel; one whose step sizes come from the data (LP++: learning rate empty) has one line,
+    chosen epoch. A method that checks nothing on validation in a run (CLAP, ZS-LP, TaskRes; every
+    method under support_only) has no panel there, nor a run with nothing checked; one whose step sizes come from the data (LP++: learning rate empty) has one line,
     "its own"."""
     plt, sns = _plotting()
     from matplotlib.lines import Line2D
 
     curves = curves[~curves["protocol"].isin(SWEEP_EXCLUDED)]
-    curves = curves[curves.groupby("method")["val_accuracy"].transform(lambda v: v.notna().any())]
+    curves = curves[curves.groupby([*RUN, "method"])["val_accuracy"].transform(lambda v: v.notna().any())]
     curves = curves.assign(lr=curves["lr"].fillna(OWN_STEPS))
+    if curves.empty:  # support_only: no method checked anything on validation
+        fig, ax = plt.subplots(figsize=(6.4, 1.2), layout="constrained")
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "No learning curve: no validation image, so no method checked an epoch (the last one is kept).",
+                ha="center", va="center", fontsize=9)
+        if path is not None:
+            fig.savefig(path, dpi=110, metadata={"Software": None})
+        return fig
     runs = runs_of(curves)
     trained = _method_order(curves["method"].unique())
     rates = sorted(curves["lr"].unique())

@@ -16,7 +16,8 @@ from ..paths import RUN_COLUMNS, RunPaths
 
 RUN = RUN_COLUMNS  # the columns that name a run
 
-TABLE_COLUMNS = [*RUN, "method", "shots", "mean", "std", "n_seeds", "candidates"]  # candidates: the most any seed's choice compared
+TABLE_COLUMNS = [*RUN, "method", "shots", "mean", "std", "n_seeds", "candidates", "search"]  # candidates: the most any seed's choice
+                                                                                         # compared; search: how it chose (its rows')
 
 SWEEP_EXCLUDED = ("published", "paper")  # protocols without a shots sweep (one K, one seed)
 
@@ -45,12 +46,13 @@ def paper_methods() -> list[str]:
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (0 for one seed) and seed count per run, method and shots, and the most
-    candidates a seed's choice compared (``candidates``; empty where the rows do not say)."""
-    rows = rows if "candidates" in rows else rows.assign(candidates=float("nan"))
+    """Mean, sample std (0 for one seed) and seed count per run, method and shots, the most
+    candidates a seed's choice compared and how it chose (``candidates``, ``search``; empty where
+    the rows do not say)."""
+    rows = rows.assign(**{c: rows[c] if c in rows else v for c, v in (("candidates", float("nan")), ("search", ""))})
     g = rows.groupby([*RUN, "method", "shots"], sort=False)
     out = g.agg(mean=("accuracy", "mean"), std=("accuracy", lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0),
-                n_seeds=("accuracy", "count"), candidates=("candidates", "max")).reset_index()
+                n_seeds=("accuracy", "count"), candidates=("candidates", "max"), search=("search", "first")).reset_index()
     out["order"] = out["method"].map({m: i for i, m in enumerate(_registry().ordered(out["method"].unique()))})
     return out.sort_values([*RUN, "order", "shots"]).drop(columns="order").reset_index(drop=True)[TABLE_COLUMNS]
 

@@ -41,14 +41,14 @@ def _cell(mean: float, std: float, n) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
 
 
-PROTOCOL_ORDER = ["published", "paper", "corrected", "realistic"]
+PROTOCOL_ORDER = ["published", "paper", "corrected", "realistic", "support_only"]
 
 # What each Table I column measures under each protocol (one line per column in table1.md).
 COLUMN_MEANINGS = {
     "Zero-shot": {
         "published / paper": "100 x cosine to one prompt per class, images bilinear-resized to 224 with ImageNet mean/std, the "
                              "authors' templates (Pets, Caltech101: the caption instruction) and uncleaned names, one seed-42 split",
-        "corrected / realistic": "cosine to the field's template with cleaned class names, the backbone's own preprocessing "
+        "corrected / realistic / support_only": "cosine to the field's template with cleaned class names, the backbone's own preprocessing "
                                  "(SigLIP's: bicubic, mean = std = 0.5, which the offline encoder copies), the 70/20/10 stratified split",
     },
     "Column 2": {
@@ -56,12 +56,16 @@ COLUMN_MEANINGS = {
                              "sharpness 2 and weight 0.5 against 100 x cosine), captions only for the shots, asked with the class name",
         "corrected": "zero-shot with captions: each test image's own caption mixed in, the caption weight chosen on the whole validation split",
         "realistic": "as corrected, the caption weight chosen on 4 labelled validation images per class (per seed)",
+        "support_only": "as corrected with no validation image: the caption weight fixed at 0.5",
     },
     "Column 3": {
         "published / paper": "the authors' trainable model after 10 epochs at batch 2, the epoch chosen on the test set, then the max "
                              "with a fixed re-scoring on test: optimistic by construction (EuroSAT: 4 shots)",
         "corrected": "the kit's trainable adapter (projector + latent keys), learning rate and epoch chosen on the whole validation split",
         "realistic": "as corrected, everything chosen on min(K, 4) labelled validation images per class (CoOp's few-shot validation)",
+        "support_only": "as corrected with no validation image (CLAP's point): the trainable adapter from the authors' fixed cache values "
+                        "(alpha 0.5, theta 2, beta 0.5 against 100 x cosine), its first learning rate, the last epoch; every other method "
+                        "with its authors' rule for a run without validation, or the one the kit states (its row's search)",
     },
 }
 
@@ -140,18 +144,28 @@ def table1_markdown(table: pd.DataFrame, shots: int = 1, text_keys: pd.DataFrame
 
 
 def search_markdown(sweep: pd.DataFrame) -> str:
-    """How each method chose its hyper-parameters (its module's ``search``) and over how many
-    candidates per K x seed cell, the fewest to the most over the runs and K of ``sweep``."""
-    from ..methods import registry
-
-    out = ("Every hyper-parameter is chosen on the protocol's validation set (the authors' trainable model of `paper` aside: on test); "
-           "the test split is scored once. How each method chooses, and over how many candidates at one K and seed (grid points; "
-           "trained methods: every validation check of every run, those of the method they start from included):\n\n"
-           "| method | search | candidates per cell |\n|---|---|---|\n")
+    """How each method chose its hyper-parameters (its rows' ``search``) and over how many
+    candidates per K x seed cell, per protocol (the fewest to the most over the runs and K); a
+    protocol where the method chose otherwise (support_only: no validation) gives its rule in its cell."""
+    protocols = list(dict.fromkeys(sweep["protocol"]))
+    out = ("Every hyper-parameter is chosen on the protocol's validation set (`support_only` has none: each method's rule for that "
+           "case; the authors' trainable model of `paper` chooses on test); the test split is scored once. How each method chooses, "
+           "and over how many candidates at one K and seed (grid points; trained methods: every validation check of every run, "
+           "those of the method they start from included):\n\n"
+           "| method | search | " + " | ".join(f"{p}: candidates" for p in protocols) + " |\n|" + "---|" * (2 + len(protocols)) + "\n")
     for m, g in sweep.groupby("method", sort=False):
-        n = g["candidates"].dropna() if "candidates" in g else pd.Series(dtype=float)
-        count = "–" if n.empty else f"{int(n.min()):,}" if n.min() == n.max() else f"{int(n.min()):,}–{int(n.max()):,}"
-        out += f"| {label(m)} | {registry.get(m).search if m in registry.METHODS else '–'} | {count} |\n"
+        by = {p: d for p, d in g.groupby("protocol", sort=False)}
+        texts = {p: str(d["search"].dropna().iloc[0]) if "search" in d and d["search"].notna().any() else "–" for p, d in by.items()}
+        common = max(texts.values(), key=list(texts.values()).count) if texts else "–"
+        cells = []
+        for p in protocols:
+            if p not in by:
+                cells.append("–")
+                continue
+            n = by[p]["candidates"].dropna() if "candidates" in by[p] else pd.Series(dtype=float)
+            count = "–" if n.empty else f"{int(n.min()):,}" if n.min() == n.max() else f"{int(n.min()):,}–{int(n.max()):,}"
+            cells.append(count if texts[p] == common else f"{count} ({texts[p]})")
+        out += f"| {label(m)} | {common} | " + " | ".join(cells) + " |\n"
     return out
 
 

@@ -1,0 +1,66 @@
+"""The support_only protocol (CLAP's point): no validation image at all. Every method runs, nothing
+reads the validation split, and each takes the rule its row states: its authors' values for a run
+without validation, the last epoch, or the one value per hyper-parameter the switch gives."""
+
+import copy
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import toy_run
+from siglip_adapter.config import load_config
+from siglip_adapter.methods import loop
+from siglip_adapter.methods.loop import NO_VALIDATION, method_rows, peer_unit
+
+
+@pytest.fixture(scope="module")
+def support_only(root):
+    """A toy run under the real support_only protocol's parameters (params/defaults.yaml), small epochs."""
+    real = load_config("digits", root=root, protocol="support_only")
+    inp, cfg, _ = toy_run(n_classes=4, dim=16)
+    cfg = {**cfg, "protocol": "support_only", "validation": real["validation"], "methods": copy.deepcopy(real["methods"])}
+    small = {"lp_pp": {"epochs": 12}, "zs_lp": {"epochs": 6}, "clap": {"epochs": 6}, "taskres": {"epochs": {1: 5}},
+             "tip_adapter_f": {"epochs": 4}, "clip_adapter": {"epochs": 4}, "ape_t": {"epochs": 4}, "trainable": {"epochs": 4},
+             "tip_adapter": {"search_step": [10, 4]}}
+    for name, values in small.items():
+        cfg["methods"][name].update(values)
+    cfg["methods"]["run"] = [n for n in cfg["methods"]["run"] if n != "coop"]  # CoOp trains through a text tower the toy has not
+    return inp, cfg, real
+
+
+def test_no_method_reads_the_validation_split(support_only):
+    inp, cfg, _ = support_only
+    assert cfg["validation"]["images"] == "none"
+    rows = method_rows(inp, cfg, loop.names(cfg, kind="zero-shot") + loop.names(cfg))
+    poisoned = copy.deepcopy(inp)
+    val = poisoned.manifest["split"] == "val"
+    poisoned.manifest.loc[val, "label"] = (poisoned.manifest.loc[val, "label"] + 1) % 4
+    again = method_rows(poisoned, cfg, loop.names(cfg, kind="zero-shot") + loop.names(cfg))
+    pd.testing.assert_frame_equal(rows, again)  # validation labels change nothing: nothing was chosen on them
+    assert set(rows["method"]) == {"zero_shot", "zero_shot_captions", *loop.names(cfg)}
+    assert (rows["selected_on"] == "none").all() and rows["val_accuracy"].isna().all()
+    searched = rows[rows["method"] != "zero_shot"]
+    assert (searched["candidates"] == 1).all(), searched[searched["candidates"] != 1][["method", "candidates"]]
+    assert all(s.startswith(NO_VALIDATION) or s.startswith("none") for s in rows["search"]), set(rows["search"])
+
+
+def test_each_method_takes_the_rule_it_states(support_only):
+    inp, cfg, real = support_only
+    rows = method_rows(inp, cfg).set_index(["method", "shots", "seed"]).sort_index()
+    m = real["methods"]
+    first = rows.xs(1, level="shots").groupby(level="method").first()
+    assert first.loc["tip_adapter", "theta"] == m["tip_adapter"]["init_beta"]
+    assert math.isclose(first.loc["tip_adapter", "beta"], m["tip_adapter"]["init_alpha"] * peer_unit(inp.scale))
+    assert (first.loc["ape", ["beta", "alpha", "gamma"]].tolist() == m["ape"]["init"])
+    for k in (1, 2):
+        at = rows.xs(k, level="shots").groupby(level="method").first()
+        assert [at.loc["proker", "beta"], at.loc["proker", "lmbda"]] == pytest.approx(m["proker"]["fixed"][k])
+    for name in ("lp_pp", "tip_adapter_f", "ape_t", "clip_adapter", "trainable"):  # the last epoch
+        epochs = cfg["methods"][name]["epochs"]
+        assert (rows.loc[name, "epoch"] == epochs).all(), name
+    assert first.loc["linear_probe", "C"] == m["linear_probe"]["C"][0] and first.loc["gda", "alpha"] == m["gda"]["alpha"][0]
+    assert (first.loc["adapter", ["alpha", "theta", "beta"]].tolist() == [m["adapter"][k][0] for k in ("alpha", "theta", "beta")])
+    assert first.loc["trainable", "lr"] == m["trainable"]["lr"][0]
+    assert torch.isfinite(torch.tensor(rows["accuracy"].to_numpy())).all()
