@@ -73,31 +73,18 @@ def fit_on_shots(make_model, shots: Labelled, val: Labelled, schedule: Schedule,
     best: TrainResult | None = None
     history: list[dict] = []
     epochs, patience = schedule.epochs, schedule.patience
-    if len(val.labels) == 0:
-        torch.manual_seed(seed)
-        model, lr = make_model(), float(schedule.lrs[0])
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=schedule.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-        for epoch in range(1, epochs + 1):
-            model.train()
-            loss = F.cross_entropy(model(shots.images), shots.labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            history.append({"lr": lr, "epoch": epoch, "loss": loss.item(), "val_accuracy": float("nan")})
-        model.eval()
-        return TrainResult(model, lr, epochs, float("nan"), history)
-    for lr in schedule.lrs:
+    checked = len(val.labels) > 0
+    for lr in schedule.lrs if checked else schedule.lrs[:1]:
         torch.manual_seed(seed)
         model = make_model()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=schedule.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-        acc = own_best = _val_acc(model, val.images, val.labels)
-        stale = 0
-        history.append({"lr": float(lr), "epoch": 0, "loss": float("nan"), "val_accuracy": acc})
-        if best is None or acc > best.val_accuracy:
-            best = TrainResult(copy.deepcopy(model), float(lr), 0, acc)
+        if checked:
+            acc = own_best = _val_acc(model, val.images, val.labels)
+            stale = 0
+            history.append({"lr": float(lr), "epoch": 0, "loss": float("nan"), "val_accuracy": acc})
+            if best is None or acc > best.val_accuracy:
+                best = TrainResult(copy.deepcopy(model), float(lr), 0, acc)
         for epoch in range(1, epochs + 1):
             model.train()
             loss = F.cross_entropy(model(shots.images), shots.labels)
@@ -105,7 +92,9 @@ def fit_on_shots(make_model, shots: Labelled, val: Labelled, schedule: Schedule,
             loss.backward()
             opt.step()
             sched.step()
-            if epoch % schedule.eval_every == 0 or epoch == epochs:
+            if not checked:  # no validation: nothing to check, the last epoch is kept
+                history.append({"lr": float(lr), "epoch": epoch, "loss": loss.item(), "val_accuracy": float("nan")})
+            elif epoch % schedule.eval_every == 0 or epoch == epochs:
                 acc = _val_acc(model, val.images, val.labels)
                 history.append({"lr": float(lr), "epoch": epoch, "loss": loss.item(), "val_accuracy": acc})
                 if acc > best.val_accuracy:
@@ -114,6 +103,9 @@ def fit_on_shots(make_model, shots: Labelled, val: Labelled, schedule: Schedule,
                 own_best = max(own_best, acc)
                 if patience is not None and stale >= patience:
                     break
+        if not checked:
+            model.eval()
+            best = TrainResult(model, float(lr), epochs, float("nan"))
     best.history = history
     return best
 
