@@ -7,6 +7,7 @@ captioned, the seeds and shots, the zero-shot logit scale and the two Table I me
 behaviours that differ must be the one the switch names, and nothing else.
 """
 
+import copy
 import hashlib
 import json
 
@@ -39,6 +40,8 @@ EXPECTED = {
     "cosine100_zero_shot": {"logit_scale"},
     "fixed_idea_cache": {"column2"},
     "author_trainable": {"trainable"},
+    # No validation image: the validation setting, and one value per hyper-parameter where a method would search.
+    "support_only": {"validation", "method_values"},
 }
 
 
@@ -84,7 +87,8 @@ def behaviour(tmp_path_factory, root):
             "captioned_ids": _digest(stages.split.ids_to_caption(manifest, cfg)),
             "seeds": seeds(cfg),
             "shots": cfg["shots"],
-            "validation": cfg["validation"]["per_class"],
+            "validation": (cfg["validation"]["per_class"], cfg["validation"]["images"]),
+            "method_values": _digest(_values(cfg["methods"])),
             "logit_scale": LOGIT_SCALES.get(cfg["methods"]["zero_shot"]["logit_form"]),
             "column2": cfg["methods"]["zero_shot_captions"]["method"],
             "trainable": cfg["methods"]["trainable"]["method"],
@@ -95,6 +99,15 @@ def behaviour(tmp_path_factory, root):
     return observe
 
 
+def _values(methods: dict) -> dict:
+    """The methods' parameters less the three settings observed on their own (logit form, column 2, column 3)."""
+    out = copy.deepcopy(methods)
+    out["zero_shot"].pop("logit_form")
+    out["zero_shot_captions"].pop("method")
+    out["trainable"].pop("method")
+    return out
+
+
 def _changed(a: dict, b: dict) -> set[str]:
     return {k for k in a if not k.startswith("_") and a[k] != b[k]}
 
@@ -102,7 +115,7 @@ def _changed(a: dict, b: dict) -> set[str]:
 def test_every_paper_switch_is_tested(root):
     defaults = read_yaml(root / "params" / "defaults.yaml")
     assert set(defaults["switches"]) == set(EXPECTED)
-    assert set(defaults["protocols"]["paper"]) == set(EXPECTED) - {"few_shot_val"}
+    assert set(defaults["protocols"]["paper"]) == set(EXPECTED) - {"few_shot_val", "support_only"}
 
 
 @pytest.mark.parametrize("switch", sorted(EXPECTED))
@@ -260,6 +273,8 @@ def test_nothing_is_chosen_on_test_outside_the_authors_trainable(root):
             assert set(on_test["method"]) <= {"trainable"}, f
         else:
             assert on_test.empty, f
-        expected = "val" if cfg["validation"]["per_class"] == 0 else f"val_min_k_{cfg['validation']['per_class']}"
+        expected = ("none" if cfg["validation"]["images"] == "none" else "val" if cfg["validation"]["per_class"] == 0
+                    else f"val_min_k_{cfg['validation']['per_class']}")
         searched = rows[rows["method"].isin(cfg["methods"]["run"]) & ~rows.index.isin(on_test.index)]  # every method of the run
-        assert (searched["selected_on"] == expected).all(), f
+        own_rule = searched["search"].str.startswith("none")  # a method that chooses nothing (CLAP, ZS-LP, TaskRes) says so
+        assert (searched.loc[own_rule, "selected_on"] == "none").all() and (searched.loc[~own_rule, "selected_on"] == expected).all(), f
