@@ -82,6 +82,29 @@ def test_the_grid_is_the_same_whatever_memory_bound_splits_its_thetas(toy_cache,
         assert torch.equal(grid_accuracies(*args), whole)
 
 
+def test_accuracy_along_a_weight_is_the_logits_own_accuracy_at_ends_and_ties_too():
+    """The grid searches count, per weight w, the images ``argmax(zs + w cache)`` gets right, from
+    one interval of w per image instead of the logits at every w: equal to the logits' accuracy
+    (torch.equal) with weights on the intervals' ends and float steps from them (where rounding decides),
+    at w = 0, with zero-shot ties and with classes whose cache values are equal (where argmax's
+    tie goes to the lower class)."""
+    g = torch.Generator().manual_seed(0)
+    m, n = 400, 7
+    zs = torch.randn(m, n, generator=g)
+    zs[:40, 3] = zs[:40, 5]  # zero-shot ties, label 5 below: argmax picks class 3
+    few = torch.rand(4, m, n, generator=g)
+    few[:, 40:80, 2] = few[:, 40:80, 4]  # equal cache values for two classes
+    labels = torch.randint(0, n, (m,), generator=g)
+    labels[:40], labels[40:80] = 5, 4
+    y = labels[:, None]
+    ends = ((zs - zs.gather(1, y)) / (few.gather(2, y.expand(4, m, 1)) - few))[0, 80:90].flatten()  # some images' exact ends
+    ends = ends[ends.isfinite() & (ends > 0)]
+    ulps = torch.arange(-4, 5, dtype=torch.float32)[:, None] * 2.0 ** -23  # on each end and a few float steps either side
+    weights = torch.cat([torch.tensor([0.0, 0.05, 0.5, 1.0, 3.0]), (ends * (1 + ulps)).flatten()])
+    logits_accuracy = torch.stack([((zs + w * few).argmax(-1) == labels).float().mean(-1) for w in weights], -1)
+    assert torch.equal(cache.accuracy_along(zs, few, labels, weights), logits_accuracy)
+
+
 @pytest.mark.parametrize("alpha,beta", [(0.4, 0.1), (0.0, 0.1), (0.4, 0.0), (0.0, 0.0)])
 def test_trainable_starts_as_training_free_and_learns_the_shots_whatever_alpha_and_beta(toy_cache, alpha, beta):
     """At alpha = 0 (no caption term) and at beta = 0 (no cache term) too, the learned parts still

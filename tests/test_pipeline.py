@@ -219,6 +219,16 @@ def test_committed_results_match_the_code_and_params(dvc_copy):
     assert stale == {}, f"dvc.lock is behind the code, params or outputs (run `make repro` and commit results/): {stale}"
 
 
+def test_dvc_lock_records_only_the_stages_of_dvc_yaml(root):
+    """DVC never drops a lock entry whose stage is gone (a renamed stage, a dataset taken out of
+    params/run.yaml), and it parses the whole lock file several times per stage it runs: dead
+    entries only slow every `dvc` command down. Drop them when a stage goes."""
+    live = set(subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.split())
+    locked = set(yaml.safe_load((root / "dvc.lock").read_text())["stages"])
+    assert live and not locked - live, f"dvc.lock records stages dvc.yaml no longer has: {sorted(locked - live)}"
+
+
 def test_an_edited_output_is_stale(dvc_copy):
     """The guard above reads outputs too: a hand-edited result is caught."""
     csv = dvc_copy / "results" / "runs" / run_datasets(dvc_copy)[0] / run_backbones(dvc_copy)[0] / run_protocols(dvc_copy)[0] / "04_adapter.csv"

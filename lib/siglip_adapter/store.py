@@ -93,7 +93,7 @@ def code_hash(paths) -> str:
     return h.hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=None)  # no bound: a least-recently-used cache smaller than the kit, scanned in order, would miss every file
 def _tree_digest(source: str) -> bytes:
     """The dump of a module's syntax tree without docstrings (parsed once per source text)."""
     import ast

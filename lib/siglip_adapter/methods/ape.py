@@ -52,8 +52,8 @@ from pydantic import Field
 from torch import nn
 
 from ..schema import Count, NonNegative, Positive
-from .cache import GRID_ELEMENTS
-from .loop import NO_VALIDATION, Fitted, Task, best, peer_unit, zero_shot_of, zero_shot_state
+from .cache import accuracy_along
+from .loop import NO_VALIDATION, Fitted, Task, peer_unit, zero_shot_of, zero_shot_state
 from .registry import MethodParams, method
 
 Triple = Annotated[list[Positive], Field(min_length=3, max_length=3)]
@@ -116,18 +116,22 @@ def score(state, chosen, images):
 
 def search(state: dict, images: torch.Tensor, labels: torch.Tensor, betas, alphas, gammas) -> tuple[tuple[float, float, float], float]:
     """The first (beta, alpha, gamma) in the authors' loop order with the best accuracy on ``images``."""
-    zs, affinity = zero_shot_of(state, images), _affinity(state, images)
-    weights = torch.tensor(alphas, dtype=zs.dtype) * peer_unit(state["scale"])
+    zs = zero_shot_of(state, images)
     values = state["values"][None] * (state["div"][None] * torch.tensor(gammas, dtype=zs.dtype)[:, None, None]).exp()  # (G, NK, N)
-    step = max(1, GRID_ELEMENTS // max(1, len(gammas) * zs.numel()))  # alphas per product: (A, G, M, N) logits stay bounded
-    acc = torch.empty(len(betas), len(alphas), len(gammas))
-    for i, beta in enumerate(betas):
-        cache = ((-1) * (beta - beta * affinity)).exp() @ values  # (G, M, N)
-        for j in range(0, len(alphas), step):
-            logits = zs + weights[j:j + step, None, None, None] * cache[None]
-            acc[i, j:j + step] = (logits.argmax(-1) == labels).float().mean(-1)
+    acc = grid_accuracies(zs, _affinity(state, images), values, labels, betas, torch.tensor(alphas, dtype=zs.dtype) * peer_unit(state["scale"]))
     b, a, g = (int(x) for x in np.unravel_index(int(torch.argmax(acc.flatten())), tuple(acc.shape)))
     return (float(betas[b]), float(alphas[a]), float(gammas[g])), float(acc[b, a, g])
+
+
+def grid_accuracies(zs, affinity, values, labels, betas, weights) -> torch.Tensor:
+    """(B, A, G) accuracies of ``zs + weight exp(-beta (1 - affinity)) values[g]`` at every beta,
+    weight and value set (``values`` (G, NK, N)): one cache product per beta for every value set,
+    every weight at once along the line the logits follow in it (``accuracy_along``)."""
+    acc = torch.empty(len(betas), len(weights), values.shape[0])
+    for i, beta in enumerate(betas):
+        cache = ((-1) * (beta - beta * affinity)).exp() @ values  # (G, M, N)
+        acc[i] = accuracy_along(zs, cache, labels, weights).T
+    return acc
 
 
 @method("ape", params=Params, score=score, label="APE", kind="training-free", order=67, search="authors' grid (beta x alpha x gamma)")
@@ -231,8 +235,10 @@ def fit_trained(task: Task, params: dict) -> Fitted:
         return Fitted("ape_t", state, {"beta": float(beta0), "alpha": float(alpha0), "epoch": epoch, "feat_num": q}, history=history,
                       search=f"{NO_VALIDATION}: the last epoch at the config's initial values", candidates=1)
     betas, alphas, _ = grids(params)
-    (beta, alpha), val_acc = best([(b, a) for b in betas for a in alphas],
-                                  lambda c: _val_accuracy(trained_logits(val.images, new_keys, new_text, new_values, *c), val.labels))
+    acc = grid_accuracies(100.0 * val.images @ new_text, val.images @ new_keys.t(), new_values[None], val.labels, betas,
+                          torch.tensor(alphas, dtype=new_values.dtype))[:, :, 0]  # trained_logits at every (beta, alpha)
+    b, a = (int(x) for x in np.unravel_index(int(torch.argmax(acc.flatten())), tuple(acc.shape)))  # the first best, beta outer
+    beta, alpha, val_acc = betas[b], alphas[a], float(acc[b, a])
     state = {**zero_shot_state(task), "keys": new_keys, "text_t": new_text, "values": new_values}
     return Fitted("ape_t", state, {"beta": float(beta), "alpha": float(alpha), "epoch": epoch, "feat_num": q}, val_acc, history,
                   candidates=params["epochs"] + len(betas) * len(alphas))

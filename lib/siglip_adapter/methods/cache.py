@@ -64,27 +64,61 @@ class Choice:
     val_accuracy: float
 
 
-GRID_ELEMENTS = 2**25  # at most this many logits (128 MB in float32) per batched product of ``grid_accuracies``
+GRID_ELEMENTS = 2**25  # at most this many elements (128 MB in float32) per batched tensor of the grid searches
+
+
+NEAR_END = 1e-3  # a weight this close (relative) to an end of its interval is decided by the logits themselves
+
+
+def accuracy_along(zs: torch.Tensor, cache: torch.Tensor, labels: torch.Tensor, weights) -> torch.Tensor:
+    """(..., W) accuracy of ``argmax(zs + w cache)`` at each weight w, as the logits would give it,
+    without forming the logits at every weight.
+
+    zs (M, N), cache (..., M, N), labels (M,). The logits are linear in w, so an image is right on
+    one interval of w: ``w (c_y - c_n) >= zs_n - zs_y`` for every other class n bounds w from below
+    where ``c_y > c_n`` and from above where ``c_y < c_n``. One pass over (..., M, N) instead of one
+    per weight. Where the interval cannot decide as the logits' own float arithmetic would (a weight
+    within ``NEAR_END`` of an end, where rounding decides, or a class whose cache value equals the
+    label's, where a tie goes to the lower class index), those images' logits are computed at those
+    weights exactly as ``zs + w cache`` computes them: the result equals the logits' accuracy."""
+    weights = torch.as_tensor(weights, dtype=cache.dtype)
+    y = labels[:, None]
+    gap = cache.gather(-1, y.expand(*cache.shape[:-1], 1)) - cache  # (..., M, N): c_y - c_n
+    need = zs - zs.gather(-1, y)  # (M, N): zs_n - zs_y
+    bound = need / gap
+    inf = torch.tensor(float("inf"), dtype=cache.dtype)
+    low = torch.where(gap > 0, bound, -inf).amax(-1)[..., None]  # (..., M, 1)
+    high = torch.where(gap < 0, bound, inf).amin(-1)[..., None]
+    inside = (low <= weights) & (weights <= high)  # (..., M, W)
+    other = torch.arange(zs.shape[-1]) != y
+    flat = ((gap == 0) & other).any(-1)[..., None]  # a constraint that holds at every weight or none
+    # |w - end| <= NEAR_END (|w| + |end|) implies |w - end| <= 2 NEAR_END |end| / (1 - NEAR_END): a band per image
+    band = lambda end: torch.where(end.isfinite(), end.abs() * (2 * NEAR_END / (1 - NEAR_END)), -1.0)
+    unsure = (((weights - low).abs() <= band(low)) | ((weights - high).abs() <= band(high)) | flat).nonzero(as_tuple=True)
+    if len(unsure[0]):
+        m, w = unsure[-2], weights[unsure[-1]]
+        logits = zs[m] + w[:, None] * cache[unsure[:-1]]  # (P, N): the logits' own arithmetic
+        inside[unsure] = logits.argmax(-1) == labels[m]
+    return inside.float().mean(-2)
 
 
 def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,
                     scale: float = 1.0, bias: float = 0.0) -> torch.Tensor:
     """(len(alphas), len(thetas), len(betas)) accuracy of eq. 6 on ``images`` at every grid point:
     the affinities once, then per alpha one batched matrix product over every theta, all betas at
-    once (bench/hp_search.py measures it against one combination at a time)."""
+    once along the line the logits follow in beta (``accuracy_along``; bench/hp_search.py measures
+    it against one combination at a time)."""
     n = class_text.shape[0]
     zs = zero_shot_logits(images, class_text, scale, bias)
     image_sim, caption_sim = images @ image_keys.T, images @ caption_keys.T
     onehot = F.one_hot(key_labels, n).to(zs.dtype)
-    beta_grid = torch.tensor(list(betas), dtype=zs.dtype)[None, :, None, None]
     theta_grid = torch.tensor(list(thetas), dtype=zs.dtype)[:, None, None]
-    step = max(1, GRID_ELEMENTS // max(1, len(betas) * zs.numel()))  # thetas per product: (T, B, M, N) logits stay bounded
+    step = max(1, GRID_ELEMENTS // max(1, max(n, len(betas)) * len(labels)))  # thetas per product: (T, M, N) and (T, M, B) stay bounded
     out = torch.empty(len(alphas), len(thetas), len(betas))
     for i, alpha in enumerate(alphas):
         for j in range(0, len(thetas), step):
             fewshot = cache_affinity(image_sim, caption_sim, alpha, theta_grid[j : j + step]) @ onehot  # (T, M, N)
-            logits = zs + beta_grid * fewshot[:, None]  # (T, B, M, N)
-            out[i, j : j + step] = (logits.argmax(-1) == labels).float().mean(-1)
+            out[i, j : j + step] = accuracy_along(zs, fewshot, labels, betas)  # zs + beta fewshot at every beta
     return out
 
 
