@@ -7,7 +7,8 @@
 # 2. Otherwise `digits_data` and every dataset's `images` stage under DVC, which records them.
 # 3. The stages of one dataset (params/run.yaml) never read another dataset's outputs; only
 #    `digits_data` (first) and `analysis` (last) are shared. So each dataset's stages run in their own
-#    `dvc repro`, JOBS at once (default: one per dataset, at most one per core): much of a stage is
+#    `dvc repro` (its ablation in another, queued after every dataset's other stages: below), JOBS at
+#    once (default: one per dataset, at most one per core): much of a stage is
 #    single-threaded (papermill and kernel start-up, imports, DVC's lock-file update), so two
 #    processes finish sooner than one after the other. Each stage sets its own thread count
 #    (`threads` in params/run.yaml), so the numbers do not depend on this. A dataset's stages are
@@ -22,7 +23,8 @@
 # recomputing the rest.
 #
 # The console shows each stage as it starts and finishes, and a failed stage's own error message;
-# each dataset's whole output is in .dvc/tmp/repro-<dataset>.log. A failing dataset fails the run
+# each dataset's whole output is in .dvc/tmp/repro-<dataset>.log (its ablation's in
+# repro-<dataset>-ablation.log). A failing dataset fails the run
 # after the others finish; outputs are `persist` in dvc.yaml, so a failed stage leaves the previous
 # run's files in place (and stays stale until it succeeds).
 # Arguments go to each `dvc repro` (e.g. `-f`: rerun every stage; then step 2 is skipped).
@@ -71,14 +73,15 @@ images=$(for ds in $datasets; do printf 'images@%s ' "$ds"; done)
 # shellcheck disable=SC2086  # one argument per stage name
 run setup repro "$@" --single-item digits_data $images
 
-cores=$(nproc 2>/dev/null || echo 1)
-n=$(wc -w <<<"$datasets")
-jobs=${JOBS:-$(( n < cores ? n : cores ))}
-jobs=$(( jobs < 1 ? 1 : jobs ))
-echo "repro: $n datasets, $jobs at a time; progress below, each dataset's whole output in .dvc/tmp/repro-<dataset>.log"
+# The jobs: each dataset's stages but its ablation, then each dataset's ablation (which reads no other
+# stage's outputs, only the stores the runs share: content-keyed, written atomically), started in that
+# order as workers free up. A dataset's ablation is a job of its own so that the worker whose dataset
+# finishes first takes it, rather than one worker running a dataset's ablation after its other stages
+# while the other waits.
 all_stages=$("$DVC" stage list --name-only)
 failed=0
-pids=()
+jobs_list=()
+asides=()
 for ds in $datasets; do
   targets=$(grep -E "@$ds(-|$)" <<<"$all_stages" | grep -v "^images@" || true)
   if [ -z "$targets" ]; then  # never `dvc repro --single-item` without targets: that is every stage
@@ -86,15 +89,28 @@ for ds in $datasets; do
     failed=1
     continue
   fi
-  if [ "${#pids[@]}" -ge "$jobs" ]; then  # wait for the oldest before starting another
-    wait "${pids[0]}" || failed=1
-    pids=("${pids[@]:1}")
-  fi
+  main=$(grep -v "^ablation@" <<<"$targets" || true)
+  aside=$(grep "^ablation@" <<<"$targets" || true)
+  if [ -n "$main" ]; then jobs_list+=("$ds:$(tr '\n' ' ' <<<"$main")"); fi
+  if [ -n "$aside" ]; then asides+=("$ds-ablation:$(tr '\n' ' ' <<<"$aside")"); fi
+done
+jobs_list+=(${asides[@]+"${asides[@]}"})
+cores=$(nproc 2>/dev/null || echo 1)
+n=$(wc -w <<<"$datasets")
+workers=${JOBS:-$(( n < cores ? n : cores ))}
+workers=$(( workers < 1 ? 1 : workers ))
+echo "repro: $n datasets, $workers at a time; progress below, each dataset's whole output in .dvc/tmp/repro-<dataset>.log (its ablation's in repro-<dataset>-ablation.log)"
+pids=()
+for job in ${jobs_list[@]+"${jobs_list[@]}"}; do
+  while [ "$(jobs -pr | wc -l)" -ge "$workers" ]; do  # wait for a free worker (`wait -n` needs bash 4.3)
+    sleep 0.5
+  done
+  label=${job%%:*}
   # shellcheck disable=SC2086  # one argument per stage name
-  run "$ds" --wait-for-lock repro "$@" --single-item $targets &
+  run "$label" --wait-for-lock repro "$@" --single-item ${job#*:} &
   pids+=($!)
 done
-for pid in "${pids[@]}"; do
+for pid in ${pids[@]+"${pids[@]}"}; do
   wait "$pid" || failed=1
 done
 if [ "$failed" -ne 0 ]; then

@@ -86,7 +86,17 @@ def final_text(state: dict, model: str | None) -> str | None:
     return html.unescape(f"{left.get('value', '')}|{'#' * filled}{' ' * (10 - filled)}|{right.get('value', '')}").replace("\xa0", " ").replace("\u2007", " ")
 
 
+def skip_iri_grammar() -> None:
+    """Leave out jsonschema's optional IRI format checkers before nbformat (which imports
+    jsonschema) is imported: rfc3987-syntax builds their Lark grammars at import, about 0.7 s per
+    process (python-jsonschema/jsonschema#1428), and no notebook schema uses the ``iri`` formats.
+    jsonschema imports that package under ``suppress(ImportError)``; a ``None`` entry in
+    ``sys.modules`` makes the import raise ImportError. A process that already imported it keeps it."""
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def tidy_file(path: Path) -> Path:
+    skip_iri_grammar()
     import nbformat
 
     from siglip_adapter.atomic import write_atomic

@@ -107,9 +107,22 @@ class CoOp(nn.Module):
         ctx = prompts.init_context()  # (n_ctx, E): one context shared by the classes
         self.ctx = nn.Parameter(ctx.repeat(len(prompts.prompts), 1, 1) if class_specific else ctx)  # CSC: (N, n_ctx, E)
         self.prompts, self.logit_scale = prompts, logit_scale  # the prompts hold the frozen tower (not a submodule)
+        self._text = None  # (the context's version, its class_text): one tower pass per context value
 
     def class_text(self) -> torch.Tensor:
-        return self.prompts.features(self.ctx)
+        """The class prompts' features at the current context, differentiable in it. A validation
+        check and the training step after it see the same context, so they share one tower pass:
+        the features are computed with their graph even under ``no_grad`` and kept until the
+        optimiser changes the context (its in-place step bumps the tensor's version)."""
+        version = self.ctx._version
+        if self._text is None or self._text[0] != version or (torch.is_grad_enabled() and self._text[1].grad_fn is None):
+            with torch.enable_grad():
+                self._text = (version, self.prompts.features(self.ctx))
+        return self._text[1]
+
+    def __getstate__(self):
+        """A copy (the best epoch's model) leaves the features and their graph behind."""
+        return {**super().__getstate__(), "_text": None}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * images @ self.class_text().T
