@@ -127,9 +127,11 @@ def grid_accuracies(zs, affinity, values, labels, betas, weights) -> torch.Tenso
     """(B, A, G) accuracies of ``zs + weight exp(-beta (1 - affinity)) values[g]`` at every beta,
     weight and value set (``values`` (G, NK, N)): one cache product per beta for every value set,
     every weight at once along the line the logits follow in it (``accuracy_along``)."""
-    acc = torch.empty(len(betas), len(weights), values.shape[0])
+    g, nk, n = values.shape
+    flat = values.permute(1, 0, 2).reshape(nk, g * n)  # every value set side by side: one matrix product per beta
+    acc = torch.empty(len(betas), len(weights), g)
     for i, beta in enumerate(betas):
-        cache = ((-1) * (beta - beta * affinity)).exp() @ values  # (G, M, N)
+        cache = (((-1) * (beta - beta * affinity)).exp() @ flat).view(-1, g, n).permute(1, 0, 2)  # (G, M, N)
         acc[i] = accuracy_along(zs, cache, labels, weights).T
     return acc
 
