@@ -77,10 +77,14 @@ def accuracy_along(zs: torch.Tensor, cache: torch.Tensor, labels: torch.Tensor, 
     zs (M, N), cache (..., M, N), labels (M,). The logits are linear in w, so an image is right on
     one interval of w: ``w (c_y - c_n) >= zs_n - zs_y`` for every other class n bounds w from below
     where ``c_y > c_n`` and from above where ``c_y < c_n``. One pass over (..., M, N) instead of one
-    per weight. Where the interval cannot decide as the logits' own float arithmetic would (a weight
+    per weight. Where the interval may not decide as the logits' own float arithmetic would (a weight
     within ``NEAR_END`` of an end, where rounding decides, or a class whose cache value equals the
     label's, where a tie goes to the lower class index), those images' logits are computed at those
-    weights exactly as ``zs + w cache`` computes them: the result equals the logits' accuracy."""
+    weights exactly as ``zs + w cache`` computes them. Equal to the logits' accuracies wherever
+    compared (tests/test_adapters.py; every candidate of APE's and Tip-Adapter's grids on the offline
+    runs, docs/internals.md); not proven: an end computed from two classes' cache values equal to
+    within rounding can be off by more than ``NEAR_END``, and there the logits themselves decide by
+    rounding."""
     weights = torch.as_tensor(weights, dtype=cache.dtype)
     y = labels[:, None]
     gap = cache.gather(-1, y.expand(*cache.shape[:-1], 1)) - cache  # (..., M, N): c_y - c_n
