@@ -8,6 +8,8 @@ no copy of the peers' code exists.
     git clone https://github.com/KaiyangZhou/Dassl.pytorch ~/peers/Dassl   # CLAP's trainer is Dassl's
     pip install --target ~/peers/deps yacs                                 # Dassl's config package
     .venv/bin/python scripts/peer_parity.py clap --code ~/peers/CLAP --deps ~/peers/Dassl ~/peers/deps
+    .venv/bin/python scripts/peer_parity.py linear_probe --code ~/peers/CoOp      # KaiyangZhou/CoOp: its lpclip script
+    .venv/bin/python scripts/peer_parity.py clip_adapter --code ~/peers/CLIP-Adapter --deps ~/peers/CoOp ~/peers/Dassl ~/peers/deps
 
 writes ``tests/fixtures/parity/<method>.json``: the peer's repository and commit, the function
 run, its settings, the fingerprint of each feature set, and per dataset, K and seed its test
@@ -94,6 +96,14 @@ def _last(pattern: str, text: str) -> list[str]:
     return list(found[-1]) if isinstance(found[-1], tuple) else [found[-1]]
 
 
+def _recording(module, name: str, into: list) -> None:
+    """``module.<name>`` replaced by the peer's own function that also appends what it returns to
+    ``into`` (its own: not a wrapper an earlier cell left, as the module is imported once)."""
+    f = getattr(module, name)
+    f = getattr(f, "__wrapped__", f)
+    setattr(module, name, functools.wraps(f)(lambda *a, **k: into.append(f(*a, **k)) or into[-1]))
+
+
 class _Identity:
     """The peer's CLIP model where the images are already features."""
 
@@ -129,10 +139,9 @@ def tip_adapter(code: Path, data: parity.ParitySet, k: int, seed: int, search_sc
     peer = _import_peer(code, "main", ["torchvision", "torchvision.transforms", "datasets", "datasets.utils", "clip"])
     images, labels = data.shots(k, seed)
     (val, val_labels), (test, test_labels) = data.split("val"), data.split("test")
-    returned = {}  # what the peer's functions return, recorded as they pass (run_tip_adapter only prints)
-    for name in ("search_hp", "cls_acc"):
-        f = getattr(peer, name)
-        setattr(peer, name, lambda *a, _f=f, _name=name, **k: returned.setdefault(_name, []).append(_f(*a, **k)) or returned[_name][-1])
+    returned = {"search_hp": [], "cls_acc": []}  # what the peer's functions return, recorded as they pass (run_tip_adapter only prints)
+    for name, into in returned.items():
+        _recording(peer, name, into)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = {"load_cache": False, "augment_epoch": 1, "cache_dir": tmp, "shots": k, "search_hp": True,
                "search_scale": list(search_scale), "search_step": list(search_step), "init_beta": 1, "init_alpha": 1.17}
@@ -224,11 +233,12 @@ _DASSL_STAND_INS = ["torch.utils.tensorboard", "torchvision", "torchvision.trans
                     "ftfy"]  # what Dassl and the peers' CLIP packages import at load time and these runs never call
 
 
-def _dassl_peer(code: Path, module: str, config: str, options: list, seed: int, script_args: dict | None = None):
+def _dassl_peer(code: Path, module: str, config: str, options: list, seed: int, script_args: dict | None = None, configs: Path | None = None):
     """(the peer's trainer module, its Dassl config): the config built as its ``train.py`` builds
     it (Dassl's defaults, its ``extend_cfg``, the trainer config file, ``options``), the RNGs
     seeded as Dassl seeds them, on the CPU. ``script_args``: the command-line arguments its
-    ``extend_cfg`` reads from the script's globals (TaskRes's, set when it runs as ``__main__``)."""
+    ``extend_cfg`` reads from the script's globals (TaskRes's, set when it runs as ``__main__``);
+    ``configs``: the checkout whose ``configs/trainers`` holds ``config`` (default: ``code``)."""
     peer = _import_peer(code, module, _DASSL_STAND_INS)
     _dassl_schedulers()
     from dassl.config import get_cfg_default
@@ -239,7 +249,7 @@ def _dassl_peer(code: Path, module: str, config: str, options: list, seed: int, 
         train.args = types.SimpleNamespace(**script_args)
     cfg = get_cfg_default()
     train.extend_cfg(cfg)
-    cfg.merge_from_file(str(code / "configs" / "trainers" / config))
+    cfg.merge_from_file(str((configs or code) / "configs" / "trainers" / config))
     cfg.merge_from_list([*options, "SEED", seed, "USE_CUDA", False])
     set_random_seed(seed)
     return peer, cfg
@@ -270,6 +280,40 @@ def _dassl_trainer(custom_clip, trainer_class, cfg, part: str, learner):
     trainer.register_model(part, getattr(model, part), trainer.optim, trainer.sched)
     trainer.start_epoch, trainer.max_epoch = 0, cfg.OPTIM.MAX_EPOCH
     return model, trainer
+
+
+def _dassl_epochs(trainer, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Dassl's ``TrainerX.run_epoch`` for every epoch over a torch ``DataLoader`` of the shots'
+    features (one view each), with Dassl's ``RandomSampler`` and ``drop_last`` rule."""
+    size = trainer.cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    shots = [{"img": x, "label": y} for x, y in zip(images, labels)]
+    trainer.train_loader_x = torch.utils.data.DataLoader(shots, batch_size=size, sampler=torch.utils.data.RandomSampler(shots),
+                                                         drop_last=len(shots) >= size)
+    for trainer.epoch in range(trainer.start_epoch, trainer.max_epoch):
+        trainer.run_epoch()
+
+
+def clip_adapter(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
+    """gaopengcuhk/CLIP-Adapter ``clip_adapter.py``: its ``CustomCLIP`` (ratio 0.2) holding its
+    ``Adapter`` (reduction 4; their ``Adapter(1024, 4)`` is CLIP RN50's width: here the features'
+    width), trained by its ``CLIP_Adapter`` trainer with the CoOp configs its README points to
+    (KaiyangZhou/CoOp in ``--deps``: ``configs/trainers/CoOp/rn50_ep50`` at 1 shot, ``rn50_ep100``
+    at 2-4, ``rn50`` at 8-16, as CoOp's COOP.md assigns them; CoOp's ``train.py`` builds the config),
+    on Dassl. Its ``build_model`` is done here with its classes (image encoder the identity, its text
+    encoder returning the class prompts' features), then Dassl's ``run_epoch`` for every epoch
+    (``_dassl_epochs``); the accuracy is the last epoch's model on the test features."""
+    coop = next(Path(d) for d in sys.path if (Path(d) / "configs" / "trainers" / "CoOp").is_dir())
+    config = "rn50_ep50" if k == 1 else "rn50_ep100" if k <= 4 else "rn50"
+    peer, cfg = _dassl_peer(code, "clip_adapter", f"CoOp/{config}.yaml", [], seed, configs=coop)
+    images, labels = data.shots(k, seed)
+    test, test_labels = data.split("test")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        model, trainer = _dassl_trainer(peer.CustomCLIP, peer.CLIP_Adapter, cfg, "adapter", peer.Adapter(images.shape[1], 4))
+        model.text_encoder = lambda: data.class_text
+        _dassl_epochs(trainer, images, labels)
+        with torch.no_grad():
+            acc = float((model(test).argmax(-1) == test_labels).float().mean())
+    return {"accuracy": acc, "chosen": {"epoch": trainer.max_epoch}}
 
 
 def clap(code: Path, data: parity.ParitySet, k: int, seed: int, constraint: str = "l2") -> dict:
@@ -324,8 +368,7 @@ def ape(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
     q = kept_dimensions({"feat_num": 800, "feat_dims": 1024}, images.shape[1])
     cfg = {**config, "dataset": data.dataset, "shots": k, "training_free_feat_num": q}
     returned = []
-    accuracy = peer.cls_acc
-    peer.cls_acc = lambda *a, **kw: returned.append(accuracy(*a, **kw)) or returned[-1]
+    _recording(peer, "cls_acc", returned)
     out = io.StringIO()
     with tempfile.TemporaryDirectory() as tmp, _inside(tmp):
         Path("caches", data.dataset).mkdir(parents=True)
@@ -353,12 +396,7 @@ def taskres(code: Path, data: parity.ParitySet, k: int, seed: int, scale: float 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         model, trainer = _dassl_trainer(peer.CustomCLIP, peer.TaskRes, cfg, "prompt_learner",
                                         peer.TaskResLearner(cfg, None, _CLIP, data.class_text.clone()))
-        size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
-        shots = [{"img": x, "label": y} for x, y in zip(images, labels)]
-        trainer.train_loader_x = torch.utils.data.DataLoader(shots, batch_size=size, sampler=torch.utils.data.RandomSampler(shots),
-                                                             drop_last=len(shots) >= size)
-        for trainer.epoch in range(trainer.start_epoch, trainer.max_epoch):
-            trainer.run_epoch()
+        _dassl_epochs(trainer, images, labels)
         with torch.no_grad():
             acc = float((model(test).argmax(-1) == test_labels).float().mean())
     return {"accuracy": acc, "chosen": {"epoch": trainer.max_epoch}}
@@ -395,8 +433,7 @@ def ape_t(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
            "shots": k, "training_free_feat_num": q_free, "training_feat_num": q}
     keys, values, text = images.T.contiguous(), torch.nn.functional.one_hot(labels).float(), data.class_text.T.contiguous()
     returned, kept = [], {}
-    accuracy = peer.cls_acc
-    peer.cls_acc = lambda *a, **kw: returned.append(accuracy(*a, **kw)) or returned[-1]
+    _recording(peer, "cls_acc", returned)
     saved = (torch.Tensor.half, torch.save, torch.load)
     torch.Tensor.half = lambda self, *a, **kw: self
     torch.save = lambda obj, path, *a, **kw: (kept.__setitem__(str(path), copy.deepcopy(obj)) if isinstance(obj, torch.nn.Module)
@@ -433,9 +470,8 @@ def tip_adapter_f(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict
     images, labels = data.shots(k, seed)
     (val, val_labels), (test, test_labels) = data.split("val"), data.split("test")
     text = data.class_text.T.contiguous()
-    returned, kept = {}, {}
-    search_hp = getattr(peer.search_hp, "__wrapped__", peer.search_hp)  # its own, not an earlier cell's wrapper
-    peer.search_hp = functools.wraps(search_hp)(lambda *a, **kw: returned.setdefault("search_hp", search_hp(*a, **kw)))
+    searched, kept = [], {}
+    _recording(peer, "search_hp", searched)
     saved = (torch.save, torch.load)
     torch.save = lambda obj, path, *a, **kw: kept.__setitem__(str(path), obj.detach().clone())
     torch.load = lambda path, *a, **kw: torch.nn.Parameter(kept[str(path)].clone())
@@ -452,10 +488,49 @@ def tip_adapter_f(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict
     finally:
         torch.save, torch.load = saved
     (best_keys,) = (v for path, v in kept.items() if "best_F_" in path)
-    beta, alpha = returned["search_hp"]
+    beta, alpha = searched[0]
     logits = 100.0 * test @ text + ((-1) * (beta - beta * (test @ best_keys.t()))).exp() @ values.float() * alpha
     epoch = _last(r"at epoch: (\d+)", out.getvalue())[0]
     return {"accuracy": peer.cls_acc(logits, test_labels) / 100, "chosen": {"beta": float(beta), "alpha": float(alpha), "epoch": int(epoch) + 1}}
+
+
+def linear_probe(code: Path, data: parity.ParitySet, k: int, seed: int, steps: int = 8, val_per_class: int = 4) -> dict:
+    """KaiyangZhou/CoOp ``lpclip/linear_probe.py`` as its ``linear_probe.sh`` runs it (8 steps), as a
+    script: it reads ``<feature_dir>/<dataset>/{train,val,test}.npz`` and draws, for 1, 2, 4, 8 and
+    16 shots in turn, K training and min(K, 4) validation features per class from them. Here
+    train.npz holds exactly the cell's K shots and val.npz exactly the parity set's min(K, 4)-per-
+    class validation sample (``ParitySet.val_sample``), so its draw at our K takes them all (in its
+    own order: the file is laid out so that its order is the kit's); ``--num_run 1``. Its loop goes on to larger K, which a file of K per class cannot
+    give: it stops there with NumPy's error, after writing our K's lines. Test accuracy and C are
+    read from its ``report/*_details.txt``: the last step's line (the model it reports)."""
+    import numpy as np
+
+    images, labels = data.shots(k, seed)  # grouped by class in label order (data.sample_shots)
+    (val, val_labels), (test, test_labels) = data.split("val"), data.split("test")
+    idx = data.val_sample(k, seed, val_per_class)
+    # Its draw permutes each class's rows (np.random.seed(1), then one choice per class in label order); lbfgs's
+    # stopping point at a large C depends on the rows' order, so the file holds each class's shots where that
+    # draw will take them back in the kit's order.
+    rows = np.empty(len(labels), dtype=np.int64)
+    np.random.seed(1)
+    for label in np.unique(labels.numpy()):
+        at = np.flatnonzero(labels.numpy() == label)
+        rows[np.random.choice(at, size=len(at), replace=False)] = at
+    arrays = {"train": (images[rows], labels[rows]), "val": (val[idx], val_labels[idx]), "test": (test, test_labels)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "feat" / data.dataset
+        folder.mkdir(parents=True)
+        for name, (x, y) in arrays.items():
+            np.savez(folder / f"{name}.npz", feature_list=x.double().numpy(), label_list=y.numpy())  # float64, as its feat_extractor.py saves lists
+        run = subprocess.run([sys.executable, str(code / "lpclip" / "linear_probe.py"), "--dataset", data.dataset, "--feature_dir", "feat",
+                              "--num_step", str(steps), "--num_run", "1"], cwd=tmp, capture_output=True, text=True)
+        details = Path(tmp) / "report" / f"feat_s{steps}r1_details.txt"
+        text = details.read_text() if details.exists() else ""
+    lines = re.findall(rf"^{re.escape(data.dataset)}, seed 1, {k} shot, weight (\S+), test_acc (\S+)$", text, flags=re.M)
+    if len(lines) != steps:
+        raise RuntimeError(f"linear_probe.py wrote {len(lines)} of {steps} lines for {k} shots; its output:\n{(run.stdout + run.stderr)[-2000:]}")
+    c, acc = lines[-1]
+    return {"accuracy": float(acc) / 100, "chosen": {"C": float(c)}}
 
 
 PEERS = {
@@ -484,6 +559,12 @@ PEERS = {
                "training_feat_num": "the kit's rule: round(D x 900 / 1024) = 338 for D = 384", "augment_epoch": 1,
                "adjustments": "feat_num set; APE_Training's dimensions at the trained count; .half() the identity (float32); "
                               "the best epoch's adapter kept in memory"}),
+    "clip_adapter": (clip_adapter, "gaopengcuhk/CLIP-Adapter", "clip_adapter.py: Adapter, CustomCLIP, CLIP_Adapter (Dassl TrainerX.run_epoch)",
+                     {"config": "KaiyangZhou/CoOp configs/trainers/CoOp: rn50_ep50 (K = 1), rn50_ep100 (K = 2, 4), rn50 (K = 8, 16)",
+                      "ratio": 0.2, "reduction": 4, "views": 1}),
+    "linear_probe": (linear_probe, "KaiyangZhou/CoOp", "lpclip/linear_probe.py (as linear_probe.sh: --num_step 8), one run per cell",
+                     {"num_step": 8, "search_list": [1e6, 1e4, 1e2, 1, 1e-2, 1e-4, 1e-6], "val_per_class": 4,
+                      "validation": "min(K, 4) per class of the parity set's validation split (ParitySet.val_sample)"}),
 }
 
 
@@ -498,7 +579,7 @@ def main(argv=None) -> None:
     sys.path[:0] = [str(d) for d in args.deps]
     run, repo, function, settings = PEERS[args.method]
     record = {"method": args.method, "repository": repo, "commit": _commit(args.code), "function": function, "settings": settings,
-              "device": "cpu", "features": {}, "cells": []}
+              "device": "cpu", "threads": torch.get_num_threads(), "features": {}, "cells": []}
     if args.deps:
         record["dependencies"] = {str(d.name): _commit(d) if (d / ".git").exists() else "not a git checkout" for d in args.deps}
     for dataset in args.datasets:

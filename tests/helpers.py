@@ -156,8 +156,8 @@ def counted_method_run(store=None, fits=None, n_seeds=5, pause=0.1):
     registry.register("slow_count", lambda state, chosen, images: loop.zero_shot_of(state, images))(fit)
     inp, cfg, _ = toy_run(n_classes=4, dim=16)
     cfg["n_seeds"] = n_seeds
-    cfg["methods"] = {**cfg["methods"], "run": ["tip_adapter", "slow_count", "clip_adapter"], "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [2, 2]},
-                      "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 4, "patience": 2,
+    cfg["methods"] = {**cfg["methods"], "run": ["tip_adapter", "slow_count", "clip_adapter_val"], "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [2, 2]},
+                      "clip_adapter_val": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 4, "patience": 2,
                                        "weight_decay": 0.01}}
     result = loop.run(inp, cfg, store=Path(store) if store is not None else None,
                       curves_at=(1, cfg["seed_base"]))  # the first cell: the one a killed run has finished

@@ -20,8 +20,10 @@ PARAMS = {"zero_shot": {}, "linear_probe": {"C": [0.1, 10.0]}, "tip_adapter": {"
           "adapter": {"alpha": [0.0, 0.5], "theta": [1.0, 5.0], "beta": [0.0, 1.0]},
           "tip_adapter_f": {"lr": 0.01, "eps": 0.0001, "epochs": 5, "batch_size": 256,
                             "start": {"search_scale": [7.0, 300.0], "search_step": [2, 2], "init_beta": 1.0, "init_alpha": 1.17}},
-          "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 5, "patience": 3,
-                           "weight_decay": 0.01},
+          "clip_adapter_val": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 5, "patience": 3,
+                               "weight_decay": 0.01},
+          "clip_adapter": {"ratio": 0.2, "reduction": 4, "lr": 0.002, "momentum": 0.9, "weight_decay": 0.0005, "epochs": {1: 5}, "batch_size": 32,
+                           "warmup_lr": 0.00001},
           "trainable": {"method": "ours", "lr": [0.01], "epochs": 5, "eval_every": 1, "patience": 3, "weight_decay": 0.01,
                         "start": {"alpha": [0.0, 0.5], "theta": [1.0, 5.0], "beta": [0.0, 1.0]}}}
 

@@ -3,6 +3,7 @@ computation on small random inputs, hyper-parameters chosen on validation only, 
 
 import copy
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from siglip_adapter.methods import registry
 from siglip_adapter.methods.loop import Fitted, Labelled, Task, accuracy, method_rows, params_of
 
 METHOD_PARAMS = {
-    "run": ["zero_shot", "linear_probe", "tip_adapter", "tip_adapter_wide", "tip_adapter_f", "clip_adapter", "idea", "gda", "gda_lw", "adapter",
+    "run": ["zero_shot", "linear_probe", "tip_adapter", "tip_adapter_wide", "tip_adapter_f", "clip_adapter_val", "idea", "gda", "gda_lw", "adapter",
             "trainable"],
     "linear_probe": {"C": [0.01, 1.0, 100.0]},
     "tip_adapter": {"search_scale": [7.0, 300.0], "search_step": [4, 3], "init_beta": 1.0, "init_alpha": 1.17},
@@ -23,7 +24,9 @@ METHOD_PARAMS = {
     "gda": {"alpha": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]},
     "gda_lw": {"alpha": [0.0, 0.1, 1.0, 10.0, 100.0]},
     "tip_adapter_f": {"lr": 0.01, "eps": 0.0001, "epochs": 8, "batch_size": 256},
-    "clip_adapter": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
+    "clip_adapter_val": {"ratio": [0.2, 0.6], "reduction": 4, "logit_scale": 100.0, "lr": [0.01], "epochs": 8, "patience": 3, "weight_decay": 0.01},
+    "clip_adapter": {"ratio": 0.2, "reduction": 4, "lr": 0.002, "momentum": 0.9, "weight_decay": 0.0005, "epochs": {1: 6, 2: 9}, "batch_size": 4,
+                     "warmup_lr": 0.00001},
 }
 
 
@@ -81,18 +84,35 @@ def test_zero_shot_is_the_closest_class_prompt():
     assert fitted.chosen == {}
 
 
-def test_linear_probe_is_sklearn_logistic_regression_at_the_chosen_c():
+@pytest.mark.parametrize("steps", [0, 3])
+def test_linear_probe_is_sklearn_logistic_regression_at_the_chosen_c(steps):
     from sklearn.linear_model import LogisticRegression
 
     inp, cfg = toy()
     task = task_of(inp, cfg, k=2)
-    fitted = registry.get("linear_probe").fit(task, cfg["methods"]["linear_probe"])
+    grid = cfg["methods"]["linear_probe"]["C"]
+    fitted = registry.get("linear_probe").fit(task, {**cfg["methods"]["linear_probe"], "steps": steps})
     x = inp.split("test")[0]
-    ref = LogisticRegression(C=fitted.chosen["C"], max_iter=1000).fit(task.shots.images.double().numpy(), task.shots.labels.numpy())
+    shots = task.shots.images.double().numpy(), task.shots.labels.numpy()
+    ref = LogisticRegression(C=fitted.chosen["C"], max_iter=1000).fit(*shots)
     np.testing.assert_allclose(fitted.logits(x).numpy(), ref.decision_function(x.double().numpy()), rtol=1e-4, atol=1e-4)
-    val = {c: ref.__class__(C=c, max_iter=1000).fit(task.shots.images.double().numpy(), task.shots.labels.numpy())
-           .score(task.val.images.double().numpy(), task.val.labels.numpy()) for c in cfg["methods"]["linear_probe"]["C"]}
-    assert fitted.val_accuracy == pytest.approx(max(val.values())) and val[fitted.chosen["C"]] == max(val.values())
+    val_of = lambda c: LogisticRegression(C=c, max_iter=1000).fit(*shots).score(task.val.images.double().numpy(), task.val.labels.numpy())  # noqa: E731
+    val = {c: val_of(c) for c in grid}
+    if steps == 0:  # the grid alone: its first best
+        assert fitted.chosen["C"] == next(c for c in grid if val[c] == max(val.values())) and fitted.candidates == len(grid)
+    else:  # the halving search around the grid's best: C within one decade of it, the model at the last step's C
+        first = next(c for c in grid if val[c] == max(val.values()))
+        assert 0.1 * first <= fitted.chosen["C"] <= 10 * first and fitted.candidates > len(grid)
+    assert fitted.val_accuracy == pytest.approx(val_of(fitted.chosen["C"]))
+
+
+def test_linear_probe_halving_search_walks_to_the_peak_and_keeps_the_left_end_on_ties():
+    from siglip_adapter.methods.linear_probe import refine
+
+    peaked = lambda c: -abs(math.log10(c) - 2.3)  # noqa: E731  (validation accuracy peaking at C = 10 ** 2.3)
+    assert abs(math.log10(refine(100.0, 8, peaked)) - 2.3) < 2 / 2**7  # the range halves each step from 2 decades
+    assert refine(100.0, 0, peaked) == 100.0
+    assert refine(100.0, 8, lambda c: 0.5) == pytest.approx(10.0)  # every tie keeps the left end: c / 10
 
 
 def authors_precision(centred):
@@ -134,7 +154,7 @@ def test_one_loop_runs_every_named_method_and_test_labels_choose_nothing():
     chosen = {"linear_probe": ["C"], "tip_adapter": ["theta", "beta"], "tip_adapter_wide": ["theta", "beta"], "idea": ["alpha", "theta", "beta"],
               "gda": ["alpha"], "gda_lw": ["alpha"],
               "adapter": ["alpha", "theta", "beta"], "tip_adapter_f": ["theta", "beta", "epoch"],
-              "clip_adapter": ["ratio", "lr", "epoch"], "trainable": ["alpha", "theta", "beta", "lr", "epoch"]}
+              "clip_adapter_val": ["ratio", "lr", "epoch"], "trainable": ["alpha", "theta", "beta", "lr", "epoch"]}
     for m, cols in chosen.items():
         assert rows.loc[rows["method"] == m, cols].notna().all().all(), m
     assert (rows["selected_on"] == rows["method"].map({"zero_shot": "none"}).fillna("val")).all() and rows["accuracy"].between(0, 1).all()
@@ -180,14 +200,38 @@ def test_clip_adapter_learns_the_shots_and_scores_from_its_saved_tensors():
     inp, cfg = toy()
     shots = Labelled(*inp.shots(4, 1))
     task = Task(shots, shots, inp.class_text, 1.0, 0.0, 1)
-    fitted = registry.get("clip_adapter").fit(task, {**params_of(cfg, "clip_adapter"), "epochs": 40, "patience": None})
+    fitted = registry.get("clip_adapter_val").fit(task, {**params_of(cfg, "clip_adapter_val"), "epochs": 40, "patience": None})
     assert fitted.chosen["epoch"] > 0
     x = inp.split("test")[0]
     model = ClipAdapter(inp.class_text, fitted.chosen["ratio"])
     with torch.no_grad():
         model.down.weight.copy_(fitted.state["down"])
         model.up.weight.copy_(fitted.state["up"])
-        torch.testing.assert_close(registry.get("clip_adapter").score(fitted.state, fitted.chosen, x), model(x))
+        torch.testing.assert_close(registry.get("clip_adapter_val").score(fitted.state, fitted.chosen, x), model(x))
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_clip_adapter_trains_its_configs_epochs_in_batches_and_keeps_the_last(k):
+    """The authors' CLIP-Adapter: the epochs of the largest listed K at or below the task's, every one
+    trained (no validation check, nothing chosen), the scale CLIP's, the saved tensors scoring as the module."""
+    from siglip_adapter.methods.clap import CLIP_LOGIT_SCALE
+    from siglip_adapter.methods.clip_adapter import ClipAdapter
+
+    inp, cfg = toy()
+    task = task_of(inp, cfg, k=k)
+    params = params_of(cfg, "clip_adapter")
+    fitted = registry.get("clip_adapter").fit(task, params)
+    epochs = {1: 6, 2: 9, 4: 9}[k]
+    assert fitted.chosen == {"ratio": 0.2, "epoch": epochs} and [h["epoch"] for h in fitted.history] == list(range(1, epochs + 1))
+    assert fitted.selected_on == "none" and fitted.history[0]["lr"] == params["warmup_lr"] and fitted.history[1]["lr"] == params["lr"]
+    x = inp.split("test")[0]
+    torch.manual_seed(task.seed)
+    model = ClipAdapter(task.class_text, 0.2, 4, CLIP_LOGIT_SCALE)  # its start: the seeded initialisation
+    assert not torch.equal(model.down.weight, fitted.state["down"])
+    with torch.no_grad():
+        model.down.weight.copy_(fitted.state["down"])
+        model.up.weight.copy_(fitted.state["up"])
+        torch.testing.assert_close(fitted.logits(x), model(x))
 
 
 def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
@@ -208,7 +252,7 @@ def test_a_method_that_starts_from_another_reuses_its_fit_on_the_same_task():
         registry.METHODS["adapter"] = real
     assert len(calls) == 1
     assert {k: trained.chosen[k] for k in ("alpha", "theta", "beta")} == first.chosen
-    assert loop.names(cfg, kind="trained") == ["tip_adapter_f", "clip_adapter", "trainable"]
+    assert loop.names(cfg, kind="trained") == ["tip_adapter_f", "clip_adapter_val", "trainable"]
     assert loop.names(cfg, kind="training-free") == ["linear_probe", "tip_adapter", "tip_adapter_wide", "idea", "gda", "gda_lw", "adapter"]
     assert loop.names(cfg, kind="zero-shot") == ["zero_shot", "zero_shot_captions"]  # every one, whatever methods.run says
 
@@ -313,10 +357,10 @@ def test_the_registry_keeps_the_order_labels_and_paper_methods_of_the_committed_
     the order, labels and paper methods that the committed tables and figures were made with."""
     kit = [m for m in registry.ordered() if registry.METHODS[m].in_kit]  # not a test's own (helpers.counted_method_run)
     assert kit == ["zero_shot", "zero_shot_captions", "linear_probe", "lp_pp", "zs_lp", "clap", "taskres", "tip_adapter", "tip_adapter_wide", "tip_adapter_f",
-                   "clip_adapter", "gda", "gda_lw", "proker", "ape", "ape_t", "idea", "coop", "adapter", "trainable"]
+                   "clip_adapter", "clip_adapter_val", "gda", "gda_lw", "proker", "ape", "ape_t", "idea", "coop", "adapter", "trainable"]
     assert [registry.label(m) for m in kit] == [
         "Zero-shot", "Zero-shot + captions", "Linear probe", "LP++", "ZS-LP", "CLAP", "TaskRes", "Tip-Adapter", "Tip-Adapter (wide grid)", "Tip-Adapter-F", "CLIP-Adapter",
-        "GDA", "GDA (Ledoit-Wolf)", "ProKeR", "APE", "APE-T", "IDEA (training-free)", "CoOp", "SigLIP-Adapter (training-free)", "SigLIP-Adapter (trainable)"]
+        "CLIP-Adapter (val-tuned)", "GDA", "GDA (Ledoit-Wolf)", "ProKeR", "APE", "APE-T", "IDEA (training-free)", "CoOp", "SigLIP-Adapter (training-free)", "SigLIP-Adapter (trainable)"]
     assert registry.paper_methods() == ["zero_shot_captions", "adapter", "trainable"]
     assert [m for m in kit if not registry.few_shot(m)] == ["zero_shot", "zero_shot_captions"]
     assert registry.ordered(["adapter", "an_old_row", "zero_shot", "a_method_no_module_declares"]) == [

@@ -20,13 +20,14 @@ TOLERANCE = 0.003  # 0.3 points of accuracy, on the mean over seeds at each K
 RECORDS = sorted((parity.FOLDER).glob("*.json"))
 
 
-def kit_cells(name: str, dataset: str, params: dict) -> dict[tuple[int, int], dict]:
-    """{(K, seed): {accuracy, chosen}} of the kit's method on one parity set."""
+def kit_cells(name: str, dataset: str, params: dict, val_per_class: int | None = None) -> dict[tuple[int, int], dict]:
+    """{(K, seed): {accuracy, chosen}} of the kit's method on one parity set (validation: the whole
+    split, or the fixture's ``val_per_class`` sample of it)."""
     data = parity.load(dataset)
     test = data.labelled("test")
     out = {}
     for k, seed in data.cells():
-        fitted = registry.get(name).fit(data.task(k, seed), params)
+        fitted = registry.get(name).fit(data.task(k, seed, val_per_class), params)
         out[(k, seed)] = {"accuracy": fitted.accuracy(test), "chosen": fitted.chosen}
     return out
 
@@ -48,7 +49,7 @@ def params(root) -> dict:
 
 
 def test_every_recorded_peer_has_a_fixture_with_its_source():
-    assert {p.stem for p in RECORDS} >= {"gda", "tip_adapter", "proker", "lp_pp", "clap", "zs_lp", "ape", "ape_t", "taskres"}
+    assert {p.stem for p in RECORDS} >= {"gda", "tip_adapter", "proker", "lp_pp", "clap", "zs_lp", "ape", "ape_t", "taskres", "linear_probe", "clip_adapter"}
     for path in RECORDS:
         record = json.loads(path.read_text())
         assert record["repository"].count("/") == 1 and len(record["commit"]) == 40, path
@@ -62,7 +63,8 @@ def test_method_reproduces_its_authors_code(path: Path, params):
     kit = {}
     for dataset, fingerprint in record["features"].items():
         assert parity.load(dataset).fingerprint() == fingerprint, f"{dataset}: the parity features changed since {path.name} was recorded"
-        kit.update({(dataset, *cell): v for cell, v in kit_cells(name, dataset, loop.params_of({"methods": params}, name)).items()})
+        kit.update({(dataset, *cell): v for cell, v in kit_cells(name, dataset, loop.params_of({"methods": params}, name),
+                                                                record["settings"].get("val_per_class")).items()})
     gaps = per_k_gaps(record, kit)
     far = {key: round(100 * gap, 2) for key, gap in gaps.items() if abs(gap) > TOLERANCE}
     assert not far, f"{name} differs from {record['repository']}@{record['commit'][:7]} by more than 0.3 points (kit - peer, points): {far}"

@@ -22,7 +22,7 @@ def support_only(root):
     inp, cfg, _ = toy_run(n_classes=4, dim=16)
     cfg = {**cfg, "protocol": "support_only", "validation": real["validation"], "methods": copy.deepcopy(real["methods"])}
     small = {"lp_pp": {"epochs": 12}, "zs_lp": {"epochs": 6}, "clap": {"epochs": 6}, "taskres": {"epochs": {1: 5}},
-             "tip_adapter_f": {"epochs": 4}, "clip_adapter": {"epochs": 4}, "ape_t": {"epochs": 4}, "trainable": {"epochs": 4},
+             "tip_adapter_f": {"epochs": 4}, "clip_adapter": {"epochs": {1: 4}}, "ape_t": {"epochs": 4}, "trainable": {"epochs": 4},
              "tip_adapter": {"search_step": [10, 4]}}
     for name, values in small.items():
         cfg["methods"][name].update(values)
@@ -59,7 +59,7 @@ def test_each_method_takes_the_rule_it_states(support_only):
         assert [at.loc["proker", "beta"], at.loc["proker", "lmbda"]] == pytest.approx(m["proker"]["fixed"][k])
     for name in ("lp_pp", "tip_adapter_f", "ape_t", "clip_adapter", "trainable"):  # the last epoch
         epochs = cfg["methods"][name]["epochs"]
-        assert (rows.loc[name, "epoch"] == epochs).all(), name
+        assert (rows.loc[name, "epoch"] == (epochs[1] if isinstance(epochs, dict) else epochs)).all(), name
     assert first.loc["linear_probe", "C"] == m["linear_probe"]["C"][0] and first.loc["gda", "alpha"] == m["gda"]["alpha"][0]
     assert (first.loc["adapter", ["alpha", "theta", "beta"]].tolist() == [m["adapter"][k][0] for k in ("alpha", "theta", "beta")])
     assert first.loc["trainable", "lr"] == m["trainable"]["lr"][0]

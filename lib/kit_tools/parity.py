@@ -63,6 +63,14 @@ class ParitySet:
     def cells(self) -> list[tuple[int, int]]:
         return [(k, s) for k in self.arrays["shots"].tolist() for s in self.arrays["seeds"].tolist()]
 
+    def val_sample(self, k: int, seed: int, per_class: int) -> np.ndarray:
+        """Indices into the validation split of min(K, ``per_class``) images per class drawn for one
+        cell (the parity set's own draw, with NumPy's generator at ``seed``; the size of CoOp's few-shot
+        validation, the kit's ``realistic`` protocol)."""
+        labels, rng = self.arrays["val_labels"], np.random.default_rng(seed)
+        members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        return np.sort(np.concatenate([rng.choice(m, size=min(k, per_class, len(m)), replace=False) for m in members]))
+
     def labelled(self, name: str):
         """``val`` or ``test`` as the kit's ``methods.loop.Labelled`` (no captions: the peers use none)."""
         from siglip_adapter.methods.loop import Labelled
@@ -70,12 +78,17 @@ class ParitySet:
         images, labels = self.split(name)
         return Labelled(images, None, labels)
 
-    def task(self, k: int, seed: int):
-        """The kit's ``methods.loop.Task`` of one cell."""
+    def task(self, k: int, seed: int, val_per_class: int | None = None):
+        """The kit's ``methods.loop.Task`` of one cell: validation is the whole split, or
+        ``val_sample(k, seed, val_per_class)`` of it."""
         from siglip_adapter.methods.loop import Labelled, Task
 
         images, labels = self.shots(k, seed)
-        return Task(Labelled(images, None, labels), self.labelled("val"), self.class_text, self.scale, self.bias, seed)
+        val = self.labelled("val")
+        if val_per_class:
+            idx = torch.from_numpy(self.val_sample(k, seed, val_per_class))
+            val = Labelled(val.images[idx], None, val.labels[idx])
+        return Task(Labelled(images, None, labels), val, self.class_text, self.scale, self.bias, seed)
 
     def fingerprint(self) -> str:
         """SHA-256 over every array (name, dtype, shape, bytes): what a peer's recorded numbers were computed on."""

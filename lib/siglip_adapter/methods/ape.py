@@ -45,14 +45,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from ..schema import Count, NonNegative, Positive
-from .cache import accuracy_along
+from .cache import accuracy_along, first_best
 from .loop import NO_VALIDATION, Fitted, Task, peer_unit, zero_shot_of, zero_shot_state
 from .registry import MethodParams, method
 
@@ -119,7 +118,7 @@ def search(state: dict, images: torch.Tensor, labels: torch.Tensor, betas, alpha
     zs = zero_shot_of(state, images)
     values = state["values"][None] * (state["div"][None] * torch.tensor(gammas, dtype=zs.dtype)[:, None, None]).exp()  # (G, NK, N)
     acc = grid_accuracies(zs, _affinity(state, images), values, labels, betas, torch.tensor(alphas, dtype=zs.dtype) * peer_unit(state["scale"]))
-    b, a, g = (int(x) for x in np.unravel_index(int(torch.argmax(acc.flatten())), tuple(acc.shape)))
+    b, a, g = first_best(acc)
     return (float(betas[b]), float(alphas[a]), float(gammas[g])), float(acc[b, a, g])
 
 
@@ -239,7 +238,7 @@ def fit_trained(task: Task, params: dict) -> Fitted:
     betas, alphas, _ = grids(params)
     acc = grid_accuracies(100.0 * val.images @ new_text, val.images @ new_keys.t(), new_values[None], val.labels, betas,
                           torch.tensor(alphas, dtype=new_values.dtype))[:, :, 0]  # trained_logits at every (beta, alpha)
-    b, a = (int(x) for x in np.unravel_index(int(torch.argmax(acc.flatten())), tuple(acc.shape)))  # the first best, beta outer
+    b, a = first_best(acc)  # beta outer
     beta, alpha, val_acc = betas[b], alphas[a], float(acc[b, a])
     state = {**zero_shot_state(task), "keys": new_keys, "text_t": new_text, "values": new_values}
     return Fitted("ape_t", state, {"beta": float(beta), "alpha": float(alpha), "epoch": epoch, "feat_num": q}, val_acc, history,

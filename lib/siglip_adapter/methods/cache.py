@@ -126,12 +126,18 @@ def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_
     return out
 
 
+def first_best(acc: torch.Tensor) -> tuple[int, ...]:
+    """The index of the highest accuracy of a grid, the first in grid order (row-major: the first
+    axis outermost, as the peers' nested loops) on ties (``torch.argmax`` returns the first)."""
+    return tuple(int(x) for x in np.unravel_index(int(torch.argmax(acc.flatten())), tuple(acc.shape)))
+
+
 def search_adapter(val_images, val_labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,
                    scale: float = 1.0, bias: float = 0.0) -> Choice:
     """Grid search of (alpha, theta, beta) by validation accuracy; ties go to the first in grid
     order (smaller alpha, theta, beta). The test split is never seen here."""
     acc = grid_accuracies(val_images, val_labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas, scale, bias)
-    i, j, k = (int(x) for x in np.unravel_index(int(torch.argmax(acc.flatten())), tuple(acc.shape)))  # argmax: the first maximum
+    i, j, k = first_best(acc)
     return Choice(float(alphas[i]), float(thetas[j]), float(betas[k]), float(acc[i, j, k]))
 
 

@@ -20,26 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..schema import Count, NonNegative, Positive
+from ..schema import Positive
 from .clap import CLIP_LOGIT_SCALE
 from .loop import Fitted, Task
-from .registry import MethodParams, method
-from .training import warmup_cosine_lr
+from .registry import method
+from .training import DasslSchedule, dassl_epochs, epochs_at
 
 
-class Params(MethodParams):
+class Params(DasslSchedule):  # Adam
     alpha: Positive  # the residual's scale
-    lr: Positive  # Adam's learning rate after the warm-up epoch
-    weight_decay: NonNegative  # Adam's (L2) weight decay
-    epochs: dict[Count, Count]  # K -> epochs; a K not listed takes the entry of the largest K below it
-    batch_size: Count
-    warmup_lr: Positive
-
-
-def epochs_at(params: dict, k: int) -> int:
-    """The epochs for K shots: the entry of the largest listed K at or below it (the smallest entry below every listed K)."""
-    listed = sorted(params["epochs"])
-    return int(params["epochs"][max([x for x in listed if x <= k], default=listed[0])])
 
 
 def classifier(base: torch.Tensor, residual: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -61,21 +50,8 @@ def fit(task: Task, params: dict) -> Fitted:
     epochs = epochs_at(params, len(s.labels) // task.n_classes)
     torch.manual_seed(task.seed)
     residual = nn.Parameter(torch.zeros_like(base))
-    opt = torch.optim.Adam([residual], lr=warmup_cosine_lr(params["lr"], params["warmup_lr"], epochs, 0),
-                           weight_decay=params["weight_decay"])
-    size = int(params["batch_size"])
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(s.images, s.labels), batch_size=size, shuffle=True,
-                                         drop_last=len(s.labels) >= size)  # Dassl's train loader
-    history = []
-    for epoch in range(epochs):
-        lr = warmup_cosine_lr(params["lr"], params["warmup_lr"], epochs, epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        for images, labels in loader:
-            loss = F.cross_entropy(logits_of(images, classifier(base, residual, params["alpha"])), labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        history.append({"lr": lr, "epoch": epoch + 1, "loss": loss.item(), "val_accuracy": float("nan")})
+    opt = torch.optim.Adam([residual], lr=params["lr"], weight_decay=params["weight_decay"])
+    history = dassl_epochs(opt, lambda images, labels: F.cross_entropy(logits_of(images, classifier(base, residual, params["alpha"])), labels),
+                           s, epochs, params["lr"], params["warmup_lr"], int(params["batch_size"]))
     weights = classifier(base, residual.detach(), params["alpha"]).clone()
     return Fitted("taskres", {"weights": weights}, {"epoch": epochs}, history=history, selected_on="none", candidates=1)

@@ -1,6 +1,8 @@
-"""The one training loop of the kit's trained methods (the trainable adapter, Tip-Adapter-F,
-CLIP-Adapter, CoOp): full batch, AdamW, a cosine schedule, early stopping, learning rate and epoch
-chosen on validation."""
+"""The training loops: ``fit_on_shots``, the kit's own (the trainable adapter, CLIP-Adapter's
+validated variant, CoOp: full batch, AdamW, a cosine schedule, early stopping, learning rate and
+epoch chosen on validation), and ``dassl_epochs``, Dassl's epoch loop as the CoOp-family peers'
+code configures it (TaskRes, CLIP-Adapter: shuffled mini-batches, a constant warm-up epoch, a
+cosine per epoch, the last epoch kept)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..schema import Count, Grid, NonNegative
+from ..schema import Count, Grid, NonNegative, Positive
 from .loop import Labelled
 from .registry import MethodParams
 
@@ -117,3 +119,41 @@ def warmup_cosine_lr(lr: float, warmup_lr: float, epochs: int, epoch: int) -> fl
     if epoch == 0:
         return float(warmup_lr)
     return 0.5 * lr * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+
+
+def dassl_epochs(opt: torch.optim.Optimizer, loss_of, shots: Labelled, epochs: int, lr: float, warmup_lr: float, batch_size: int) -> list[dict]:
+    """Dassl's ``TrainerX`` epochs as the CoOp-family peers run them, on the shots' features: each
+    epoch at ``warmup_cosine_lr``, its shots in shuffled batches of ``batch_size`` (a torch
+    ``DataLoader`` drawing from the global RNG, full batches only once there are that many: Dassl's
+    train loader), one ``opt`` step per batch on ``loss_of(images, labels)``. Returns the learning
+    curve (no validation: the last epoch is the model)."""
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(shots.images, shots.labels), batch_size=batch_size, shuffle=True,
+                                         drop_last=len(shots.labels) >= batch_size)
+    history = []
+    for epoch in range(epochs):
+        rate = warmup_cosine_lr(lr, warmup_lr, epochs, epoch)
+        for group in opt.param_groups:
+            group["lr"] = rate
+        for images, labels in loader:
+            loss = loss_of(images, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        history.append({"lr": rate, "epoch": epoch + 1, "loss": loss.item(), "val_accuracy": float("nan")})
+    return history
+
+
+class DasslSchedule(MethodParams):
+    """The parameters of a peer trained with Dassl's loop (``dassl_epochs``)."""
+
+    lr: Positive  # after the warm-up epoch
+    weight_decay: NonNegative  # the optimiser's (L2) weight decay
+    epochs: dict[Count, Count]  # K -> epochs; a K not listed takes the entry of the largest K below it
+    batch_size: Count
+    warmup_lr: Positive
+
+
+def epochs_at(params: dict, k: int) -> int:
+    """The epochs for K shots: the entry of the largest listed K at or below it (the smallest entry below every listed K)."""
+    listed = sorted(params["epochs"])
+    return int(params["epochs"][max([x for x in listed if x <= k], default=listed[0])])
