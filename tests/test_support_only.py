@@ -64,3 +64,34 @@ def test_each_method_takes_the_rule_it_states(support_only):
     assert (first.loc["adapter", ["alpha", "theta", "beta"]].tolist() == [m["adapter"][k][0] for k in ("alpha", "theta", "beta")])
     assert first.loc["trainable", "lr"] == m["trainable"]["lr"][0]
     assert torch.isfinite(torch.tensor(rows["accuracy"].to_numpy())).all()
+
+
+def test_a_method_that_reads_no_validation_is_fitted_once_for_the_protocols_sharing_its_shots(support_only, tmp_path):
+    """ZS-LP, CLAP, TaskRes and CLIP-Adapter choose nothing on validation: with a store, the protocols
+    that share their shots fit each once (``loop.SharedFits``), and every protocol's rows equal those
+    of a fit of its own. A method that chooses on validation is fitted per protocol."""
+    import dataclasses
+
+    from siglip_adapter.methods import registry
+
+    inp, cfg, _ = support_only
+    with_val = {**cfg, "protocol": "corrected", "validation": {**cfg["validation"], "images": "split"}}
+    names = ["zs_lp", "clip_adapter", "gda"]
+    assert [loop.SharedFits.applies(registry.get(n)) for n in names] == [True, True, False]
+    calls = []
+    real = {n: registry.METHODS[n] for n in names}
+    try:
+        for n in names:
+            registry.METHODS[n] = dataclasses.replace(real[n], fit=lambda t, p, _n=n: calls.append(_n) or real[_n].fit(t, p))
+        first = loop.run(inp, with_val, names, store=tmp_path).rows
+        second = loop.run(inp, cfg, names, store=tmp_path).rows
+    finally:
+        registry.METHODS.update(real)
+    cells = len(loop.grid(cfg))
+    assert calls.count("zs_lp") == calls.count("clip_adapter") == cells and calls.count("gda") == 2 * cells
+    for rows, c in ((first, with_val), (second, cfg)):
+        alone = loop.run(inp, c, names).rows  # no store: fitted here
+        pd.testing.assert_frame_equal(rows, alone)
+    columns = ["method", "shots", "seed", "accuracy", "epoch"]
+    none = lambda rows: rows[rows["method"] != "gda"][columns].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(none(first), none(second))

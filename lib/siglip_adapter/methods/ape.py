@@ -43,6 +43,7 @@ and the stored features."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import torch
@@ -54,6 +55,7 @@ from ..schema import Count, NonNegative, Positive
 from .cache import accuracy_along, first_best
 from .loop import NO_VALIDATION, Fitted, Task, peer_unit, zero_shot_of, zero_shot_state
 from .registry import MethodParams, method
+from .training import shuffled_batches
 
 Triple = Annotated[list[Positive], Field(min_length=3, max_length=3)]
 
@@ -210,14 +212,15 @@ def fit_trained(task: Task, params: dict) -> Fitted:
     values, text_t = F.one_hot(key_labels, n).float(), task.class_text.t()
     torch.manual_seed(task.seed)
     adapter = APETrained(len(keys), n, dims)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(keys, key_labels), batch_size=int(params["batch_size"]), shuffle=True)
+    size = int(params["batch_size"])
     opt = torch.optim.AdamW(adapter.parameters(), lr=params["lr"], eps=params["eps"], weight_decay=1e-1)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params["epochs"] * len(loader))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params["epochs"] * math.ceil(len(keys) / size))
     beta0, alpha0 = params["init_beta"], params["init_alpha"]
     top, kept, history = 0.0, (0, (keys, text_t, values)), []
     for epoch in range(params["epochs"]):
         adapter.train()
-        for images, labels in loader:
+        for idx in shuffled_batches(len(keys), size):  # their loader's batches
+            images, labels = keys[idx], key_labels[idx]
             loss = F.cross_entropy(trained_logits(images, *adapter(keys, text_t, values, key_labels), beta0, alpha0), labels)
             opt.zero_grad()
             loss.backward()

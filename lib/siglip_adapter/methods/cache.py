@@ -76,34 +76,67 @@ def accuracy_along(zs: torch.Tensor, cache: torch.Tensor, labels: torch.Tensor, 
 
     zs (M, N), cache (..., M, N), labels (M,). The logits are linear in w, so an image is right on
     one interval of w: ``w (c_y - c_n) >= zs_n - zs_y`` for every other class n bounds w from below
-    where ``c_y > c_n`` and from above where ``c_y < c_n``. One pass over (..., M, N) instead of one
-    per weight. Where the interval may not decide as the logits' own float arithmetic would (a weight
-    within ``NEAR_END`` of an end, where rounding decides, or a class whose cache value equals the
-    label's, where a tie goes to the lower class index), those images' logits are computed at those
-    weights exactly as ``zs + w cache`` computes them. Equal to the logits' accuracies wherever
-    compared (tests/test_adapters.py; every candidate of APE's and Tip-Adapter's grids on the offline
-    runs, docs/internals.md); not proven: an end computed from two classes' cache values equal to
-    within rounding can be off by more than ``NEAR_END``, and there the logits themselves decide by
-    rounding."""
+    where ``c_y > c_n`` and from above where ``c_y < c_n``. Each image's interval covers a run of the
+    sorted weights, found by binary search, and the runs are counted per weight with a difference
+    array: one pass over (..., M, N), none over (..., M, W). Where the interval may not decide as the
+    logits' own float arithmetic would (a weight within ``NEAR_END`` of an end, where rounding
+    decides, or a class whose cache value equals the label's, where a tie goes to the lower class
+    index), those images' logits are computed at those weights exactly as ``zs + w cache`` computes
+    them and the count corrected. Equal to the logits' accuracies wherever compared
+    (tests/test_adapters.py; every candidate of APE's and Tip-Adapter's grids on the offline runs,
+    docs/internals.md); not proven: an end computed from two classes' cache values equal to within
+    rounding can be off by more than ``NEAR_END``, and there the logits themselves decide by rounding."""
     weights = torch.as_tensor(weights, dtype=cache.dtype)
+    sorted_w, order = torch.sort(weights)
+    n_w, (m, n) = len(weights), cache.shape[-2:]
+    lead = cache.shape[:-2]
+    if m == 0:  # no image (no validation): no accuracy
+        return torch.full((*lead, n_w), float("nan"), dtype=cache.dtype)
     y = labels[:, None]
     gap = cache.gather(-1, y.expand(*cache.shape[:-1], 1)) - cache  # (..., M, N): c_y - c_n
     need = zs - zs.gather(-1, y)  # (M, N): zs_n - zs_y
     bound = need / gap
     inf = torch.tensor(float("inf"), dtype=cache.dtype)
-    low = torch.where(gap > 0, bound, -inf).amax(-1)[..., None]  # (..., M, 1)
-    high = torch.where(gap < 0, bound, inf).amin(-1)[..., None]
-    inside = (low <= weights) & (weights <= high)  # (..., M, W)
-    other = torch.arange(zs.shape[-1]) != y
-    flat = ((gap == 0) & other).any(-1)[..., None]  # a constraint that holds at every weight or none
+    low = torch.where(gap > 0, bound, -inf).amax(-1).reshape(-1, m)  # (L, M): the leading dimensions flattened
+    high = torch.where(gap < 0, bound, inf).amin(-1).reshape(-1, m)
+    other = torch.arange(n) != y
+    flat = ((gap == 0) & other).any(-1).reshape(-1, m)  # a constraint that holds at every weight or none
+    first = torch.searchsorted(sorted_w, low.contiguous(), side="left")  # the first weight >= low
+    stop = torch.searchsorted(sorted_w, high.contiguous(), side="right")  # the first weight > high
+    counts = torch.zeros(low.shape[0], n_w + 1, dtype=torch.int64)
+    right = (first < stop).long()
+    counts.scatter_add_(1, first, right).scatter_add_(1, stop, -right)
+    counts = counts.cumsum(1)[:, :n_w]  # (L, W): images whose interval holds each weight
     # |w - end| <= NEAR_END (|w| + |end|) implies |w - end| <= 2 NEAR_END |end| / (1 - NEAR_END): a band per image
-    band = lambda end: torch.where(end.isfinite(), end.abs() * (2 * NEAR_END / (1 - NEAR_END)), -1.0)
-    unsure = (((weights - low).abs() <= band(low)) | ((weights - high).abs() <= band(high)) | flat).nonzero(as_tuple=True)
-    if len(unsure[0]):
-        m, w = unsure[-2], weights[unsure[-1]]
-        logits = zs[m] + w[:, None] * cache[unsure[:-1]]  # (P, N): the logits' own arithmetic
-        inside[unsure] = logits.argmax(-1) == labels[m]
-    return inside.float().mean(-2)
+    band = lambda end: torch.where(end.isfinite(), end.abs() * (2 * NEAR_END / (1 - NEAR_END)), -1.0)  # noqa: E731
+    pairs = [_runs(flat, torch.zeros_like(first), torch.full_like(first, n_w))]  # every weight of a flat image
+    for end in (low, high):  # the weights near an end: a run found by binary search, widened, then the band's own test
+        b = band(end)
+        near = _runs(b >= 0, torch.searchsorted(sorted_w, (end - 2 * b).contiguous(), side="left"),
+                     torch.searchsorted(sorted_w, (end + 2 * b).contiguous(), side="right"))
+        keep = (sorted_w[near[2]] - end[near[0], near[1]]).abs() <= b[near[0], near[1]]
+        pairs.append(tuple(t[keep] for t in near))
+    row, img, at = (torch.cat(t) for t in zip(*pairs))
+    if len(row):
+        key = torch.unique((row * m + img) * n_w + at)  # each (row, image, weight) once
+        row, img, at = key // (m * n_w), key // n_w % m, key % n_w
+        w = sorted_w[at]
+        exact = (zs[img] + w[:, None] * cache.reshape(-1, m, n)[row, img]).argmax(-1) == labels[img]  # (P,): the logits' own arithmetic
+        held = (low[row, img] <= w) & (w <= high[row, img])
+        counts.index_put_((row, at), exact.long() - held.long(), accumulate=True)
+    out = torch.empty_like(counts)
+    out[:, order] = counts
+    return (out.to(cache.dtype) / m).reshape(*lead, n_w)
+
+
+def _runs(rows: torch.Tensor, start: torch.Tensor, stop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, image, weight index) of every weight index in [start, stop) of each (row, image) where
+    ``rows`` holds; all (L, M)."""
+    cnt = torch.where(rows, (stop - start).clamp_min(0), 0).flatten()
+    cell = torch.repeat_interleave(torch.arange(len(cnt)), cnt)
+    offset = torch.arange(len(cell)) - torch.repeat_interleave(cnt.cumsum(0) - cnt, cnt)
+    m = rows.shape[1]
+    return cell // m, cell % m, start.flatten()[cell] + offset
 
 
 def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,

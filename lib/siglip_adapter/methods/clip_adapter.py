@@ -53,24 +53,26 @@ class ClipAdapter(nn.Module):
         self.down = nn.Linear(d, max(d // reduction, 1), bias=False)
         self.up = nn.Linear(max(d // reduction, 1), d, bias=False)
         self.register_buffer("class_text", class_text.clone())
+        self.register_buffer("unit_text", F.normalize(class_text, dim=-1))  # as the authors' forward renormalises it, once
         self.ratio, self.logit_scale = ratio, logit_scale
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return adapted_logits(images, self.down.weight, self.up.weight, self.class_text, self.ratio, self.logit_scale)
+        return adapted_logits(images, self.down.weight, self.up.weight, self.unit_text, self.ratio, self.logit_scale)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"down": self.down.weight.detach().clone(), "up": self.up.weight.detach().clone(), "class_text": self.class_text,
                 "logit_scale": torch.as_tensor(self.logit_scale, dtype=torch.float32).clone()}
 
 
-def adapted_logits(images, down, up, class_text, ratio: float, logit_scale) -> torch.Tensor:
-    """The authors' ``CustomCLIP.forward`` on features: both sides renormalised, the scale applied to the image side first."""
+def adapted_logits(images, down, up, unit_text, ratio: float, logit_scale) -> torch.Tensor:
+    """The authors' ``CustomCLIP.forward`` on features (``unit_text``: the class prompts renormalised):
+    the adapted image side renormalised, the scale applied to it first."""
     feats = ratio * F.relu(F.relu(images @ down.T) @ up.T) + (1 - ratio) * images
-    return logit_scale * F.normalize(feats, dim=-1) @ F.normalize(class_text, dim=-1).T
+    return logit_scale * F.normalize(feats, dim=-1) @ unit_text.T
 
 
 def score(state, chosen, images):
-    return adapted_logits(images, state["down"], state["up"], state["class_text"], chosen["ratio"], state["logit_scale"])
+    return adapted_logits(images, state["down"], state["up"], F.normalize(state["class_text"], dim=-1), chosen["ratio"], state["logit_scale"])
 
 
 @method("clip_adapter", params=Params, score=score, label="CLIP-Adapter", kind="trained", order=50,

@@ -245,6 +245,7 @@ def run(inp, cfg: dict, names: list[str] | None = None, encoder=None, store: Pat
     here = {c: [n for n in names if c in at[n]] for c in todo}  # the methods fitted at each cell
     folder = Path(store) / cells_key(inp, cfg, names) if store is not None else None
     done = _finished_cells(folder, here) if folder is not None else {}
+    shared = SharedFits(Path(store) / "fits", test) if store is not None else None
     resumed = f" ({len(done)} done before, cells/{folder.name})" if done else ""  # in the bar: a notebook's outputs stay the same
     curves_at = curves_at or (max(cfg["shots"]), seeds(cfg)[0])
     rows, tables, fitted_here = [], {"curves": []}, 0
@@ -255,7 +256,7 @@ def run(inp, cfg: dict, names: list[str] | None = None, encoder=None, store: Pat
                 budget.check(f"{', '.join(names)}: K x seed cells")
             fitted_here += 1
             task = task_for(inp, cfg, k, seed, encoder)
-            cell = [_fit_cell(task, name, params[name], test, cfg, k, seed) for name in here[(k, seed)]]
+            cell = [_fit_cell(task, name, params[name], test, cfg, k, seed, shared) for name in here[(k, seed)]]
             if folder is not None:
                 _write_cell(folder, k, seed, cell)
         for row, history, own in cell:
@@ -273,9 +274,59 @@ def run(inp, cfg: dict, names: list[str] | None = None, encoder=None, store: Pat
     return Result(pd.DataFrame(rows), out)
 
 
-def _fit_cell(task: Task, name: str, params: dict, test: Labelled, cfg: dict, k: int, seed: int | None) -> tuple[dict, list, dict]:
+class SharedFits:
+    """Fits of the methods that read no validation image (``search`` "none: ..."), kept per dataset
+    (``folder``: beside the cells) and keyed by what such a fit reads: the method, its parameters,
+    the shots, the class prompts, the logit form, the seed, the test split that scores it, the
+    kit's code and the numeric libraries (``environment``). The protocols of a dataset that share
+    shots (corrected, realistic, support_only) fit such a method once; the others read its
+    accuracy, choice and curve back."""
+
+    def __init__(self, folder: Path, test: Labelled):
+        self.folder, self.test = folder, test
+        self._test_id = None
+
+    @staticmethod
+    def applies(m) -> bool:
+        return m.search.startswith("none") and not (m.uses_test or m.tables or m.variants or m.start)
+
+    def key(self, task: Task, name: str, params: dict) -> str:
+        from ..store import cache_key, content_hash
+
+        if self._test_id is None:
+            self._test_id = [content_hash(self.test.images), content_hash(self.test.labels.float())]
+        s = task.shots
+        shots = [content_hash(s.images), None if s.captions is None else content_hash(s.captions), content_hash(s.labels.float())]
+        return cache_key({"method": name, "params": params, "shots": shots, "class_text": content_hash(task.class_text),
+                          "logit_form": [float(task.scale), float(task.bias)], "seed": task.seed, "test": self._test_id, **environment()})
+
+    def get(self, key: str) -> Fitted | None:
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            return Fitted(**json.loads(path.read_text()), state={})
+        except (ValueError, TypeError):  # unreadable: fitted again
+            return None
+
+    def put(self, key: str, fitted: Fitted) -> Fitted:
+        """The fit as the others will read it: its test accuracy computed now, its tensors dropped."""
+        from ..atomic import write_atomic
+
+        kept = {"method": fitted.method, "chosen": fitted.chosen, "val_accuracy": fitted.val_accuracy, "history": fitted.history,
+                "selected_on": fitted.selected_on, "test_accuracy": fitted.accuracy(self.test) if fitted.test_accuracy is None else
+                fitted.test_accuracy, "candidates": fitted.candidates, "search": fitted.search}
+        kept = _plain(kept)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(kept)))
+        return Fitted(**kept, state={})
+
+
+def _fit_cell(task: Task, name: str, params: dict, test: Labelled, cfg: dict, k: int, seed: int | None,
+              shared: SharedFits | None = None) -> tuple[dict, list, dict]:
     """One method at one cell: (its row, its learning curve, its tables' rows), as JSON gives them
-    back (what a resumed run reads, exactly)."""
+    back (what a resumed run reads, exactly). A method that reads no validation image goes through
+    ``shared``: fitted once per dataset for the protocols that share its inputs."""
     from ..inputs import result_row, selected_on
 
     m = registry.get(name)
@@ -286,7 +337,12 @@ def _fit_cell(task: Task, name: str, params: dict, test: Labelled, cfg: dict, k:
         return result_row(cfg, name, k, seed, acc, fitted.val_accuracy, fitted.selected_on or selected_on(cfg), search_of(m, fitted, task),
                           candidates, **fitted.chosen)
 
-    fitted = (replace(task, test=test) if m.uses_test and m.uses_test(params) else task).fitted(name, params)
+    key = shared.key(task, name, params) if shared is not None and task.shots is not None and SharedFits.applies(m) else None
+    fitted = shared.get(key) if key else None
+    if fitted is None:
+        fitted = (replace(task, test=test) if m.uses_test and m.uses_test(params) else task).fitted(name, params)
+        if key:
+            fitted = shared.put(key, fitted)
     row = row_of(fitted)
     own = {table: list(make(cfg, k, task, fitted, test, params)) for table, make in (m.tables or {}).items()}
     for table, (key, values) in (m.variants or {}).items():  # the same method with one parameter at each of its values
@@ -307,18 +363,26 @@ def search_of(m, fitted: Fitted, task: Task) -> str:
     return f"{NO_VALIDATION}: switches.support_only's values" + (", the first lr, the last epoch" if m.trained else "")
 
 
-def cells_key(inp, cfg: dict, names: list[str]) -> str:
-    """The key of a run's finished cells: everything a cell's rows depend on."""
+def environment() -> dict:
+    """What a fit depends on besides its inputs: the kit's code and the numeric libraries' versions
+    and threads (the last bits of a fit, see encoders.device.numerics)."""
     import numpy
     import sklearn
 
-    from ..store import cache_key, code_hash
+    from ..store import code_hash
 
     code = code_hash(sorted(Path(__file__).resolve().parents[1].rglob("*.py")))
     versions = {"torch": torch.__version__, "numpy": numpy.__version__, "sklearn": sklearn.__version__,
-                "threads": torch.get_num_threads(),  # the last bits of a fit (see encoders.device.numerics)
+                "threads": torch.get_num_threads(),
                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    return cache_key({"inputs": inp.fingerprint(), "cfg": cfg, "methods": names, "code": code, "versions": versions})
+    return {"code": code, "versions": versions}
+
+
+def cells_key(inp, cfg: dict, names: list[str]) -> str:
+    """The key of a run's finished cells: everything a cell's rows depend on."""
+    from ..store import cache_key
+
+    return cache_key({"inputs": inp.fingerprint(), "cfg": cfg, "methods": names, **environment()})
 
 
 def _plain(value):

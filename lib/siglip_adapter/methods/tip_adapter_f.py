@@ -19,6 +19,8 @@ the authors' own function on recorded features, its epoch chosen on validation."
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,7 @@ from .cache import score_cache
 from .loop import CLIP_SCALE, NO_VALIDATION, Fitted, Task, more
 from .registry import MethodParams, method
 from .tip_adapter import search as search_hp
+from .training import shuffled_batches
 
 
 class Params(MethodParams):
@@ -51,14 +54,14 @@ def fit(task: Task, params: dict) -> Fitted:
     torch.manual_seed(task.seed)
     adapter = nn.Linear(s.images.shape[1], len(s.labels), bias=False)
     adapter.weight = nn.Parameter(s.images.clone())
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(s.images, s.labels), batch_size=int(params["batch_size"]),
-                                         shuffle=True)
+    size = int(params["batch_size"])
     opt = torch.optim.AdamW(adapter.parameters(), lr=params["lr"], eps=params["eps"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params["epochs"] * len(loader))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, params["epochs"] * math.ceil(len(s.labels) / size))
     beta0, alpha0 = params["start"]["init_beta"], params["start"]["init_alpha"]  # their config's, as Tip-Adapter's
     top, kept, history = 0.0, (0, s.images.clone()), []
     for epoch in range(params["epochs"]):
-        for images, labels in loader:
+        for idx in shuffled_batches(len(s.labels), size):  # their loader's batches
+            images, labels = s.images[idx], s.labels[idx]
             images = images / images.norm(dim=-1, keepdim=True)  # as their loop normalises each batch's features
             loss = F.cross_entropy(tip_logits(images, adapter.weight, values, text, beta0, alpha0), labels)
             opt.zero_grad()

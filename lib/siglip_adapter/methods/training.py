@@ -121,21 +121,31 @@ def warmup_cosine_lr(lr: float, warmup_lr: float, epochs: int, epoch: int) -> fl
     return 0.5 * lr * (1 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
+def shuffled_batches(n: int, batch_size: int, drop_last: bool = False) -> list[torch.Tensor]:
+    """The index batches of one pass of a shuffling torch ``DataLoader`` (no workers) over ``n``
+    items, drawn from the global RNG as it draws them: its iterator's base seed, then its
+    ``RandomSampler``'s seed for one ``randperm``; ``drop_last``: only full batches. The same batches
+    as the peers' loaders, without indexing and collating one item at a time (on features, that
+    cost more than the training steps)."""
+    torch.empty((), dtype=torch.int64).random_()  # the iterator's base seed (it seeds workers; none here)
+    seed = int(torch.empty((), dtype=torch.int64).random_().item())
+    batches = list(torch.randperm(n, generator=torch.Generator().manual_seed(seed)).split(batch_size))
+    return batches[:-1] if drop_last and len(batches[-1]) < batch_size else batches
+
+
 def dassl_epochs(opt: torch.optim.Optimizer, loss_of, shots: Labelled, epochs: int, lr: float, warmup_lr: float, batch_size: int) -> list[dict]:
     """Dassl's ``TrainerX`` epochs as the CoOp-family peers run them, on the shots' features: each
-    epoch at ``warmup_cosine_lr``, its shots in shuffled batches of ``batch_size`` (a torch
-    ``DataLoader`` drawing from the global RNG, full batches only once there are that many: Dassl's
-    train loader), one ``opt`` step per batch on ``loss_of(images, labels)``. Returns the learning
-    curve (no validation: the last epoch is the model)."""
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(shots.images, shots.labels), batch_size=batch_size, shuffle=True,
-                                         drop_last=len(shots.labels) >= batch_size)
+    epoch at ``warmup_cosine_lr``, its shots in shuffled batches of ``batch_size`` (``shuffled_batches``,
+    full batches only once there are that many: Dassl's train loader), one ``opt`` step per batch on
+    ``loss_of(images, labels)``. Returns the learning curve (no validation: the last epoch is the model)."""
+    n = len(shots.labels)
     history = []
     for epoch in range(epochs):
         rate = warmup_cosine_lr(lr, warmup_lr, epochs, epoch)
         for group in opt.param_groups:
             group["lr"] = rate
-        for images, labels in loader:
-            loss = loss_of(images, labels)
+        for idx in shuffled_batches(n, batch_size, drop_last=n >= batch_size):
+            loss = loss_of(shots.images[idx], shots.labels[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
