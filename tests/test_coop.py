@@ -98,3 +98,42 @@ def test_coop_needs_the_encoder():
     shots = Labelled(torch.eye(2), None, torch.arange(2))
     with pytest.raises(ValueError, match="text tower"):
         registry.get("coop").fit(Task(shots, shots, torch.eye(2)), {"init": "a photo of a"})
+
+
+def test_protocols_sharing_shots_train_coop_once_with_the_same_results(siglip, tmp_path, monkeypatch):
+    """A CoOp run stored by one protocol is replayed by the others (``SharedFits.trajectory``): the
+    same choice, validation accuracy, learning curve and prompts as training there, for another
+    validation set (early stopping included) and for none (support_only), without training again."""
+    from siglip_adapter.methods import training
+    from siglip_adapter.methods.loop import SharedFits
+
+    g = torch.Generator().manual_seed(1)
+    names = SHOES[:4]
+    target = siglip.encode_texts([f"a blurry sketch of many {n}" for n in names])
+    noisy = lambda n: F.normalize(target[torch.arange(4).repeat_interleave(n)] + 0.05 * torch.randn(4 * n, target.shape[1], generator=g), dim=-1)  # noqa: E731
+    shots, val_a, val_b = (Labelled(noisy(n), None, torch.arange(4).repeat_interleave(n)) for n in (3, 5, 2))
+    no_val = Labelled(val_a.images[:0], None, val_a.labels[:0])
+    class_text = siglip.encode_texts([f"a photo of a {n}." for n in names])
+    params = {"init": "a photo of a", "logit_scale": 100.0, "lr": [0.05, 0.01], "epochs": 9, "eval_every": 2, "patience": 1,
+              "weight_decay": 0.0, "class_specific": True}
+    shared = SharedFits(tmp_path / "fits", val_a)
+    task = lambda val, store: Task(shots, val, class_text, 1.0, 0.0, 3, names, siglip, shared=store)  # noqa: E731
+    trained = []
+    real = training._trained
+    monkeypatch.setattr(training, "_trained", lambda *a: trained.append(1) or real(*a))
+
+    def outcome(f):  # (NaN-free text, tensor): the choice, the validation accuracy, the curve; the prompts
+        return repr((f.chosen, f.val_accuracy, f.history)), f.state["context"]
+
+    first = registry.get("coop").fit(task(val_a, shared), params)
+    assert len(trained) == 2 and len(list((tmp_path / "fits" / "trajectories").iterdir())) == 2  # one run per lr, stored
+    stopped = 0
+    for val in (val_a, val_b, no_val):
+        replayed = registry.get("coop").fit(task(val, shared), params)
+        fresh = registry.get("coop").fit(task(val, None), params)
+        stopped += sum(1 for lr in params["lr"] if 0 < len([h for h in fresh.history if h["lr"] == lr]) < 6)  # epoch 0 and 5 checks
+        (said, prompts), (want, want_prompts) = outcome(replayed), outcome(fresh)
+        assert said == want and torch.equal(prompts, want_prompts)
+    assert stopped > 0  # early stopping cut some validated run short: replayed too
+    assert len(trained) == 2 + 2 + 2 + 1  # the fresh fits trained (2 lrs, 2 lrs, the first lr without validation); the replays none
+    assert first.chosen == registry.get("coop").fit(task(val_a, None), params).chosen

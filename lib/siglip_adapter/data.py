@@ -21,6 +21,7 @@ to another split.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from typing import Callable, Iterable, Iterator, Sequence
@@ -37,6 +38,7 @@ from .sources.images import ImageError
 MANIFEST_COLUMNS = ["image_id", "label", "classname", "split", "split_method"]
 
 
+@functools.lru_cache(maxsize=1 << 20)  # a run's manifests (the ablation makes one per variant) order the same ids again
 def _order_key(seed: int, image_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}\0{image_id}".encode(), digest_size=8).digest(), "big")
 

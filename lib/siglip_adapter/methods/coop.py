@@ -139,7 +139,7 @@ def fit(task: Task, params: dict) -> Fitted:
     prompts = ContextPrompts(task.encoder, task.classnames, params["init"])
     s = task.shots
     run = fit_on_shots(lambda: CoOp(prompts, params["logit_scale"], params.get("class_specific", False)), s, task.val, Schedule.of(params),
-                       task.seed)
+                       task.seed, task.trajectory("coop", params))
     with torch.no_grad():
         class_text = run.model.class_text()
     state = {"class_text": class_text, "context": run.model.ctx.detach().clone(), "logit_scale": torch.tensor(float(params["logit_scale"]))}

@@ -69,6 +69,7 @@ class Task:
     classnames: list[str] | None = None  # the dataset's class names in label order
     encoder: object = None  # the frozen dual encoder, for methods that train through its text tower (CoOp)
     test: Labelled | None = None  # the test split: only for a method that declares ``uses_test`` (the authors' trainable model)
+    shared: "SharedFits | None" = None  # the dataset's shared fits (``run`` with a store): trained runs kept for the other protocols
     _fitted: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -82,6 +83,13 @@ class Task:
 
     def zero_shot(self, images: torch.Tensor) -> torch.Tensor:
         return zero_shot_of(zero_shot_state(self), images)
+
+    def trajectory(self, name: str, params: dict):
+        """lr -> the ``training.Trajectory`` of method ``name``'s run at that learning rate on these
+        shots (``training.fit_on_shots``), or None without a store."""
+        if self.shared is None or self.shots is None:
+            return None
+        return lambda lr: self.shared.trajectory(self, name, params, lr)
 
     def fitted(self, name: str, params: dict, key=None) -> "Fitted":
         """Method ``name`` fitted on this task, once (a later method that starts from it reuses it);
@@ -255,7 +263,7 @@ def run(inp, cfg: dict, names: list[str] | None = None, encoder=None, store: Pat
             if fitted_here and folder is not None:  # stored cells let a stopped stage resume (siglip_adapter.budget)
                 budget.check(f"{', '.join(names)}: K x seed cells")
             fitted_here += 1
-            task = task_for(inp, cfg, k, seed, encoder)
+            task = replace(task_for(inp, cfg, k, seed, encoder), shared=shared)
             cell = [_fit_cell(task, name, params[name], test, cfg, k, seed, shared) for name in here[(k, seed)]]
             if folder is not None:
                 _write_cell(folder, k, seed, cell)
@@ -299,6 +307,16 @@ class SharedFits:
         shots = [content_hash(s.images), None if s.captions is None else content_hash(s.captions), content_hash(s.labels.float())]
         return cache_key({"method": name, "params": params, "shots": shots, "class_text": content_hash(task.class_text),
                           "logit_form": [float(task.scale), float(task.bias)], "seed": task.seed, "test": self._test_id, **environment()})
+
+    def trajectory(self, task: Task, name: str, params: dict, lr: float):
+        """The stored run of a trained method at one learning rate (``training.Trajectory``), keyed
+        as a fit but by what training reads: the parameters less the learning rates tried and the
+        early stopping (which only validation decides), the learning rate, and the class names."""
+        from .training import Trajectory
+
+        run = {k: v for k, v in params.items() if k not in ("lr", "patience")}
+        key = self.key(task, name, {**run, "trajectory_lr": float(lr), "classnames": list(task.classnames or [])})
+        return Trajectory(self.folder / "trajectories" / f"{key}.safetensors")
 
     def get(self, key: str) -> Fitted | None:
         path = self.folder / f"{key}.json"
