@@ -30,6 +30,7 @@ class Inputs:
     class_text: torch.Tensor  # (N, D)
     scale: float
     bias: float
+    views: Features | None = None  # the shot images' augmented views (``shot_views.n`` > 0), ids ``<image id>#v<j>``
 
     @property
     def classnames(self) -> list[str]:
@@ -50,11 +51,23 @@ class Inputs:
         """(I_train (N*K, D), T_train (N*K, D), labels (N*K,)) of one K-shot sample."""
         return self._take(sample_shots(self.manifest, k, seed))
 
+    def shot_views(self, k: int, seed: int, n: int) -> torch.Tensor | None:
+        """(n, N*K, D): the ``n`` augmented views of one K-shot sample's images (in ``shots``' order),
+        or None with n = 0."""
+        if not n:
+            return None
+        if self.views is None:
+            raise KeyError(f"shot_views.n is {n} but the run's features have no views; rerun 02_embed")
+        from .views import view_ids
+
+        ids = sample_shots(self.manifest, k, seed)["image_id"].tolist()
+        return self.views.take(view_ids(ids, n)).reshape(n, len(ids), -1)
+
     def fingerprint(self) -> str:
         """SHA-256 of everything a method reads from these inputs: the manifest, every feature row
         with its id, the class prompts and the logit form (part of ``methods.loop.cells_key``)."""
         h = hashlib.sha256(pd.util.hash_pandas_object(self.manifest, index=False).to_numpy().tobytes())
-        for feats in (self.image, self.caption):
+        for feats in (self.image, self.caption) + ((self.views,) if self.views is not None else ()):
             h.update(json.dumps(list(feats.ids)).encode() + content_hash(feats.values).encode())
         h.update(content_hash(self.class_text).encode() + repr((float(self.scale), float(self.bias))).encode())
         return h.hexdigest()
@@ -92,7 +105,7 @@ def inputs_from(manifest: pd.DataFrame, feats: dict[str, Features], cfg: dict) -
         scale, bias = prompts.meta["logit_scale"], prompts.meta["logit_bias"]
     else:
         scale, bias = LOGIT_SCALES[form], 0.0
-    return Inputs(manifest, feats["image"], feats["caption"], prompts.values, scale, bias)
+    return Inputs(manifest, feats["image"], feats["caption"], prompts.values, scale, bias, feats.get("view"))
 
 
 def run_columns(cfg: dict) -> dict:

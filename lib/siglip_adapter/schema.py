@@ -205,6 +205,24 @@ class Captions(Section):
     chunk_size: Count
 
 
+class ShotViews(Section):
+    """``shot_views``: augmented views of each shot image (``views``)."""
+
+    n: NonNegativeCount  # views per shot image; 0: none
+    scale: Annotated[list[Unit], Field(min_length=2, max_length=2)]  # the crop's share of the image's area: low, high
+    ratio: Annotated[list[Positive], Field(min_length=2, max_length=2)]  # the crop's aspect ratio: low, high (log-uniform)
+    flip: Unit  # probability of a left-right flip
+    seed: int
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be [low, high] with 0 < low <= high <= 1, got {self.scale}")
+        if self.ratio[0] > self.ratio[1]:
+            raise ValueError(f"ratio must be [low, high] with low <= high, got {self.ratio}")
+        return self
+
+
 class Shards(Section):
     processes: Union[Literal["auto"], Count]
     timeout_hours: Positive  # how long a process waits at a barrier for the others
@@ -234,6 +252,7 @@ class StaticParams(Section):
     validation: Validation
     data: Data
     shots: Annotated[list[Count], Field(min_length=1)]
+    shot_views: ShotViews
     n_seeds: Count
     seed_base: int
     encoder: Encoder

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from .. import budget
 from . import registry
@@ -70,6 +71,7 @@ class Task:
     encoder: object = None  # the frozen dual encoder, for methods that train through its text tower (CoOp)
     test: Labelled | None = None  # the test split: only for a method that declares ``uses_test`` (the authors' trainable model)
     shared: "SharedFits | None" = None  # the dataset's shared fits (``run`` with a store): trained runs kept for the other protocols
+    views: torch.Tensor | None = None  # (V, N*K, D): the shots' augmented views (``shot_views.n`` > 0), in the shots' order
     _fitted: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -84,6 +86,24 @@ class Task:
     def zero_shot(self, images: torch.Tensor) -> torch.Tensor:
         return zero_shot_of(zero_shot_state(self), images)
 
+    def viewed(self, use: str) -> "Task":
+        """The task as a method that takes the views by ``use`` sees it (its ``views`` parameter):
+        ``mean``: each shot's image the normalised mean of its views (Tip-Adapter's cache keys);
+        ``samples``: every view a shot of its own, with its image's label and caption (GDA, ProKeR,
+        CLAP); ``first``: each shot's first view (LP++); ``none``, or no views: the task as it is."""
+        if use == "none" or self.views is None or self.shots is None:
+            return self
+        s, v = self.shots, self.views
+        if use == "mean":
+            shots = Labelled(F.normalize(v.mean(0), dim=-1), s.captions, s.labels)
+        elif use == "samples":
+            shots = Labelled(v.reshape(-1, v.shape[-1]), None if s.captions is None else s.captions.repeat(len(v), 1), s.labels.repeat(len(v)))
+        elif use == "first":
+            shots = Labelled(v[0], s.captions, s.labels)
+        else:
+            raise ValueError(f"views: '{use}' is not one of none, mean, samples, first")
+        return replace(self, shots=shots, views=None, _fitted={})
+
     def trajectory(self, name: str, params: dict):
         """lr -> the ``training.Trajectory`` of method ``name``'s run at that learning rate on these
         shots (``training.fit_on_shots``), or None without a store."""
@@ -95,8 +115,8 @@ class Task:
         """Method ``name`` fitted on this task, once (a later method that starts from it reuses it);
         ``key``: another fit of it kept apart (a variant's, with other parameters)."""
         key = name if key is None else key
-        if key not in self._fitted:
-            self._fitted[key] = registry.get(name).fit(self, params)
+        if key not in self._fitted:  # on the shots as the method takes their views (a start: as it takes them, Tip-Adapter-F's cache)
+            self._fitted[key] = registry.get(name).fit(self.viewed(params.get("views", "none")), params)
         return self._fitted[key]
 
 
@@ -195,7 +215,8 @@ def task_for(inp, cfg: dict, k: int, seed: int | None, encoder=None) -> Task:
     seed: ``validation.per_class`` per class for that seed; none under ``validation.images`` none)."""
     shots = Labelled(*inp.shots(k, seed)) if k else None
     val = inp.validation(cfg, k or int(cfg["validation"]["per_class"]), seed)
-    return Task(shots, Labelled(*val), inp.class_text, inp.scale, inp.bias, seed, inp.classnames, encoder)
+    views = inp.shot_views(k, seed, int(cfg.get("shot_views", {}).get("n", 0))) if k else None
+    return Task(shots, Labelled(*val), inp.class_text, inp.scale, inp.bias, seed, inp.classnames, encoder, views=views)
 
 
 CELL_COLUMNS = ["method", "row", "history", "tables"]  # a finished cell's part, per method: its row, curve and table rows as JSON
@@ -355,6 +376,7 @@ def _fit_cell(task: Task, name: str, params: dict, test: Labelled, cfg: dict, k:
         return result_row(cfg, name, k, seed, acc, fitted.val_accuracy, fitted.selected_on or selected_on(cfg), search_of(m, fitted, task),
                           candidates, **fitted.chosen)
 
+    task = task.viewed(params.get("views", "none"))
     key = shared.key(task, name, params) if shared is not None and task.shots is not None and SharedFits.applies(m) else None
     fitted = shared.get(key) if key else None
     if fitted is None:

@@ -46,10 +46,16 @@ KINDS = ("zero-shot", "training-free", "trained")
 Kind = Literal["zero-shot", "training-free", "trained"]
 
 
+ViewUse = Literal["none", "mean", "samples", "first"]
+
+
 class MethodParams(Section):
     """A method's parameters (``methods.<name>`` of the params files): subclass it with the
     method's keys; unknown keys, wrong types and values out of range are refused with the file and
-    the key at fault (``config.load_config``)."""
+    the key at fault (``config.load_config``). Every method has ``views``: how it takes the shots'
+    augmented views where the run has some (``shot_views.n`` > 0; ``loop.Task.viewed``)."""
+
+    views: ViewUse = "none"
 
 
 @dataclass(frozen=True)

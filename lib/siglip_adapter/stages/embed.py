@@ -7,13 +7,16 @@ from __future__ import annotations
 import pandas as pd
 
 from ..captions.make import CAPTION_COLUMNS, read_captions
-from ..data import manifest_hash, read_manifest
+from ..config import seeds as seed_list
+from ..data import manifest_hash, read_manifest, shot_image_ids
 from ..encoders import build_encoder
 from ..paths import RunPaths
 from ..prompts import class_prompts
 from ..shard import Shard
 from ..sources import build_source
 from ..store import Features, FeatureStore, cache_key, code_version
+from ..views import settings_of as view_settings
+from ..views import view_ids
 from .pools import image_identity, text_rows, tower_rows
 from .split import ids_to_caption, ids_to_read
 
@@ -38,25 +41,34 @@ def feature_fields(cfg: dict, encoder, manifest: pd.DataFrame, captions: pd.Data
 
 def feature_jobs(cfg: dict, store: FeatureStore, source, manifest: pd.DataFrame, encoder, captioned: pd.DataFrame,
                  shard: Shard | None = None):
-    """Per kind (image, caption, class_prompt): (fields, ids, compute(ids) -> features), computing
-    through the store's pools (``shard``: each process its share). Only the images some stage
-    reads are embedded (K-shot sets, val, test); captions as captioned."""
+    """Per kind (image, caption, class_prompt; view with ``shot_views.n`` > 0): (fields, ids,
+    compute(ids) -> features), computing through the store's pools (``shard``: each process its
+    share). Only the images some stage reads are embedded (K-shot sets, val, test); captions as
+    captioned; views of the K-shot sets' images alone."""
     read = ids_to_read(manifest, cfg)
     fields = feature_fields(cfg, encoder, manifest, captioned, read)
     tower = tower_rows(cfg, store, source, encoder, shard)
 
-    def image_features(ids):
+    def features_of(rows):
         if encoder.label_prompts:  # ConSE mixes label-name embeddings: the text pool keeps them
             encoder.use_label_embeddings(text_rows(store, encoder, encoder.label_prompts, desc="label names", shard=shard))
-        return encoder.from_tower(tower(ids))
+        return encoder.from_tower(rows)
 
     texts = dict(zip(captioned["image_id"], captioned["caption"]))
-    return {
-        "image": (fields["image"], read, image_features),
+    jobs = {
+        "image": (fields["image"], read, lambda ids: features_of(tower(ids))),
         "caption": (fields["caption"], captioned["image_id"].tolist(),
                     lambda ids: text_rows(store, encoder, [texts[i] for i in ids], desc="caption features", shard=shard)),
         "class_prompt": (fields["class_prompt"], fields["class_prompt"]["prompts"], lambda ps: text_rows(store, encoder, list(ps), shard=shard)),
     }
+    views = view_settings(cfg)
+    if views["n"]:  # the shots' augmented views: a pool of their own beside the images'
+        view_tower = tower_rows(cfg, store, source, encoder, shard, views)
+        ids = view_ids(shot_image_ids(manifest, max(cfg["shots"]), seed_list(cfg)), views["n"])
+        jobs["view"] = ({**fields["image"], "kind": "view", "views": views, "ids": cache_key({"ids": ids}),
+                                 "code": code_version("encoders", "prompts", "sources.images", "views")}, ids,
+                        lambda v: features_of(view_tower(v)))
+    return jobs
 
 
 def _meta(encoder) -> dict:

@@ -21,11 +21,18 @@ def image_identity(cfg: dict) -> dict:
     return {"dataset": d["name"], "source": d["source"], "invert": bool(d.get("invert", False))}
 
 
-def tower_rows(cfg: dict, store: FeatureStore, source, encoder, shard: Shard | None = None) -> Callable[[Sequence[str]], torch.Tensor]:
+def tower_rows(cfg: dict, store: FeatureStore, source, encoder, shard: Shard | None = None,
+               views: dict | None = None) -> Callable[[Sequence[str]], torch.Tensor]:
     """ids -> the encoder's image-tower outputs (``tower_pixels``), from the store's pool for this
     encoder setting and these images; only ids never seen are decoded and run (``shard``: shared
-    by the processes that all call it alike, see ``FeatureStore.rows``)."""
+    by the processes that all call it alike, see ``FeatureStore.rows``). ``views``: the ids are
+    view ids (``views.view_ids``) under these view settings, a pool of their own."""
     fields = {"kind": "image_tower", **encoder.tower_fields(), **image_identity(cfg), "code": code_version("encoders", "sources.images")}
+    if views is not None:
+        from ..views import ViewSource
+
+        source = ViewSource(source, views)
+        fields = {**fields, "views": {k: v for k, v in views.items() if k != "n"}, "code": code_version("encoders", "sources.images", "views")}
     e, workers = cfg["encoder"], cfg["data"]["num_workers"]
 
     def compute(ids):
