@@ -12,7 +12,8 @@ no-op plain `dvc repro` beside it), and what one adapter parameter reruns.
 2. A no-op ``make repro`` right after, as the README gives it (target: 10 s; it re-hashes every
    dataset's images, then stops), and a no-op plain ``dvc repro`` for comparison.
 3. One value of ``methods.adapter.theta`` changed in params/defaults.yaml (restored afterwards), and the
-   stages ``dvc repro --dry`` would then run, printed.
+   stages ``dvc repro`` would then run, printed: those ``dvc status`` names once the stage_params
+   stages (each dataset's first) have written what each kind of stage reads.
 
 The last line is ``pipeline noop_seconds: <seconds of the no-op make repro>``.
 """
@@ -20,6 +21,7 @@ The last line is ``pipeline noop_seconds: <seconds of the no-op make repro>``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -32,6 +34,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Report  # noqa: E402
+
+from siglip_adapter.runs import run_datasets  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -116,8 +120,9 @@ def run_measured(cmd: list[str], log: Path, pss_every: float = 1.0) -> dict:
 
 
 def reruns_after_theta_change(report: Report) -> list[str]:
-    """The stages ``dvc repro --dry`` would run after one value of ``methods.adapter.theta`` changes in
-    params/defaults.yaml (restored afterwards; --dry runs and records nothing)."""
+    """The stages ``dvc repro`` would run after one value of ``methods.adapter.theta`` changes in
+    params/defaults.yaml: what ``dvc status`` reports once the stage_params stages (the first of
+    each dataset's run) have rewritten their files (restored afterwards; nothing is recorded)."""
     defaults = ROOT / "params" / "defaults.yaml"
     text = defaults.read_text()
     lines = text.splitlines()
@@ -125,14 +130,17 @@ def reruns_after_theta_change(report: Report) -> list[str]:
     old = next(line for line in lines[start:] if line.strip().startswith("theta:") and "[" in line)
     new = old.replace("15.0]", "20.0]")
     report.add(f"changed in params/defaults.yaml (methods.adapter): {old.split('#')[0].strip()} -> {new.split('#')[0].strip()}")
+    write_params = [sys.executable, "-m", "siglip_adapter.stage_params", *run_datasets(ROOT)]
     try:
         defaults.write_text(text.replace(old, new, 1))
-        dry = subprocess.run([str(BIN / "dvc"), "repro", "--dry"], cwd=ROOT, capture_output=True, text=True, env=_env())
+        subprocess.run(write_params, cwd=ROOT, env=_env(), check=True)
+        status = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=ROOT, capture_output=True, text=True, env=_env())
     finally:
         defaults.write_text(text)
-    if dry.returncode:
-        raise SystemExit(f"dvc repro --dry failed: {dry.stdout[-2000:]}{dry.stderr[-2000:]}")
-    return [line.split("'")[1] for line in dry.stdout.splitlines() if line.startswith("Running stage")]
+        subprocess.run(write_params, cwd=ROOT, env=_env(), check=True)
+    if status.returncode:
+        raise SystemExit(f"dvc status failed: {status.stdout[-2000:]}{status.stderr[-2000:]}")
+    return [stage for stage, entries in json.loads(status.stdout or "{}").items() if entries != ["always changed"]]
 
 
 def noop(report: Report, cmd: list[str], name: str, target: float | None) -> float:
@@ -176,8 +184,8 @@ def main(argv: list[str] | None = None) -> float:
     noop(report, [str(BIN / "dvc"), "repro"], "plain dvc repro", target=None)
 
     stages = reruns_after_theta_change(report)
-    report.add(f"stages dvc repro would rerun ({len(stages)}): {', '.join(stages)} (--dry lists the stages whose own inputs "
-               "changed; the analysis follows when their outputs do)")
+    report.add(f"stages dvc repro would rerun ({len(stages)}): {', '.join(stages)} (those whose own inputs changed once the "
+               "stage_params stages have run; the analysis follows when their outputs do)")
     report.finish(noop_s, label="noop_seconds")
     return noop_s
 

@@ -86,7 +86,8 @@ def test_stage_kernel_runs_on_kaggle_and_its_output_lands_in_the_users_clone(tmp
     dvc = lambda *a: subprocess.run(["dvc", *a], cwd=user, env=env, capture_output=True, text=True)  # noqa: E731
     stages = [f"{s}@{run}" for s in ("captions", "embed", "zero_shot", "adapter", "trainable")]
     assert members(m.working / state["archive"])["results/runs/digits/images.json"]  # the images' fingerprint the stages depend on
-    assert dvc("repro", "digits_data").returncode == 0  # the offline images, which the analysis shows beside their captions
+    # the offline images, which the analysis shows beside their captions, and what the stages read of params/
+    assert dvc("repro", "digits_data", "stage_params@digits").returncode == 0
     done = dvc("commit", "-f", *stages)
     assert done.returncode == 0, done.stderr
     status = dvc("status", *stages)

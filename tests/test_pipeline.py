@@ -2,6 +2,7 @@
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -139,29 +140,51 @@ def test_a_stage_that_finds_modules_at_run_time_depends_on_their_whole_package(d
     assert ("adapter", "lib/siglip_adapter/methods") in checked and ("captions", "lib/siglip_adapter/sources") in checked
 
 
-def test_stage_params_exist_in_defaults(dvc, root):
-    defaults = read_yaml(root / "params" / "defaults.yaml")
-    for name, stage in dvc["stages"].items():
-        body = stage.get("do", stage)
-        for entry in body.get("params", []):
-            for file, keys in entry.items():
-                if file == "params/defaults.yaml" and keys:  # no keys: the whole file
-                    for key in keys:  # a dotted key (methods.zero_shot) names a section inside one
-                        section = defaults
-                        for part in key.split("."):
-                            assert isinstance(section, dict) and part in section, f"{name}: {key} not in defaults.yaml"
-                            section = section[part]
+def test_what_each_stage_reads_of_params_exists(root):
+    """Every section ``stage_params.READS`` names is in its file: a dotted key (methods.zero_shot)
+    names a section inside one."""
+    from siglip_adapter import stage_params
+
+    files = {stage_params.DEFAULTS: read_yaml(root / stage_params.DEFAULTS), stage_params.RUN: read_yaml(root / stage_params.RUN)}
+    for kind, reads in stage_params.READS.items():
+        assert stage_params.DATASET in reads and reads[stage_params.DATASET] is None, kind  # the dataset's file, whole
+        for file, keys in reads.items():
+            for key in keys or []:
+                section = files[file]
+                for part in key.split("."):
+                    assert isinstance(section, dict) and part in section, f"{kind}: {key} not in {file}"
+                    section = section[part]
 
 
-def test_the_zero_shot_stage_reruns_when_a_zero_shot_method_changes(dvc):
+def test_each_stage_reads_params_through_its_kinds_file_only(dvc):
+    """DVC records a stage's params in dvc.lock and rewrites the whole lock after every stage: only
+    the stage_params stage (once per dataset), the images (its dataset's file) and the analysis
+    (params/run.yaml's lists) declare params; every stage of a kind of ``READS`` depends on its
+    kind's file of the stage_params stage's output instead."""
+    from siglip_adapter import stage_params
+
+    declaring = {name for name, stage in dvc["stages"].items() if stage.get("do", stage).get("params")}
+    assert declaring == {"stage_params", "images", "analysis"}, declaring
+    recorded = dvc["stages"]["stage_params"]["do"]["params"]
+    assert {"params/defaults.yaml": None} in recorded and {"params/${item}.yaml": None} in recorded
+    assert dvc["stages"]["stage_params"]["do"]["outs"][0] == {"results/stage_params/${item}": {"persist": True, "cache": False}}
+    for kind in stage_params.READS:
+        body = dvc["stages"][kind].get("do", dvc["stages"][kind])
+        item = "${item}" if "do" in dvc["stages"][kind] else "${item.dataset}"
+        assert f"results/stage_params/{item}/{kind}.json" in body["deps"], kind
+    assert set(stage_params.READS) >= set(NOTEBOOK_STAGES[:-1])
+
+
+def test_the_zero_shot_stage_reruns_when_a_zero_shot_method_changes():
     """03_zero_shot reads the zero-shot methods' parameters only (not every method's): each method
     of kind zero-shot is listed by its dotted key."""
+    from siglip_adapter import stage_params
     from siglip_adapter.methods import registry
 
-    stage = dvc["stages"]["zero_shot"]
-    keys = next(e for e in stage.get("do", stage)["params"] if "params/defaults.yaml" in e)["params/defaults.yaml"]
+    keys = stage_params.READS["zero_shot"][stage_params.DEFAULTS]
     zero_shot = [m for m, d in registry.discover().items() if d.kind == "zero-shot" and d.in_kit]
     assert zero_shot and {f"methods.{m}" for m in zero_shot} <= set(keys), keys
+    assert "methods" not in keys
 
 
 def test_adding_a_dataset_backbone_or_protocol_needs_no_edit_of_dvc_yaml(dvc):
@@ -240,9 +263,17 @@ def test_an_edited_output_is_stale(dvc_copy):
         csv.write_text(original)
 
 
+def _write_stage_params(repo: Path) -> None:
+    """What ``dvc repro`` runs first for each dataset (the stage_params stage's command), in ``repo``."""
+    env = {**os.environ, "SIGLIP_ADAPTER_ROOT": str(repo)}
+    subprocess.run([sys.executable, "-m", "siglip_adapter.stage_params", *run_datasets(repo)], cwd=repo, env=env, check=True)
+
+
 def test_an_adapter_parameter_reruns_only_the_stages_that_read_it(dvc_copy):
-    """The adapter stages, and those whose trained methods start from the adapter's choice: the
-    trainable stages, the ablation and the cards."""
+    """An edit of params/ makes the stage_params stages stale (what ``dvc status`` reports before
+    anything runs); once they have run (the first stage of each dataset's ``dvc repro``), the
+    adapter stages are stale, and those whose trained methods start from the adapter's choice: the
+    trainable stages, the ablation and the cards; not the captions, features or zero-shot."""
     defaults = dvc_copy / "params" / "defaults.yaml"
     original = defaults.read_text()
     try:
@@ -251,11 +282,16 @@ def test_an_adapter_parameter_reruns_only_the_stages_that_read_it(dvc_copy):
         defaults.write_text(head + "\n  adapter:" + tail.replace(f"theta: {cfg['methods']['adapter']['theta']}", "theta: [1.0, 99.0]", 1))
         changed = yaml.safe_load(defaults.read_text())["methods"]
         assert changed["adapter"]["theta"] == [1.0, 99.0] and changed["tip_adapter_wide"]["theta"] == cfg["methods"]["tip_adapter_wide"]["theta"]
+        recorders = {f"stage_params@{ds}" for ds in run_datasets(dvc_copy)}
+        assert set(_dvc_stale(dvc_copy)) == recorders
+        _write_stage_params(dvc_copy)
         runs = [f"{ds}-{b}-{p}" for ds in run_datasets(dvc_copy) for b in run_backbones(dvc_copy) for p in run_protocols(dvc_copy)]
-        assert set(_dvc_stale(dvc_copy)) == ({f"adapter@{r}" for r in runs} | {f"trainable@{r}" for r in runs}
+        assert set(_dvc_stale(dvc_copy)) == (recorders | {f"adapter@{r}" for r in runs} | {f"trainable@{r}" for r in runs}
                                              | {f"{stage}@{ds}" for ds in run_datasets(dvc_copy) for stage in ("ablation", "cards")})
     finally:
         defaults.write_text(original)
+        _write_stage_params(dvc_copy)
+    assert _dvc_stale(dvc_copy) == {}
 
 
 def _stage_io(root: Path) -> list[tuple[str, set[str], set[str]]]:
@@ -464,7 +500,7 @@ def test_every_stage_that_computes_sets_its_own_thread_count(dvc, root):
     assert isinstance(yaml.safe_load((root / "params" / "run.yaml").read_text())["threads"], int)
     for name, stage in dvc["stages"].items():
         cmd = stage.get("do", stage)["cmd"]
-        if name in ("digits_data", "images"):  # no torch: files written and hashed
+        if name in ("digits_data", "images", "stage_params"):  # no torch: files written and hashed
             continue
         assert cmd.startswith("export OMP_NUM_THREADS=${threads} MKL_NUM_THREADS=${threads} && "), name
     script = (root / "scripts" / "repro.sh").read_text()

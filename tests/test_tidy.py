@@ -85,3 +85,26 @@ def test_papermill_twice_gives_the_same_notebook_but_its_timings(tmp_path, monke
     done = json.loads(tidy_a)["cells"][-1]["outputs"]
     texts = ["".join(o["data"]["text/plain"]) for o in done if VIEW in (o.get("data") or {})]
     assert texts and all(t.startswith("cells: 100%|##########| 5/5") for t in texts), texts
+
+
+def test_a_stage_notebook_runs_papermill_then_tidy_and_stops_its_kernel_at_once(tmp_path, monkeypatch):
+    """``kit_tools.execute`` (what every notebook stage runs): papermill's command line with its
+    parameters, the output tidied, and the kernel stopped without its exit (nbclient's
+    ``shutdown_kernel="immediate"``): an ``atexit`` hook the notebook registers never runs, where a
+    plain papermill run (graceful shutdown) runs it."""
+    nbformat = pytest.importorskip("nbformat")
+    papermill = pytest.importorskip("papermill")
+    from kit_tools import execute
+
+    monkeypatch.chdir(tmp_path)
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell("n = 3", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import atexit, pathlib\natexit.register(pathlib.Path('exited').write_text, str(n))")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    papermill.execute_notebook("in.ipynb", "plain.ipynb", parameters={"n": 4}, kernel_name="python3", progress_bar=False)
+    assert (tmp_path / "exited").read_text() == "4"  # the hook does run on a graceful exit
+    (tmp_path / "exited").unlink()
+    assert execute.main(["in.ipynb", "out.ipynb", "-p", "n", "5", "--no-progress-bar"]) == 0
+    out = json.loads((tmp_path / "out.ipynb").read_text())
+    assert INJECTED_ID in json.dumps(out) and "n = 5" in "".join(out["cells"][1]["source"])
+    assert not (tmp_path / "exited").exists()

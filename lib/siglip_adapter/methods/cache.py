@@ -109,11 +109,18 @@ def accuracy_along(zs: torch.Tensor, cache: torch.Tensor, labels: torch.Tensor, 
     counts = counts.cumsum(1)[:, :n_w]  # (L, W): images whose interval holds each weight
     # |w - end| <= NEAR_END (|w| + |end|) implies |w - end| <= 2 NEAR_END |end| / (1 - NEAR_END): a band per image
     band = lambda end: torch.where(end.isfinite(), end.abs() * (2 * NEAR_END / (1 - NEAR_END)), -1.0)  # noqa: E731
-    pairs = [_runs(flat, torch.zeros_like(first), torch.full_like(first, n_w))]  # every weight of a flat image
-    for end in (low, high):  # the weights near an end: a run found by binary search, widened, then the band's own test
+    rows, imgs = flat.nonzero(as_tuple=True)
+    pairs = [_runs(rows, imgs, torch.zeros_like(rows), torch.full_like(rows, n_w))]  # every weight of a flat image
+    padded = torch.cat([-inf[None], sorted_w, inf[None]])  # padded[i] is sorted_w[i - 1]
+    for end, at in ((low, first), (high, stop)):  # the weights near an end: a run found by binary search, widened, then the band's own test
         b = band(end)
-        near = _runs(b >= 0, torch.searchsorted(sorted_w, (end - 2 * b).contiguous(), side="left"),
-                     torch.searchsorted(sorted_w, (end + 2 * b).contiguous(), side="right"))
+        lo, hi = end - 2 * b, end + 2 * b
+        # The weights just below the end's place among them and at or above it (at: the count of
+        # weights below low, or at or below high) are the nearest on each side, so a weight lies in
+        # [lo, hi] only if one of these two does: the binary searches run on those images only.
+        rows, imgs = ((b >= 0) & ((padded[at] >= lo) | (padded[at + 1] <= hi))).nonzero(as_tuple=True)
+        near = _runs(rows, imgs, torch.searchsorted(sorted_w, lo[rows, imgs], side="left"),
+                     torch.searchsorted(sorted_w, hi[rows, imgs], side="right"))
         keep = (sorted_w[near[2]] - end[near[0], near[1]]).abs() <= b[near[0], near[1]]
         pairs.append(tuple(t[keep] for t in near))
     row, img, at = (torch.cat(t) for t in zip(*pairs))
@@ -129,14 +136,12 @@ def accuracy_along(zs: torch.Tensor, cache: torch.Tensor, labels: torch.Tensor, 
     return (out.to(cache.dtype) / m).reshape(*lead, n_w)
 
 
-def _runs(rows: torch.Tensor, start: torch.Tensor, stop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(row, image, weight index) of every weight index in [start, stop) of each (row, image) where
-    ``rows`` holds; all (L, M)."""
-    cnt = torch.where(rows, (stop - start).clamp_min(0), 0).flatten()
+def _runs(rows: torch.Tensor, imgs: torch.Tensor, start: torch.Tensor, stop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, image, weight index) of every weight index in [start, stop) of each (rows[i], imgs[i]); all 1-D."""
+    cnt = (stop - start).clamp_min(0)
     cell = torch.repeat_interleave(torch.arange(len(cnt)), cnt)
     offset = torch.arange(len(cell)) - torch.repeat_interleave(cnt.cumsum(0) - cnt, cnt)
-    m = rows.shape[1]
-    return cell // m, cell % m, start.flatten()[cell] + offset
+    return rows[cell], imgs[cell], start[cell] + offset
 
 
 def grid_accuracies(images, labels, image_keys, caption_keys, key_labels, class_text, alphas, thetas, betas,
