@@ -60,8 +60,9 @@ class StageParamsError(ValueError):
 
 
 def _read(path: Path) -> dict:
-    """A parameter file as data (the kit's own loader, ``config.read_yaml``, imports the schema and the
-    method registry: seconds this light stage does not need)."""
+    """A parameter file as data, read as the kit's own loader (``config.read_yaml``) reads it. Not that
+    loader itself: its module's functions import the schema and the method registry, which this
+    stage would then have to list as dependencies and rerun for."""
     try:
         data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
