@@ -10,7 +10,7 @@ Why not DVC's own ``params:`` on each stage: DVC records the values of a stage's
 ``dvc.lock`` and, after every stage it runs, parses the whole lock file (keeping its comments) and
 writes it back. With every run recording the sections it reads (the method grids, backbones,
 profiles and protocols: 300 to 700 lines a stage) the lock grew to 21,500 lines, and that parse and
-write cost about 2.5 s of a small stage's 10 on the 2-core machine, under the repository lock.
+write cost about 2.5 s of a small stage's 12.5 on the 2-core machine, under the repository lock.
 Here the ``stage_params`` stage of each dataset records the parameter files once (its ``params:``
 are the whole files), and each stage depends on its kind's file instead: a stage reruns exactly
 when a section it reads changes, as before, and ``dvc status`` after an edit of ``params/`` names
@@ -98,9 +98,8 @@ def path(dataset: str, kind: str, root: Path | None = None) -> Path:
     return (project_root() if root is None else root) / "results" / "stage_params" / dataset / f"{kind}.json"
 
 
-def write(dataset: str, root: Path | None = None) -> list[Path]:
-    """Write every kind's file for ``dataset``; returns those whose content changed."""
-    changed = []
+def write(dataset: str, root: Path | None = None) -> None:
+    """Write every kind's file for ``dataset`` whose content changed."""
     for kind in READS:
         text = json.dumps(values(dataset, kind, root), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
         target = path(dataset, kind, root)
@@ -108,8 +107,6 @@ def write(dataset: str, root: Path | None = None) -> list[Path]:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, lambda tmp, text=text: tmp.write_text(text))
-        changed.append(target)
-    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
