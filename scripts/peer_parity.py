@@ -10,6 +10,7 @@ no copy of the peers' code exists.
     .venv/bin/python scripts/peer_parity.py clap --code ~/peers/CLAP --deps ~/peers/Dassl ~/peers/deps
     .venv/bin/python scripts/peer_parity.py linear_probe --code ~/peers/CoOp      # KaiyangZhou/CoOp: its lpclip script
     .venv/bin/python scripts/peer_parity.py clip_adapter --code ~/peers/CLIP-Adapter --deps ~/peers/CoOp ~/peers/Dassl ~/peers/deps
+    .venv/bin/python scripts/peer_parity.py coop --code ~/peers/CoOp --deps ~/peers/Dassl ~/peers/deps
 
 writes ``tests/fixtures/parity/<method>.json``: the peer's repository and commit, the function
 run, its settings, the fingerprint of each feature set, and per dataset, K and seed its test
@@ -46,6 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from kit_tools import parity  # noqa: E402
+from siglip_adapter.prompts import clean_classname  # noqa: E402
 
 
 class _Anything(types.ModuleType):
@@ -402,6 +404,95 @@ def taskres(code: Path, data: parity.ParitySet, k: int, seed: int, scale: float 
     return {"accuracy": acc, "chosen": {"epoch": trainer.max_epoch}}
 
 
+@functools.lru_cache(maxsize=None)
+def _coop_tower(dim: int):
+    """(the kit's ``ClipEncoder`` over ``parity.coop_encoder``'s tiny CLIP, in a temporary folder)."""
+    return parity.coop_encoder(Path(tempfile.mkdtemp()) / "clip", dim)
+
+
+def _openai_text_clip(encoder, clip_model_module):
+    """The tiny CLIP's text tower as OpenAI CLIP's model holds it (``clip.model.Transformer`` of the
+    peer's checkout, its ``token_embedding``, ``positional_embedding``, ``ln_final``,
+    ``text_projection``, ``logit_scale`` at ln 100), with the transformers weights converted, and a
+    tokenize with the encoder's tokenizer (``coop`` sets the module's ``_tokenizer``, which counts
+    the class names' tokens, to it too). OpenAI's tokenizer pads with 0 and its end-of-text id is
+    the vocabulary's highest (the peer pools at ``argmax``): the tiny vocabulary's end-of-text id and
+    its highest are swapped, in the ids and in the token table's rows."""
+    from torch import nn
+
+    hf = encoder.model.text_model
+    width, n_layers = hf.config.hidden_size, hf.config.num_hidden_layers
+    vocab = hf.config.vocab_size
+    swap = torch.arange(vocab)
+    eot = encoder.tokenizer.eos_token_id
+    swap[[eot, vocab - 1]] = swap[[vocab - 1, eot]]
+    length = hf.embeddings.position_embedding.weight.shape[0]
+    mask = clip_model_module.CLIP.build_attention_mask(types.SimpleNamespace(context_length=length))
+    transformer = clip_model_module.Transformer(width, n_layers, hf.config.num_attention_heads, mask)
+    state = {}
+    for i, layer in enumerate(hf.encoder.layers):
+        a, to = layer.self_attn, f"resblocks.{i}."
+        state[to + "attn.in_proj_weight"] = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+        state[to + "attn.in_proj_bias"] = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
+        for ours, theirs in (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"),
+                             ("layer_norm2", "ln_2")):
+            for p in ("weight", "bias"):
+                state[f"{to}{theirs}.{p}"] = layer.get_submodule(ours).get_parameter(p)
+    transformer.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+    ln_final = clip_model_module.LayerNorm(width)
+    ln_final.load_state_dict(hf.final_layer_norm.state_dict())
+    token_embedding = nn.Embedding(vocab, width)
+    token_embedding.weight.data.copy_(hf.embeddings.token_embedding.weight.detach()[swap])
+    clip_model = types.SimpleNamespace(
+        transformer=transformer, ln_final=ln_final, token_embedding=token_embedding, dtype=torch.float32,
+        positional_embedding=nn.Parameter(hf.embeddings.position_embedding.weight.detach().clone()),
+        text_projection=nn.Parameter(encoder.model.text_projection.weight.detach().T.clone()),
+        logit_scale=_CLIP.logit_scale, visual=types.SimpleNamespace(input_resolution=224))
+
+    def tokenize(texts, context_length: int = length, truncate: bool = False):
+        texts = [texts] if isinstance(texts, str) else texts
+        out = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for row, text in zip(out, texts):
+            ids = swap[torch.tensor(encoder.tokenizer(text)["input_ids"])]
+            row[: len(ids)] = ids
+        return out
+
+    return clip_model, tokenize
+
+
+def coop(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
+    """KaiyangZhou/CoOp ``trainers/coop.py`` as ``scripts/coop/main.sh`` runs it (``N_CTX`` 16,
+    ``CSC`` False, ``CLASS_TOKEN_POSITION`` end; ``rn50_ep50`` at 1 shot, ``rn50_ep100`` at 2 and 4,
+    ``rn50`` from 8, COOP.md's assignment), on Dassl (``--deps``): its ``PromptLearner`` (the random
+    context drawn after Dassl's seeding), ``TextEncoder`` and ``CustomCLIP`` over
+    ``_openai_text_clip`` (the tiny CLIP text tower of ``parity.coop_encoder``, which the kit's CoOp
+    runs on in the test), the identity as image encoder, Dassl's optimizer and scheduler for the
+    prompt learner; then ``TrainerX.run_epoch`` for every epoch (``_dassl_epochs``). ``PREC`` fp32 (on
+    the CPU; their default fp16 needs a GPU). The class names are the kit's, cleaned as every prompt
+    of the kit cleans them (``prompts.clean_classname``: "T-shirt/top" -> "T-shirt or top"; their
+    datasets' own lists are cleaned by hand). The accuracy is the last epoch's on the test features."""
+    tower = _coop_tower(data.class_text.shape[1])  # first: transformers is imported before the stand-ins (torchvision) exist
+    config = "rn50_ep50" if k == 1 else "rn50_ep100" if k <= 4 else "rn50"
+    options = ["TRAINER.COOP.N_CTX", 16, "TRAINER.COOP.CSC", False, "TRAINER.COOP.CLASS_TOKEN_POSITION", "end", "TRAINER.COOP.PREC", "fp32"]
+    peer, cfg = _dassl_peer(code, "trainers.coop", f"CoOp/{config}.yaml", options, seed)
+    from dassl.utils import set_random_seed
+
+    clip_model, peer.clip.tokenize = _openai_text_clip(tower, importlib.import_module("clip.model"))
+    peer._tokenizer = types.SimpleNamespace(encode=lambda text: tower.tokenizer(text, add_special_tokens=False)["input_ids"])  # name lengths
+    images, labels = data.shots(k, seed)
+    test, test_labels = data.split("test")
+    set_random_seed(seed)  # as Dassl seeds it before building the model (the tower above drew from the RNG)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        learner = peer.PromptLearner(cfg, [clean_classname(c) for c in parity.classnames_of(data.dataset)], clip_model)
+        model, trainer = _dassl_trainer(peer.CustomCLIP, peer.CoOp, cfg, "prompt_learner", learner)
+        model.tokenized_prompts = learner.tokenized_prompts
+        model.text_encoder = peer.TextEncoder(clip_model).requires_grad_(False)
+        _dassl_epochs(trainer, images, labels)
+        with torch.no_grad():
+            acc = float((model(test).argmax(-1) == test_labels).float().mean())
+    return {"accuracy": acc, "chosen": {"epoch": trainer.max_epoch}}
+
+
 def ape_t(code: Path, data: parity.ParitySet, k: int, seed: int) -> dict:
     """yangyangyang127/APE ``main.APE_T`` (APE-T, with ``utils.APE_Training``) with its Caltech101
     config (training_feat_num 900, w_training [0.2, 0.8], lr and eps 1e-3, 30 epochs) and the
@@ -562,6 +653,10 @@ PEERS = {
     "clip_adapter": (clip_adapter, "gaopengcuhk/CLIP-Adapter", "clip_adapter.py: Adapter, CustomCLIP, CLIP_Adapter (Dassl TrainerX.run_epoch)",
                      {"config": "KaiyangZhou/CoOp configs/trainers/CoOp: rn50_ep50 (K = 1), rn50_ep100 (K = 2, 4), rn50 (K = 8, 16)",
                       "ratio": 0.2, "reduction": 4, "views": 1}),
+    "coop": (coop, "KaiyangZhou/CoOp", "trainers.coop: PromptLearner, TextEncoder, CustomCLIP, CoOp (Dassl TrainerX.run_epoch)",
+             {"config": "configs/trainers/CoOp: rn50_ep50 (K = 1), rn50_ep100 (K = 2, 4), rn50 (K = 8, 16)", "N_CTX": 16, "CSC": False,
+              "CLASS_TOKEN_POSITION": "end", "PREC": "fp32", "views": 1,
+              "text_tower": {"builder": "kit_tools.parity.coop_encoder", "seed": 0, **parity.COOP_TOWER}}),
     "linear_probe": (linear_probe, "KaiyangZhou/CoOp", "lpclip/linear_probe.py (as linear_probe.sh: --num_step 8), one run per cell",
                      {"num_step": 8, "search_list": [1e6, 1e4, 1e2, 1, 1e-2, 1e-4, 1e-6], "val_per_class": 4,
                       "validation": "min(K, 4) per class of the parity set's validation split (ParitySet.val_sample)"}),
@@ -585,6 +680,8 @@ def main(argv=None) -> None:
     for dataset in args.datasets:
         data = parity.load(dataset)
         record["features"][dataset] = data.fingerprint()
+        if "text_tower" in settings:  # trained through the text tower: the prompts' class names are inputs too
+            record.setdefault("classnames", {})[dataset] = parity.classnames_of(dataset)
         for k, seed in data.cells():
             cell = run(args.code, data, k, seed)
             record["cells"].append({"dataset": dataset, "shots": k, "seed": seed, **cell})

@@ -109,7 +109,8 @@ MISTAKES = {
     "fractions not summing to 1": ({"split": {"fractions": {"train": 0.5}}}, None, "split.fractions", "must be 1"),
     "unknown source": ({"dataset": {"source": "ftp"}}, None, "dataset.source", "'coop', 'fashion-mnist', 'folder' or 'hf'"),
     "unknown split method": ({"split": {"method": "random"}}, None, "split.method", "'stratified'"),
-    "unknown method": ({"methods": {"run": ["adapter", "prompt_soup"]}}, None, "methods.run.1", "'coop', 'adapter' or 'trainable' (got 'prompt_soup')"),
+    "unknown method": ({"methods": {"run": ["adapter", "prompt_soup"]}}, None, "methods.run.1", "'coop_val', 'adapter' or 'trainable' (got 'prompt_soup')"),
+    "an unknown stand-in": ({"methods": {"instead": {"coop": "coop_fast"}}}, None, "methods.instead.coop", "(got 'coop_fast')"),
     "unknown choice": ({"methods": {"zero_shot": {"logit_form": "cos"}}}, None, "methods.zero_shot.logit_form", "'cosine'"),
     "a method's section at the top": ({"adapter": {"theta": [1.0]}}, None, "adapter", "unknown parameter 'adapter'"),
     "unknown top-level key": ({"shot": [1]}, None, "shot", "unknown parameter 'shot'"),
@@ -273,8 +274,10 @@ def test_every_dataset_asks_its_captioner_for_visible_attributes_without_its_cla
 
 def test_every_method_has_its_parameters_for_every_dataset_protocol_and_profile(root):
     """The same methods run unchanged on the paper's datasets: every method of ``methods.run``
-    resolves its parameters (and those of the method it starts from) under every protocol (profiles
-    change only the encoder, the captioner and sharding)."""
+    resolves its parameters (and those of the method it starts from) under every protocol (their
+    files name the hub profile, which changes only the encoder, the captioner and sharding; the
+    offline profile's datasets run coop_val in coop's place)."""
+    from siglip_adapter.config import in_place
     from siglip_adapter.methods import loop
 
     names = sorted(p.stem for p in (root / "params").glob("*.yaml") if p.stem not in ("defaults", "run", "paper_table1"))
@@ -282,14 +285,30 @@ def test_every_method_has_its_parameters_for_every_dataset_protocol_and_profile(
     for ds in names:
         for protocol in run_protocols(root):
             cfg = load_config(ds, root=root, protocol=protocol)
-            deviations = set() if protocol == "support_only" else {"tip_adapter_wide", "gda_lw", "clip_adapter_val"}  # nothing to search without validation
-            assert set(loop.names(cfg)) == {"linear_probe", "lp_pp", "zs_lp", "clap", "taskres", "tip_adapter", "tip_adapter_f", "clip_adapter",
-                                            "gda", "proker", "ape", "ape_t", "idea", "coop", "adapter", "trainable"} | deviations
+            deviations = set() if protocol == "support_only" else {"tip_adapter_wide", "gda_lw", "clip_adapter_val", "coop_val"}  # nothing to search without validation
+            every = {"linear_probe", "lp_pp", "zs_lp", "clap", "taskres", "tip_adapter", "tip_adapter_f", "clip_adapter", "gda", "proker", "ape",
+                     "ape_t", "idea", "coop", "adapter", "trainable"} | deviations
+            assert set(loop.names(cfg)) == set(in_place(sorted(every), cfg["methods"]["instead"]))  # the offline datasets: coop_val for coop
             for name in loop.names(cfg):
                 params = loop.params_of(cfg, name)
                 assert params, (ds, protocol, name)
                 if name in ("trainable", "tip_adapter_f"):
                     assert params["start"] == loop.params_of(cfg, {"trainable": "adapter", "tip_adapter_f": "tip_adapter"}[name])
+
+
+def test_the_offline_profile_runs_the_budgeted_coop_in_coops_place(root):
+    """``methods.instead``: under every protocol the offline datasets run ``coop_val`` where
+    ``methods.run`` names ``coop`` (once, where both are named), the rest unchanged."""
+    from siglip_adapter.config import in_place
+
+    for protocol in run_protocols(root):
+        cfg = load_config("digits", root=root, protocol=protocol)
+        hub = load_config("food101", root=root, protocol=protocol)
+        assert cfg["profile"] == "offline" and cfg["methods"]["instead"] == {"coop": "coop_val"}
+        assert "coop" not in cfg["methods"]["run"] and "coop_val" in cfg["methods"]["run"], protocol
+        assert "coop" in hub["methods"]["run"]
+    assert in_place(["a", "coop", "b", "coop_val"], {"coop": "coop_val"}) == ["a", "coop_val", "b"]
+    assert in_place(["a", "coop", "b"], {}) == ["a", "coop", "b"]
 
 
 def test_the_offline_captioner_needs_the_conse_backbone(params_root):

@@ -357,10 +357,10 @@ def test_the_registry_keeps_the_order_labels_and_paper_methods_of_the_committed_
     the order, labels and paper methods that the committed tables and figures were made with."""
     kit = [m for m in registry.ordered() if registry.METHODS[m].in_kit]  # not a test's own (helpers.counted_method_run)
     assert kit == ["zero_shot", "zero_shot_captions", "linear_probe", "lp_pp", "zs_lp", "clap", "taskres", "tip_adapter", "tip_adapter_wide", "tip_adapter_f",
-                   "clip_adapter", "clip_adapter_val", "gda", "gda_lw", "proker", "ape", "ape_t", "idea", "coop", "adapter", "trainable"]
+                   "clip_adapter", "clip_adapter_val", "gda", "gda_lw", "proker", "ape", "ape_t", "idea", "coop", "coop_val", "adapter", "trainable"]
     assert [registry.label(m) for m in kit] == [
         "Zero-shot", "Zero-shot + captions", "Linear probe", "LP++", "ZS-LP", "CLAP", "TaskRes", "Tip-Adapter", "Tip-Adapter (wide grid)", "Tip-Adapter-F", "CLIP-Adapter",
-        "CLIP-Adapter (val-tuned)", "GDA", "GDA (Ledoit-Wolf)", "ProKeR", "APE", "APE-T", "IDEA (training-free)", "CoOp", "SigLIP-Adapter (training-free)", "SigLIP-Adapter (trainable)"]
+        "CLIP-Adapter (val-tuned)", "GDA", "GDA (Ledoit-Wolf)", "ProKeR", "APE", "APE-T", "IDEA (training-free)", "CoOp", "CoOp (val-tuned, budgeted)", "SigLIP-Adapter (training-free)", "SigLIP-Adapter (trainable)"]
     assert registry.paper_methods() == ["zero_shot_captions", "adapter", "trainable"]
     assert [m for m in kit if not registry.few_shot(m)] == ["zero_shot", "zero_shot_captions"]
     assert registry.ordered(["adapter", "an_old_row", "zero_shot", "a_method_no_module_declares"]) == [

@@ -20,14 +20,16 @@ TOLERANCE = 0.003  # 0.3 points of accuracy, on the mean over seeds at each K
 RECORDS = sorted((parity.FOLDER).glob("*.json"))
 
 
-def kit_cells(name: str, dataset: str, params: dict, val_per_class: int | None = None) -> dict[tuple[int, int], dict]:
+def kit_cells(name: str, dataset: str, params: dict, val_per_class: int | None = None, classnames: list[str] | None = None,
+              encoder=None) -> dict[tuple[int, int], dict]:
     """{(K, seed): {accuracy, chosen}} of the kit's method on one parity set (validation: the whole
-    split, or the fixture's ``val_per_class`` sample of it)."""
+    split, or the fixture's ``val_per_class`` sample of it; ``classnames`` and ``encoder`` for a
+    method trained through the text tower)."""
     data = parity.load(dataset)
     test = data.labelled("test")
     out = {}
     for k, seed in data.cells():
-        fitted = registry.get(name).fit(data.task(k, seed, val_per_class), params)
+        fitted = registry.get(name).fit(data.task(k, seed, val_per_class, classnames, encoder), params)
         out[(k, seed)] = {"accuracy": fitted.accuracy(test), "chosen": fitted.chosen}
     return out
 
@@ -49,7 +51,7 @@ def params(root) -> dict:
 
 
 def test_every_recorded_peer_has_a_fixture_with_its_source():
-    assert {p.stem for p in RECORDS} >= {"gda", "tip_adapter", "proker", "lp_pp", "clap", "zs_lp", "ape", "ape_t", "taskres", "linear_probe", "clip_adapter"}
+    assert {p.stem for p in RECORDS} >= {"gda", "tip_adapter", "proker", "lp_pp", "clap", "zs_lp", "ape", "ape_t", "taskres", "linear_probe", "clip_adapter", "coop"}
     for path in RECORDS:
         record = json.loads(path.read_text())
         assert record["repository"].count("/") == 1 and len(record["commit"]) == 40, path
@@ -57,14 +59,18 @@ def test_every_recorded_peer_has_a_fixture_with_its_source():
 
 
 @pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.stem)
-def test_method_reproduces_its_authors_code(path: Path, params):
+def test_method_reproduces_its_authors_code(path: Path, params, tmp_path):
     record = json.loads(path.read_text())
     name = record["method"]
     kit = {}
+    tower = record["settings"].get("text_tower")  # CoOp: the tiny CLIP both sides ran on, rebuilt from its recipe
     for dataset, fingerprint in record["features"].items():
-        assert parity.load(dataset).fingerprint() == fingerprint, f"{dataset}: the parity features changed since {path.name} was recorded"
+        data = parity.load(dataset)
+        assert data.fingerprint() == fingerprint, f"{dataset}: the parity features changed since {path.name} was recorded"
+        encoder = parity.coop_encoder(tmp_path / dataset, data.class_text.shape[1], tower["seed"]) if tower else None
         kit.update({(dataset, *cell): v for cell, v in kit_cells(name, dataset, loop.params_of({"methods": params}, name),
-                                                                record["settings"].get("val_per_class")).items()})
+                                                                record["settings"].get("val_per_class"),
+                                                                (record.get("classnames") or {}).get(dataset), encoder).items()})
     gaps = per_k_gaps(record, kit)
     far = {key: round(100 * gap, 2) for key, gap in gaps.items() if abs(gap) > TOLERANCE}
     assert not far, f"{name} differs from {record['repository']}@{record['commit'][:7]} by more than 0.3 points (kit - peer, points): {far}"

@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "tests" / "fixtures" / "parity"
 SHOTS = (1, 4, 16)
 SEEDS = (1, 2, 3)
+# CoOp's parity tower: a tiny random CLIP text tower (OpenAI CLIP's MLP is 4 x its width), built
+# here by ``coop_encoder`` and loaded by both the kit's CoOp and the authors' (scripts/peer_parity.py).
+COOP_TOWER = {"intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
 
 
 @dataclass
@@ -78,9 +81,10 @@ class ParitySet:
         images, labels = self.split(name)
         return Labelled(images, None, labels)
 
-    def task(self, k: int, seed: int, val_per_class: int | None = None):
+    def task(self, k: int, seed: int, val_per_class: int | None = None, classnames: list[str] | None = None, encoder=None):
         """The kit's ``methods.loop.Task`` of one cell: validation is the whole split, or
-        ``val_sample(k, seed, val_per_class)`` of it."""
+        ``val_sample(k, seed, val_per_class)`` of it; ``classnames`` and ``encoder`` for a method
+        that trains through the text tower (CoOp: ``coop_encoder``)."""
         from siglip_adapter.methods.loop import Labelled, Task
 
         images, labels = self.shots(k, seed)
@@ -88,7 +92,7 @@ class ParitySet:
         if val_per_class:
             idx = torch.from_numpy(self.val_sample(k, seed, val_per_class))
             val = Labelled(val.images[idx], None, val.labels[idx])
-        return Task(Labelled(images, None, labels), val, self.class_text, self.scale, self.bias, seed)
+        return Task(Labelled(images, None, labels), val, self.class_text, self.scale, self.bias, seed, classnames, encoder)
 
     def fingerprint(self) -> str:
         """SHA-256 over every array (name, dtype, shape, bytes): what a peer's recorded numbers were computed on."""
@@ -97,6 +101,41 @@ class ParitySet:
             a = np.ascontiguousarray(self.arrays[name])
             h.update(f"{name}:{a.dtype.str}:{a.shape}".encode() + a.tobytes())
         return h.hexdigest()
+
+
+def coop_encoder(folder: Path, dim: int, seed: int = 0):
+    """The CLIP that CoOp's parity runs on, in ``folder``: transformers' ``CLIPModel`` with seeded
+    random weights, a ``COOP_TOWER`` text tower projecting to ``dim`` (the parity features' width)
+    and ``byte_tokenizer``, as the kit's ``ClipEncoder``. The
+    prompts' features mean nothing; both sides train the same context through the same tower."""
+    from siglip_adapter.encoders.clip import ClipEncoder
+
+    from .tiny_models import build_clip
+
+    return ClipEncoder.from_pretrained(str(build_clip(folder, seed, dim, COOP_TOWER, byte_tokenizer())), device="cpu")
+
+
+def byte_tokenizer():
+    """``CLIPTokenizer`` over OpenAI CLIP's base vocabulary without its merges: the 256 byte symbols,
+    each also with the end-of-word suffix, then start and end of text (the highest id, as in
+    CLIP's). Every text is its characters; built the same on every machine (a BPE trained here
+    assigns ids in an order that varies from run to run)."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = [*symbols, *(s + "</w>" for s in symbols), "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=77)
+
+
+def classnames_of(dataset: str) -> list[str]:
+    """The dataset's class names in label order, as the committed run's cards record them."""
+    import json
+
+    cards = sorted((ROOT / "results" / dataset / "cards").glob("*.json"))
+    if not cards:
+        raise FileNotFoundError(f"results/{dataset}/cards: no card to read the class names from (make repro)")
+    return json.loads(cards[0].read_text())["classnames"]
 
 
 def path_of(dataset: str, folder: Path = FOLDER) -> Path:

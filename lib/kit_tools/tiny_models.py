@@ -137,18 +137,23 @@ def build_siglip2_naflex(out: Path, seed: int = 0) -> Path:
     return _save(out, Siglip2Model, cfg, proc, seed)
 
 
-def build_clip(out: Path, seed: int = 0) -> Path:
+def build_clip(out: Path, seed: int = 0, projection_dim: int = 16, text_tower: dict | None = None, tokenizer=None) -> Path:
     """CLIP: CLIPModel, CLIPImageProcessor (shortest-edge resize, centre crop, CLIP's mean and std)
-    and CLIPTokenizer over a byte-level BPE with CLIP's end-of-word suffix, trained here."""
+    and CLIPTokenizer over a byte-level BPE with CLIP's end-of-word suffix, trained here (or
+    ``tokenizer``). ``text_tower``: the text tower's sizes over ``TOWER``'s (CoOp's parity tower:
+    OpenAI CLIP's MLP is 4 x its width)."""
     from tokenizers import pre_tokenizers
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     out.mkdir(parents=True, exist_ok=True)
-    vocab, merges = _bpe(400, ["<|startoftext|>", "<|endoftext|>"], pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False),
-                         end_of_word_suffix="</w>")
-    tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    if tokenizer is None:
+        vocab, merges = _bpe(400, ["<|startoftext|>", "<|endoftext|>"], pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False),
+                             end_of_word_suffix="</w>")
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    tok = tokenizer
     proc = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tok)
-    cfg = CLIPConfig(text_config=_text_config(tok, 77), vision_config=dict(**TOWER, image_size=32, patch_size=8), projection_dim=16)
+    cfg = CLIPConfig(text_config={**_text_config(tok, 77), **(text_tower or {})}, vision_config=dict(**TOWER, image_size=32, patch_size=8),
+                     projection_dim=projection_dim)
     return _save(out, CLIPModel, cfg, proc, seed)
 
 

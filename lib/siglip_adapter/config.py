@@ -238,7 +238,15 @@ def _load(dataset: str, overlay: str, root: Path | None, protocol: str | None, b
     if mistakes:
         raise ConfigError(f"{len(mistakes)} invalid parameters:\n  " + "\n  ".join(mistakes))
     check_paths(cfg, origin)
+    if check_methods:
+        cfg["methods"]["run"] = in_place(cfg["methods"]["run"], cfg["methods"].get("instead") or {})
     return cfg, origin
+
+
+def in_place(run: list[str], instead: dict[str, str]) -> list[str]:
+    """``methods.run`` with each method that ``methods.instead`` names replaced by its stand-in, in
+    its place (a stand-in already listed runs once, at its first place)."""
+    return list(dict.fromkeys(instead.get(name, name) for name in run))
 
 
 DEFAULTS = "params/defaults.yaml"

@@ -266,8 +266,9 @@ class StaticParams(Section):
 def params_model(modules: tuple[str, ...] | None = ()) -> type[BaseModel]:
     """The schema of one run's merged parameters. ``methods``: ``run`` (the methods to run, each one
     that a module declares with a ``fit``), ``modules`` (methods kept outside the kit: dotted module
-    names, imported) and ``<name>`` per declared method, its module's ``Params`` (required where it
-    has a key without a default). ``modules`` None: the ``methods`` section is only checked to be a
+    names, imported), ``instead`` (a method -> the one that runs in its place: ``config.in_place``) and
+    ``<name>`` per declared method, its module's ``Params`` (required where it has a key without a
+    default). ``modules`` None: the ``methods`` section is only checked to be a
     mapping, and no method module is imported (nor torch, which they import)."""
     if modules is None:
         return StaticParams
@@ -276,5 +277,6 @@ def params_model(modules: tuple[str, ...] | None = ()) -> type[BaseModel]:
     runnable = tuple(registry.ordered(registry.runnable(modules)))
     sections = {name: (m.params, ... if any(f.is_required() for f in m.params.model_fields.values()) else Field(default_factory=m.params))
                 for name, m in registry.for_params(modules).items()}
-    methods = create_model("Methods", __base__=Section, run=(list[Literal[runnable]], ...), modules=(list[str], []), **sections)
+    methods = create_model("Methods", __base__=Section, run=(list[Literal[runnable]], ...), modules=(list[str], []),
+                           instead=(dict[Literal[runnable], Literal[runnable]], {}), **sections)
     return create_model("Params", __base__=StaticParams, methods=(methods, ...))

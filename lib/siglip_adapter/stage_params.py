@@ -45,8 +45,9 @@ READS: dict[str, dict[str, list[str] | None]] = {
     # the zero-shot methods' own keys only, not every method's (tests/test_pipeline.py checks it)
     "zero_shot": {DEFAULTS: ["protocols", "switches", "protocol", "validation", "methods.zero_shot", "methods.zero_shot_captions",
                              "shots", "n_seeds", "seed_base"], DATASET: None},
-    "adapter": {DEFAULTS: ["protocols", "switches", "protocol", "shots", "shot_views", "n_seeds", "seed_base", "methods", "validation"],
-                DATASET: None},
+    # the profile too: its methods.instead may change the methods run (the offline profile's coop_val)
+    "adapter": {DEFAULTS: ["protocols", "switches", "protocol", "profile", "profiles", "shots", "shot_views", "n_seeds", "seed_base", "methods",
+                           "validation"], DATASET: None},
     # CoOp trains through the encoder's text tower: the encoder and backbone settings too
     "trainable": {DEFAULTS: ["protocols", "switches", "protocol", "profile", "profiles", "shots", "shot_views", "n_seeds", "seed_base",
                              "methods", "encoder", "backbone", "backbones", "validation"], DATASET: None},

@@ -22,5 +22,9 @@ class ClipEncoder(SiglipEncoder):
         tok = self.tokenizer(self._texts(texts), padding=True, max_length=self.max_text_tokens, truncation=True, return_tensors="pt")
         return {"input_ids": tok["input_ids"].to(self.device), "attention_mask": tok["attention_mask"].to(self.device)}
 
+    def input_embeddings(self):
+        """The text tower's token table (CLIPModel does not expose one: CoOp's context slots)."""
+        return self.model.text_model.embeddings.token_embedding
+
 
 ENCODER = ClipEncoder
