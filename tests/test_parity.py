@@ -64,6 +64,8 @@ def test_method_reproduces_its_authors_code(path: Path, params, tmp_path):
     name = record["method"]
     kit = {}
     tower = record["settings"].get("text_tower")  # CoOp: the tiny CLIP both sides ran on, rebuilt from its recipe
+    if tower:
+        assert {k: tower[k] for k in parity.COOP_TOWER} == parity.COOP_TOWER, f"{path.name}: recorded on another tower than parity.COOP_TOWER"
     for dataset, fingerprint in record["features"].items():
         data = parity.load(dataset)
         assert data.fingerprint() == fingerprint, f"{dataset}: the parity features changed since {path.name} was recorded"

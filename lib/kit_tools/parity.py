@@ -106,8 +106,8 @@ class ParitySet:
 def coop_encoder(folder: Path, dim: int, seed: int = 0):
     """The CLIP that CoOp's parity runs on, in ``folder``: transformers' ``CLIPModel`` with seeded
     random weights, a ``COOP_TOWER`` text tower projecting to ``dim`` (the parity features' width)
-    and ``byte_tokenizer``, as the kit's ``ClipEncoder``. The
-    prompts' features mean nothing; both sides train the same context through the same tower."""
+    and ``byte_tokenizer``, as the kit's ``ClipEncoder``. The prompts' features mean nothing; both
+    sides train the same context through the same tower."""
     from siglip_adapter.encoders.clip import ClipEncoder
 
     from .tiny_models import build_clip
@@ -118,8 +118,8 @@ def coop_encoder(folder: Path, dim: int, seed: int = 0):
 def byte_tokenizer():
     """``CLIPTokenizer`` over OpenAI CLIP's base vocabulary without its merges: the 256 byte symbols,
     each also with the end-of-word suffix, then start and end of text (the highest id, as in
-    CLIP's). Every text is its characters; built the same on every machine (a BPE trained here
-    assigns ids in an order that varies from run to run)."""
+    CLIP's). Every text is its characters; built the same on every run (a BPE trained here did
+    not: the same code gave "x" the ids 86 and 79 in two runs)."""
     from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
