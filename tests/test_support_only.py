@@ -26,7 +26,7 @@ def support_only(root):
              "tip_adapter": {"search_step": [10, 4]}}
     for name, values in small.items():
         cfg["methods"][name].update(values)
-    cfg["methods"]["run"] = [n for n in cfg["methods"]["run"] if n != "coop"]  # CoOp trains through a text tower the toy has not
+    cfg["methods"]["run"] = [n for n in cfg["methods"]["run"] if n not in ("coop", "coop_val")]  # CoOp trains through a text tower the toy has not
     return inp, cfg, real
 
 
